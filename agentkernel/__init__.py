@@ -1,0 +1,1 @@
+"""AgentKernel: run notebook cells inside a managed Docker or Podman sandbox."""

@@ -1,0 +1,1 @@
+"""The AgentKernel Sandbox Jupyter kernel."""

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Set-up from nothing: container engines, the test image, a venv with the package.
+# Idempotent: every step is skipped when its result is already there.
+#   scripts/setup.sh            engines (Docker, and Podman unless AGENTKERNEL_SETUP_PODMAN=0), image, venv
+# Prints the venv's python path on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV=${AGENTKERNEL_VENV:-$ROOT/.venv}
+IMAGE=${AGENTKERNEL_IMAGE:-agentkernel-test:latest}
+PODMAN_SOCK=/run/podman/podman.sock
+WANT_PODMAN=${AGENTKERNEL_SETUP_PODMAN:-1}
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+need_apt=()
+command -v dockerd >/dev/null || need_apt+=(docker.io)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+if [ "$WANT_PODMAN" = 1 ]; then
+  command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
+  [ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || need_apt+=(catatonit)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then log "missing ${need_apt[*]}; run as root or install them"; exit 1; fi
+  log "installing ${need_apt[*]}"
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}" >/dev/null
+fi
+
+# --- Docker ---------------------------------------------------------------
+if ! docker info >/dev/null 2>&1; then
+  log "starting dockerd"
+  mkdir -p /var/log
+  nohup dockerd >/var/log/agentkernel-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/agentkernel-dockerd.log"; tail -20 /var/log/agentkernel-dockerd.log >&2; exit 1; }
+fi
+
+# --- Podman ---------------------------------------------------------------
+if [ "$WANT_PODMAN" = 1 ]; then
+  conf=/etc/containers/containers.conf
+  if ! grep -q agentkernel "$conf" 2>/dev/null; then
+    log "lowering podman's default ulimits in $conf"
+    mkdir -p /etc/containers
+    cat >>"$conf" <<'CONF'
+# agentkernel: the default ulimits exceed this machine's hard limits
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
+init_path = "/usr/bin/catatonit"
+CONF
+  fi
+  if ! curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
+    log "starting podman API service on $PODMAN_SOCK"
+    mkdir -p "$(dirname "$PODMAN_SOCK")"
+    nohup podman system service --time=0 "unix://$PODMAN_SOCK" >/var/log/agentkernel-podman.log 2>&1 &
+    for _ in $(seq 1 30); do curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 && break; sleep 1; done
+    curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 || { log "podman service did not come up"; tail -20 /var/log/agentkernel-podman.log >&2; exit 1; }
+  fi
+fi
+
+# --- venv -----------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv $VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.agentkernel-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing agentkernel[test] into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q -e ".[test]"
+  touch "$stamp"
+fi
+"$VENV/bin/python" -m agentkernel_kernel install --sys-prefix >/dev/null
+
+# --- test image -----------------------------------------------------------
+engines=(docker)
+[ "$WANT_PODMAN" = 1 ] && engines+=(podman)
+for engine in "${engines[@]}"; do
+  AGENTKERNEL_ENGINE=$engine "$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing \
+    --packages python3 python3-matplotlib python3-pandas iproute2 procps
+done
+echo "$VENV/bin/python"

@@ -1,0 +1,104 @@
+"""Shared fixtures: the real engines (Docker and Podman), the test image, cleanup by label.
+
+A missing engine or image is a failure, never a skip: scripts/setup.sh provides both.
+``AGENTKERNEL_TEST_ENGINES=docker`` (comma list) narrows the engines for a local run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from agentkernel.engine import Engine, connect
+from agentkernel.errors import EngineUnavailable
+from agentkernel.images import image_present
+from agentkernel.sandbox import LABEL, Sandbox
+
+RUN_LABEL = "agentkernel.test"
+RUN_ID = secrets.token_hex(4)
+# Every container made during this run, in this process or in kernels it starts, carries it.
+os.environ["AGENTKERNEL_LABELS"] = f"{RUN_LABEL}={RUN_ID}"
+ENGINES = [e.strip() for e in os.getenv("AGENTKERNEL_TEST_ENGINES", "docker,podman").split(",")]
+TEST_IMAGE = os.environ.get("AGENTKERNEL_TEST_IMAGE", "agentkernel-test:latest")
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(name: str) -> Engine:
+    """A connected engine of kind ``name``; fails the test when it does not answer."""
+    if name not in _engines:
+        try:
+            _engines[name] = connect(name)
+        except EngineUnavailable as err:
+            pytest.fail(f"{name} engine unavailable (run scripts/setup.sh): {err}", pytrace=False)
+    return _engines[name]
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each engine in turn; AGENTKERNEL_ENGINE is set so subprocesses use it too."""
+    os.environ["AGENTKERNEL_ENGINE"] = request.param
+    get_engine(request.param)
+    yield request.param
+
+
+@pytest.fixture(scope="session")
+def engine(engine_name: str) -> Engine:
+    return get_engine(engine_name)
+
+
+@pytest.fixture(scope="session")
+def test_image(engine: Engine) -> str:
+    """The image built by scripts/setup.sh, present in the engine under test."""
+    if not image_present(engine, TEST_IMAGE):
+        pytest.fail(f"image {TEST_IMAGE} missing in {engine.kind}: run scripts/setup.sh",
+                    pytrace=False)
+    os.environ["AGENTKERNEL_IMAGE"] = TEST_IMAGE
+    return TEST_IMAGE
+
+
+def run_containers(engine: Engine) -> dict[str, str]:
+    """id -> name of every container this test run made."""
+    found = engine.api.containers(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"})
+    return {c["Id"]: (c.get("Names") or ["?"])[0] for c in found}
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each engine test, remove (and report) containers it left behind."""
+    if "engine_name" not in request.fixturenames:
+        yield
+        return
+    engine = get_engine(request.getfixturevalue("engine_name"))
+    before = set(run_containers(engine))
+    yield
+    left = {cid: name for cid, name in run_containers(engine).items() if cid not in before}
+    for cid in left:
+        try:
+            engine.api.remove_container(cid, force=True)
+        except Exception:
+            pass
+    request.node.leftover_containers = sorted(left.values())
+
+
+@pytest.fixture
+def sandbox(engine: Engine, test_image: str) -> Iterator[Sandbox]:
+    """A started sandbox (moderate profile), removed afterwards."""
+    sb = Sandbox(image=test_image, engine=engine).start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_sandbox(engine: Engine, test_image: str) -> Iterator[Sandbox]:
+    """One sandbox for a module's read-mostly tests."""
+    sb = Sandbox(image=test_image, engine=engine).start()
+    yield sb
+    sb.stop()
+
+
+def labelled(engine: Engine, name: str) -> list[dict]:
+    """Containers carrying agentkernel's label for sandbox ``name``."""
+    return engine.api.containers(all=True, filters={"label": f"{LABEL}={name}"})
