@@ -815,12 +815,17 @@ class Sandbox:
         *,
         timeout: float | None = None,
         engine: Engine | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
         **config: Any,
     ) -> ExecResult:
-        """Run ``cmd`` once in a fresh sandbox of ``image`` and remove it afterwards."""
+        """Run ``cmd`` once in a fresh sandbox of ``image`` and remove it afterwards.
+
+        ``on_stdout`` / ``on_stderr`` stream the output as in :meth:`exec`.
+        """
         config.setdefault("name", f"run-{secrets.token_hex(4)}")
         with cls(SandboxConfig(image=image, **config), engine=engine) as sandbox:
-            return sandbox.exec(cmd, timeout=timeout)
+            return sandbox.exec(cmd, timeout=timeout, on_stdout=on_stdout, on_stderr=on_stderr)
 
 
 def _parse_cpu_line(line: str) -> float | None:

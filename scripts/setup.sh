@@ -15,6 +15,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v busybox >/dev/null || need_apt+=(busybox-static)
 if [ "$WANT_PODMAN" = 1 ]; then
   command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
   [ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || need_apt+=(catatonit)

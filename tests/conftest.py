@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from agentkernel.engine import Engine, connect
 from agentkernel.errors import EngineUnavailable
 from agentkernel.images import image_present
-from agentkernel.sandbox import LABEL, Sandbox
+from agentkernel.sandbox import LABEL, LABEL_OWNER, Sandbox
 
 RUN_LABEL = "agentkernel.test"
 RUN_ID = secrets.token_hex(4)
@@ -60,27 +61,37 @@ def test_image(engine: Engine) -> str:
 
 
 def run_containers(engine: Engine) -> dict[str, str]:
-    """id -> name of every container this test run made."""
+    """id -> owner label of every container this test run made."""
     found = engine.api.containers(all=True, filters={"label": f"{RUN_LABEL}={RUN_ID}"})
-    return {c["Id"]: (c.get("Names") or ["?"])[0] for c in found}
+    return {c["Id"]: (c.get("Labels") or {}).get(LABEL_OWNER, "") for c in found}
+
+
+def _owner_gone_or_us(owner: str) -> bool:
+    """True when the owning process is this one or no longer exists."""
+    _, _, pid = owner.rpartition(":")
+    if not pid.isdigit() or int(pid) == os.getpid():
+        return True
+    return not Path(f"/proc/{pid}").exists()
 
 
 @pytest.fixture(autouse=True)
 def no_leftovers(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After each engine test, remove (and report) containers it left behind."""
+    """After each engine test, remove the containers it left behind.
+
+    A container whose owner still lives (a module-scoped kernel) is that owner's to remove.
+    """
     if "engine_name" not in request.fixturenames:
         yield
         return
     engine = get_engine(request.getfixturevalue("engine_name"))
     before = set(run_containers(engine))
     yield
-    left = {cid: name for cid, name in run_containers(engine).items() if cid not in before}
-    for cid in left:
-        try:
-            engine.api.remove_container(cid, force=True)
-        except Exception:
-            pass
-    request.node.leftover_containers = sorted(left.values())
+    for cid, owner in run_containers(engine).items():
+        if cid not in before and _owner_gone_or_us(owner):
+            try:
+                engine.api.remove_container(cid, force=True)
+            except Exception:
+                pass
 
 
 @pytest.fixture

@@ -1,0 +1,365 @@
+"""The ``agentkernel`` command: list, gc, run, shell, status, stop, image build, install.
+
+Every failure is printed as one line ``agentkernel: error: ...``: exit code 2 for a usage
+error, 1 for anything else that went wrong (a sandbox or engine error). ``run`` and ``shell``
+exit with the command's own exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+import requests
+from docker.errors import APIError, DockerException, NotFound
+
+from . import specs
+from .config import PROFILES
+from .engine import ENGINE_KINDS, Engine, connect
+from .errors import ConfigError, SandboxError, SandboxNotFound
+from .imagebuild import build_image, image_exists
+from .sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
+from .shell import attach_shell
+
+PROG = "agentkernel"
+DEFAULT_BUILD_TAG = "agentkernel-python:bookworm"
+STOPPED_STATES = ("exited", "dead", "stopped")
+Handler = Callable[[argparse.Namespace], int]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error on one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{PROG}: error: {message} (see `{self.prog} --help`)\n")
+
+
+class _UsageError(Exception):
+    """A usage error found after parsing (exit code 2)."""
+
+
+def _spec(parse: Callable[[str], Any], keep_text: bool = False) -> Callable[[str], Any]:
+    """An argparse type from one of our spec parsers: its ConfigError becomes a usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+        return text if keep_text else value
+
+    return convert
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid timeout {text!r}: expected seconds above 0")
+    return value
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _engine(args: argparse.Namespace) -> Engine:
+    return connect(args.engine)
+
+
+def _find(engine: Engine, name: str) -> Sandbox:
+    """The sandbox called ``name``, running or not, without starting it."""
+    for sandbox in Sandbox.list(engine=engine, all=True):
+        if sandbox.name == name:
+            return sandbox
+    raise SandboxNotFound(f"no sandbox named {name!r} (see `{PROG} list --all`)")
+
+
+def _write(stream: Any) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        stream.write(text)
+        stream.flush()
+
+    return write
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]
+    return "\n".join(lines)
+
+
+# -- list ---------------------------------------------------------------------------------------
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the sandboxes (running ones, or all with --all) as a table or JSON."""
+    statuses = [s.status() for s in Sandbox.list(engine=_engine(args), all=args.all)]
+    if args.json:
+        print(json.dumps([asdict(s) for s in statuses], indent=1, default=str))
+        return 0
+    rows = [["NAME", "STATE", "IMAGE", "PROFILE", "PORTS"]]
+    rows += [[s.name, s.state, s.image, s.profile, ", ".join(map(str, s.ports))]
+             for s in statuses]
+    print(_table(rows))
+    return 0
+
+
+# -- gc -----------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_gone(owner: str) -> bool:
+    """True when ``host:pid`` names a process of this host that no longer exists."""
+    host, _, pid = owner.rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
+
+
+def gc_reason(container: dict[str, Any], everything: bool, persistent: bool) -> str | None:
+    """Why ``container`` (an entry of the engine's container list) should go, or None."""
+    labels = container.get("Labels") or {}
+    state = str(container.get("State") or "unknown").lower()
+    if labels.get(LABEL_PERSISTENT) == "true":
+        return "persistent, --all --persistent" if everything and persistent else None
+    if everything:
+        return f"{state}, --all"
+    owner = labels.get(LABEL_OWNER, "")
+    if _owner_gone(owner):
+        return f"owner process {owner} is gone"
+    if state in STOPPED_STATES:
+        return f"not running ({state})"
+    return None
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """Remove sandboxes left behind by crashed owners (or all of them with --all)."""
+    if args.persistent and not args.all:
+        raise _UsageError("--persistent only goes with --all (gc --all --persistent)")
+    engine = _engine(args)
+    failed = 0
+    found = engine.api.containers(all=True, filters={"label": LABEL})
+    doomed = [(c, r) for c in found if (r := gc_reason(c, args.all, args.persistent))]
+    for container, reason in doomed:
+        name = (container.get("Labels") or {}).get(LABEL, "?")
+        label = f"{name} ({container['Id'][:12]}): {reason}"
+        if args.dry_run:
+            print(f"would remove {label}")
+            continue
+        try:
+            engine.api.remove_container(container["Id"], force=True)
+        except NotFound:
+            pass
+        except APIError as err:
+            failed += 1
+            print(f"{PROG}: error: cannot remove {label}: {_one_line(err)}", file=sys.stderr)
+            continue
+        print(f"removed {label}")
+    if not doomed:
+        print("nothing to remove")
+    return 1 if failed else 0
+
+
+# -- run ----------------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one command in a fresh sandbox, streaming its output; its exit code is ours."""
+    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+    if not cmd:
+        raise _UsageError("run needs a command: agentkernel run [options] -- CMD [ARG...]")
+    result = Sandbox.run(
+        args.image, cmd, timeout=args.timeout, engine=_engine(args),
+        on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr),
+        cpus=args.cpus, memory_mb=args.memory, ports=args.ports, network=args.network,
+        mount_cwd=args.mount_cwd, volumes=args.volumes, read_only=args.read_only,
+        env=dict(args.env), profile=args.profile, workdir=args.workdir, user=args.user,
+    )
+    return result.exit_code
+
+
+# -- shell, status, stop ------------------------------------------------------------------------
+def cmd_shell(args: argparse.Namespace) -> int:
+    """An interactive shell in a (persistent) sandbox, started if it was stopped."""
+    sandbox = Sandbox.connect(args.name, engine=_engine(args))
+    return attach_shell(sandbox, shell=args.shell, record=args.record)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print one sandbox's state, image, limits and ports."""
+    print(_find(_engine(args), args.name).status())
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Stop a sandbox (a persistent one is kept unless --rm; others are always removed)."""
+    sandbox = _find(_engine(args), args.name)
+    if args.rm or not sandbox.effective.persistent:
+        sandbox.remove()
+        print(f"removed {sandbox.name}")
+    else:
+        sandbox.stop()
+        print(f"stopped {sandbox.name} (persistent: `{PROG} stop --rm {sandbox.name}` removes it)")
+    return 0
+
+
+# -- image build, install -----------------------------------------------------------------------
+def cmd_image_build(args: argparse.Namespace) -> int:
+    """Build a Python image with debootstrap (skipped with --if-missing when it exists)."""
+    engine = _engine(args)
+    if args.if_missing and image_exists(engine, args.tag):
+        print(f"image {args.tag} is present in {engine.kind}: nothing to build")
+        return 0
+    image_id = build_image(
+        engine, args.tag, packages=args.packages, suite=args.suite, mirror=args.mirror,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print(image_id)
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Install the Jupyter kernelspec."""
+    from agentkernel_kernel.kernelspec import install
+
+    names = {k: v for k, v in (("kernel_name", args.name), ("display_name", args.display_name))
+             if v is not None}
+    path = install(user=args.user, prefix=args.prefix, sys_prefix=args.sys_prefix, **names)
+    print(f"installed kernelspec in {path}")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def _add_run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--image", help="container image (default: AGENTKERNEL_IMAGE or config)")
+    run.add_argument("--cpus", type=_spec(specs.parse_cpus), help="CPU limit, e.g. 0.5 or 2")
+    run.add_argument("--memory", metavar="MB", type=_spec(specs.parse_memory_mb),
+                     help="memory limit in MB (or 512m, 2g)")
+    run.add_argument("-p", "--port", dest="ports", action="append", default=[], metavar="SPEC",
+                     type=_spec(specs.parse_port, keep_text=True),
+                     help=f"publish a port: {specs.PORT_USAGE} (repeatable)")
+    run.add_argument("--network", action=argparse.BooleanOptionalAction, default=None,
+                     help="network on or off (default: the profile's)")
+    run.add_argument("--mount-cwd", action="store_true", help="mount the current folder at "
+                     "/workspace (and work there)")
+    run.add_argument("-v", "--volume", dest="volumes", action="append", default=[],
+                     metavar="SPEC", type=_spec(specs.parse_volume, keep_text=True),
+                     help=f"mount {specs.VOLUME_USAGE} (repeatable)")
+    run.add_argument("--read-only", action="store_const", const=True, default=None,
+                     help="read-only root filesystem (a tmpfs on /tmp)")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                     type=_spec(specs.parse_env_pair), help="set a variable (repeatable)")
+    run.add_argument("--profile", choices=PROFILES, help="security profile (default: moderate)")
+    run.add_argument("--timeout", type=_positive_seconds, metavar="S",
+                     help="kill the command after S seconds (exit code 1)")
+    run.add_argument("--workdir", metavar="D", help="working folder inside the sandbox")
+    run.add_argument("--user", metavar="U", help="user inside (name or uid[:gid])")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD",
+                     help="the command and its arguments")
+
+
+def _add_image_commands(image: argparse.ArgumentParser) -> None:
+    sub = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
+    build = sub.add_parser("build", help="build a Python image from Debian packages",
+                           description="Build a Python image with debootstrap (needs root) "
+                           "and import it into the engine.")
+    build.add_argument("--tag", default=DEFAULT_BUILD_TAG,
+                       help=f"image name (default: {DEFAULT_BUILD_TAG})")
+    build.add_argument("--packages", nargs="+", default=["python3"], metavar="P",
+                       help="Debian packages to include (python3 always is)")
+    build.add_argument("--suite", default="bookworm", help="Debian suite (default: bookworm)")
+    build.add_argument("--mirror", metavar="URL",
+                       help="Debian mirror (default: the host's apt source, else deb.debian.org)")
+    build.add_argument("--if-missing", action="store_true",
+                       help="do nothing when the tag already exists in the engine")
+    build.set_defaults(handler=cmd_image_build)
+
+
+def _add_install(install: argparse.ArgumentParser) -> None:
+    where = install.add_mutually_exclusive_group()
+    where.add_argument("--user", action="store_true", help="into the user's Jupyter folder")
+    where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (the venv)")
+    where.add_argument("--prefix", metavar="P", help="into P/share/jupyter/kernels")
+    install.add_argument("--name", help="kernel name (default: agentkernel)")
+    install.add_argument("--display-name", help="name shown in Jupyter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one subparser per subcommand."""
+    parser = _Parser(prog=PROG, description="Run notebook cells and commands inside Docker or "
+                     "Podman sandboxes.")
+    parser.add_argument("--engine", choices=ENGINE_KINDS,
+                        help="container engine (default: AGENTKERNEL_ENGINE, else auto)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler | None, text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=text, description=text)
+        if handler is not None:
+            command.set_defaults(handler=handler)
+        return command
+
+    listing = add("list", cmd_list, "List sandboxes.")
+    listing.add_argument("--all", action="store_true", help="include stopped ones")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    gc = add("gc", cmd_gc, "Remove sandboxes whose owner is gone or which are not running.")
+    gc.add_argument("--dry-run", action="store_true", help="only print what would go")
+    gc.add_argument("--all", action="store_true", help="every non-persistent sandbox")
+    gc.add_argument("--persistent", action="store_true",
+                    help="with --all: persistent sandboxes too")
+    _add_run_options(add("run", cmd_run, "Run one command in a fresh sandbox, then remove it."))
+    shell = add("shell", cmd_shell, "Open an interactive shell in a sandbox.")
+    shell.add_argument("name", help="sandbox name")
+    shell.add_argument("--record", metavar="FILE.cast", help="write an asciicast v2 recording")
+    shell.add_argument("--shell", metavar="PATH", help="shell (default: /bin/bash, else /bin/sh)")
+    for name, handler, text in (("status", cmd_status, "Show a sandbox's state and limits."),
+                                ("stop", cmd_stop, "Stop a sandbox.")):
+        add(name, handler, text).add_argument("name", help="sandbox name")
+    sub.choices["stop"].add_argument("--rm", action="store_true",
+                                     help="remove it, even a persistent one")
+    _add_image_commands(add("image", None, "Build images."))
+    _add_install(add("install", cmd_install, "Install the Jupyter kernelspec."))
+    return parser
+
+
+# -- main ---------------------------------------------------------------------------------------
+def _one_line(err: BaseException) -> str:
+    text = err.explanation if isinstance(err, APIError) and err.explanation else str(err)
+    return " ".join(str(text).split())[:300] or type(err).__name__
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the subcommand; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        return args.handler(args)
+    except _UsageError as err:
+        return _fail(str(err), 2)
+    except SandboxError as err:
+        return _fail(str(err), 1)
+    except (DockerException, requests.RequestException) as err:
+        return _fail(f"the container engine failed: {_one_line(err)}", 1)
+    except OSError as err:
+        return _fail(_one_line(err), 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

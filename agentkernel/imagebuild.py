@@ -1,0 +1,357 @@
+"""Build a Python image from Debian packages: debootstrap a root, trim it, import it.
+
+The root folder is streamed to the engine as a tar made on the fly (no tar file on disk),
+through the engine API's import endpoint, which Docker and Podman both serve. Podman's
+compatible endpoint ignores the requested name, so the image is imported untagged and then
+tagged; on Podman a name without a registry gets ``localhost/``, as ``podman import`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from docker.errors import APIError
+
+from .engine import Engine
+from .errors import ConfigError, SandboxError
+from .images import image_present, split_reference
+
+ProgressFn = Callable[[str], None]
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = Path("/etc/apt/sources.list")
+APT_SOURCES_DIR = Path("/etc/apt/sources.list.d")
+IMAGE_LABEL = "agentkernel.image"
+IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+IMAGE_CHANGES = (
+    'CMD ["python3"]',
+    f"ENV PATH={IMAGE_PATH}",
+    "ENV LANG=C.UTF-8",
+    f"LABEL {IMAGE_LABEL}=1",
+)
+# Folders whose contents are dropped from the image (the folders themselves stay).
+TRIMMED = ("usr/share/doc", "usr/share/man", "var/cache/apt", "var/lib/apt/lists")
+LOCALES = "usr/share/locale"
+PACKAGE_RE = re.compile(r"[a-z0-9][a-z0-9+.-]*(:[a-z0-9]+)?")
+SUITE_RE = re.compile(r"[a-z][a-z0-9-]*")
+NAME_RE = re.compile(
+    r"(?:[A-Za-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+TAG_RE = re.compile(r"\w[\w.-]{0,127}")
+CHUNK = 1 << 20
+
+
+def image_exists(engine: Engine, tag: str) -> bool:
+    """True when ``tag`` names an image the engine has (Podman: ``localhost/`` too)."""
+    return image_present(engine, tag)
+
+
+def build_image(
+    engine: Engine,
+    tag: str,
+    packages: Sequence[str] = ("python3",),
+    suite: str = "bookworm",
+    mirror: str | None = None,
+    progress: ProgressFn = print,
+    workdir: str | os.PathLike[str] | None = None,
+) -> str:
+    """Debootstrap ``packages`` of ``suite`` into a folder, trim it, import it as ``tag``.
+
+    python3 is always included. Needs root and debootstrap. Returns the new image's id.
+    The build folder (created under ``workdir``, default the temp folder) is removed after.
+    """
+    repo, version = _check_tag(tag)
+    packages = _check_packages(packages)
+    if not SUITE_RE.fullmatch(suite):
+        raise ConfigError(f"invalid suite {suite!r}: expected a Debian codename like bookworm")
+    mirror = mirror or default_mirror()
+    if not re.match(r"(https?|file)://", mirror):
+        raise ConfigError(
+            f"invalid mirror {mirror!r}: expected an http://, https:// or file:// URL"
+        )
+    _check_host()
+    root = Path(tempfile.mkdtemp(prefix="agentkernel-rootfs-", dir=workdir))
+    try:
+        progress(f"debootstrap {suite} from {mirror} with {', '.join(packages)} into {root}")
+        _debootstrap(root, packages, suite, mirror, progress)
+        trim(root)
+        progress(f"importing {root} into {engine.kind} as {tag}")
+        image_id = import_root(engine, root)
+    finally:
+        remove_build_folder(root)
+    _tag(engine, image_id, repo, version)
+    progress(f"built {tag} ({image_id[:19]})")
+    return image_id
+
+
+def _check_tag(tag: str) -> tuple[str, str]:
+    """Split a valid ``name[:tag]`` image reference; ConfigError otherwise."""
+    repo, version = split_reference(tag)
+    if "@" in tag or not NAME_RE.fullmatch(repo) or not TAG_RE.fullmatch(version or ""):
+        raise ConfigError(
+            f"invalid image tag {tag!r}: expected name[:tag] with a lowercase name, "
+            "e.g. agentkernel-python:bookworm"
+        )
+    return repo, version or "latest"
+
+
+def _check_packages(packages: Sequence[str]) -> list[str]:
+    """The package list, validated, with python3 first when it was not asked for."""
+    wanted = [p.strip() for p in packages if p.strip()]
+    for name in wanted:
+        if not PACKAGE_RE.fullmatch(name):
+            raise ConfigError(
+                f"invalid package name {name!r}: expected a Debian package name like python3-numpy"
+            )
+    return wanted if "python3" in wanted else ["python3", *wanted]
+
+
+def _check_host() -> None:
+    """Refuse early, in one line, when debootstrap cannot run here."""
+    if shutil.which("debootstrap") is None:
+        raise SandboxError(
+            "debootstrap is not installed (not found on PATH): install it with "
+            "`apt-get install debootstrap`"
+        )
+    if os.geteuid() != 0:
+        raise SandboxError(
+            "building an image needs root (debootstrap creates device nodes and chroots): "
+            "run it as root, e.g. with sudo"
+        )
+
+
+def default_mirror() -> str:
+    """The first Debian http(s) archive URL in the host's apt sources, else deb.debian.org."""
+    files = [APT_SOURCES] if APT_SOURCES.is_file() else []
+    if APT_SOURCES_DIR.is_dir():
+        files += sorted(
+            p for p in APT_SOURCES_DIR.iterdir() if p.suffix in (".list", ".sources")
+        )
+    for path in files:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        urls = _deb822_urls(text) if path.suffix == ".sources" else _one_line_urls(text)
+        for url in urls:
+            if _is_debian_archive(url):
+                return url.rstrip("/")
+    return DEFAULT_MIRROR
+
+
+def _one_line_urls(text: str) -> Iterator[str]:
+    """URLs of ``deb`` lines in the one-line sources format."""
+    for line in text.splitlines():
+        line = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0])
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "deb":
+            yield fields[1]
+
+
+def _deb822_urls(text: str) -> Iterator[str]:
+    """URIs of enabled ``Types: deb`` stanzas in the deb822 sources format."""
+    for stanza in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line.startswith(("#", " ", "\t")):
+                fields[key.strip().lower()] = value.strip()
+        if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes") != "no":
+            yield from fields.get("uris", "").split()
+
+
+def _is_debian_archive(url: str) -> bool:
+    """An http(s) URL of the main Debian archive (not security, not a third-party repo)."""
+    return bool(re.match(r"https?://", url)) and "debian" in url and "security" not in url
+
+
+def _debootstrap(
+    root: Path, packages: list[str], suite: str, mirror: str, progress: ProgressFn
+) -> None:
+    """Run debootstrap into ``root``, passing its output on; SandboxError with its log tail."""
+    cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
+           suite, str(root), mirror]
+    tail: deque[str] = deque(maxlen=20)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip()
+            if line:
+                tail.append(line)
+                progress(line)
+    if proc.returncode != 0:
+        raise SandboxError(
+            f"debootstrap failed (exit {proc.returncode}): {_log_tail(root, tail)}"
+        )
+
+
+def _log_tail(root: Path, output: deque[str], lines: int = 3) -> str:
+    """The last lines of debootstrap's log (or of its output), joined on one line."""
+    log = root / "debootstrap" / "debootstrap.log"
+    try:
+        text = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        text = list(output)
+    last = [line for line in text if line][-lines:] or ["no output"]
+    return " | ".join(last)[-400:]
+
+
+def trim(root: Path) -> None:
+    """Drop docs, man pages, locales other than C, and apt's caches and lists."""
+    for folder in TRIMMED:
+        _empty(root / folder, keep=())
+    _empty(root / LOCALES, keep=("C",))
+
+
+def _empty(folder: Path, keep: tuple[str, ...]) -> None:
+    """Remove what ``folder`` holds, except entries named in ``keep`` (or ``C.*``)."""
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    for entry in folder.iterdir():
+        if entry.name in keep or (keep and entry.name.startswith(tuple(f"{k}." for k in keep))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+class _Sink:
+    """A write-only file object that keeps what it is given until drained."""
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self._chunks.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> Iterator[bytes]:
+        chunks, self._chunks = self._chunks, []
+        yield from chunks
+
+
+def stream_tar(root: Path) -> Iterator[bytes]:
+    """A tar of ``root``'s contents, made as it is read (memory: about one file at a time).
+
+    Owners are stored as numbers only; the root's own names would not match the host's.
+    """
+
+    def numeric(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uname = info.gname = ""
+        return info
+
+    def add(path: Path) -> None:
+        tar.add(path, arcname=str(path.relative_to(root)), recursive=False, filter=numeric)
+
+    sink = _Sink()
+    with tarfile.open(fileobj=sink, mode="w|") as tar:
+        for folder, dirs, files in os.walk(root):
+            base = Path(folder)
+            dirs.sort()
+            if base != root:
+                add(base)
+            # os.walk lists links to folders among dirs but does not enter them.
+            for name in sorted(files) + [d for d in dirs if (base / d).is_symlink()]:
+                add(base / name)
+                yield from sink.drain()
+    yield from sink.drain()
+
+
+def import_root(engine: Engine, root: Path) -> str:
+    """Import ``root`` as an untagged image with our config; returns its id."""
+    try:
+        answer = engine.api.import_image_from_data(
+            _rechunk(stream_tar(root)), changes=list(IMAGE_CHANGES)
+        )
+    except APIError as err:
+        raise SandboxError(f"the engine refused the image import: {_one_line(err)}") from None
+    return _imported_id(answer)
+
+
+def _rechunk(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Group small tar blocks into ~1 MiB pieces for the upload."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) >= CHUNK:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+def _imported_id(answer: str | bytes | dict) -> str:
+    """The image id in the import endpoint's JSON-lines answer; SandboxError on its errors."""
+    if isinstance(answer, dict):
+        events = [answer]
+    else:
+        text = answer.decode() if isinstance(answer, bytes) else answer
+        events = [json.loads(line) for line in text.splitlines() if line.strip()]
+    image_id = ""
+    for event in events:
+        if event.get("error"):
+            raise SandboxError(f"the engine refused the image import: {event['error']}")
+        for key in ("id", "status"):
+            value = str(event.get(key) or "")
+            if value.startswith("sha256:"):
+                image_id = value
+    if not image_id:
+        raise SandboxError(f"the image import gave no image id: {str(events)[:200]}")
+    return image_id
+
+
+def _tag(engine: Engine, image_id: str, repo: str, version: str) -> None:
+    """Name the image; on Podman a registry-less name goes under ``localhost/``."""
+    first = repo.split("/", 1)[0]
+    has_registry = "/" in repo and ("." in first or ":" in first or first == "localhost")
+    if engine.kind == "podman" and not has_registry:
+        repo = f"localhost/{repo}"
+    try:
+        engine.api.tag(image_id, repo, version)
+    except APIError as err:
+        raise SandboxError(f"tagging {image_id[:19]} as {repo}:{version} failed: "
+                           f"{_one_line(err)}") from None
+
+
+def _one_line(err: APIError) -> str:
+    return " ".join(str(err.explanation or err).split())[:300]
+
+
+def remove_build_folder(root: Path) -> None:
+    """Remove the build folder, unless something is still mounted inside it.
+
+    debootstrap unmounts /proc, /sys and any bound /dev entries itself; if it was killed, a
+    recursive delete would reach into those mounts, so they are unmounted first and the
+    folder is left in place (named in the error) if any remain.
+    """
+    for mount in reversed(_mounts_under(root)):
+        subprocess.run(["umount", "--lazy", mount], check=False, capture_output=True)
+    remaining = _mounts_under(root)
+    if remaining:
+        raise SandboxError(
+            f"left the build folder {root} in place: {remaining[0]} is still mounted inside it"
+        )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _mounts_under(root: Path) -> list[str]:
+    """Mount points at or below ``root``, outermost first."""
+    prefix = str(root.resolve())
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[1].replace("\\040", " ") for line in lines if len(line.split()) > 1]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]

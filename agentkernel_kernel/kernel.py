@@ -1,0 +1,170 @@
+"""The AgentKernel Sandbox kernel: the Jupyter protocol only.
+
+Cells go to the runner inside the sandbox through ``SandboxManager``; runner events become iopub
+messages here. ``%sandbox`` magics are parsed by ``agentkernel.magics`` and carried out by the
+manager. Nothing here talks to the engine directly.
+"""
+
+from __future__ import annotations
+
+import codeop
+import platform
+from typing import Any
+
+from ipykernel.kernelbase import Kernel
+from traitlets import Bool
+
+from agentkernel import __version__, magics
+from agentkernel.errors import SandboxError
+from agentkernel.manager import SandboxManager
+
+RED, RESET = "\x1b[0;31m", "\x1b[0m"
+EVENT_MESSAGES = {"stream": "stream", "display": "display_data", "result": "execute_result",
+                  "error": "error"}
+
+
+class AgentKernel(Kernel):
+    """Runs every cell inside a Docker or Podman sandbox."""
+
+    implementation = "agentkernel"
+    implementation_version = __version__
+    language = "python"
+    banner = "AgentKernel Sandbox: every cell runs inside a container"
+    help_links = [{"text": "AgentKernel magics", "url": "https://pypi.org/project/agentkernel/"}]
+
+    eager_start = Bool(
+        True, help="Start the default sandbox when the kernel starts, not at the first cell."
+    ).tag(config=True)
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.manager = SandboxManager()
+        if self.eager_start:
+            self.manager.start_in_background()
+
+    # -- kernel_info -------------------------------------------------------------------------
+    @property
+    def language_info(self) -> dict[str, Any]:
+        self.manager.wait_background(timeout=30)
+        version = self.manager.ready.get("python") or platform.python_version()
+        return {
+            "name": "python",
+            "version": version,
+            "mimetype": "text/x-python",
+            "file_extension": ".py",
+            "pygments_lexer": "ipython3",
+            "codemirror_mode": {"name": "ipython", "version": 3},
+            "nbconvert_exporter": "python",
+        }
+
+    # -- output helpers ----------------------------------------------------------------------
+    def _out(self, name: str, text: str) -> None:
+        if text:
+            self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
+
+    def _error_reply(self, ename: str, evalue: str, traceback: list[str],
+                     publish: bool = True) -> dict[str, Any]:
+        if publish:
+            self.send_response(self.iopub_socket, "error",
+                               {"ename": ename, "evalue": evalue, "traceback": traceback})
+        return {"status": "error", "execution_count": self.execution_count, "ename": ename,
+                "evalue": evalue, "traceback": traceback}
+
+    def _our_error(self, err: Exception) -> dict[str, Any]:
+        """One red line, no traceback: errors of ours (bad magic, dead sandbox...)."""
+        message = str(err)
+        return self._error_reply(type(err).__name__, message, [f"{RED}{message}{RESET}"])
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "stream":
+            self._out(event["name"], event["text"])
+        elif kind == "display":
+            content = {"data": event["data"], "metadata": event.get("metadata", {}),
+                       "transient": event.get("transient", {})}
+            msg = "update_display_data" if event.get("update") else "display_data"
+            self.send_response(self.iopub_socket, msg, content)
+        elif kind == "result":
+            self.send_response(self.iopub_socket, "execute_result", {
+                "execution_count": self.execution_count, "data": event["data"],
+                "metadata": event.get("metadata", {})})
+        elif kind == "error":
+            self._last_error = event
+            self.send_response(self.iopub_socket, "error", {
+                "ename": event["ename"], "evalue": event["evalue"],
+                "traceback": event["traceback"]})
+
+    def _on_input(self, prompt: str, password: bool) -> str:
+        return self.getpass(prompt) if password else self.raw_input(prompt)
+
+    # -- execute -----------------------------------------------------------------------------
+    async def do_execute(self, code: str, silent: bool, store_history: bool = True,
+                         user_expressions: dict | None = None, allow_stdin: bool = False,
+                         **_kwargs: Any) -> dict[str, Any]:
+        self._allow_stdin = allow_stdin
+        try:
+            commands = magics.parse_code(code)
+            if commands is not None:
+                return self._run_magics(commands)
+            return self._run_cell(code, silent, store_history)
+        except SandboxError as err:
+            return self._our_error(err)
+
+    def _run_magics(self, commands: list[magics.Command]) -> dict[str, Any]:
+        for command in commands:
+            if isinstance(command, magics.CellCommand):
+                return self._run_cell(command.body, False, True)
+            self.manager.handle(command, self._out)
+        return self._ok()
+
+    def _run_cell(self, code: str, silent: bool, store_history: bool) -> dict[str, Any]:
+        self._last_error: dict[str, Any] | None = None
+        done = self.manager.execute(
+            code, on_event=self._on_event, on_input=self._on_input, silent=silent,
+            store_history=store_history, out=self._out,
+        )
+        if done.get("status") == "error":
+            error = self._last_error or {"ename": "Error", "evalue": "", "traceback": []}
+            return self._error_reply(error["ename"], error["evalue"], error["traceback"],
+                                     publish=False)
+        return self._ok()
+
+    def _ok(self) -> dict[str, Any]:
+        return {"status": "ok", "execution_count": self.execution_count, "payload": [],
+                "user_expressions": {}}
+
+    # -- introspection -----------------------------------------------------------------------
+    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
+        answer = self.manager.call("complete", code, cursor_pos) or {}
+        return {"status": "ok", "matches": answer.get("matches", []),
+                "cursor_start": answer.get("cursor_start", cursor_pos),
+                "cursor_end": answer.get("cursor_end", cursor_pos), "metadata": {}}
+
+    async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
+                         omit_sections: Any = ()) -> dict[str, Any]:
+        answer = self.manager.call("inspect", code, cursor_pos, detail_level) or {}
+        return {"status": "ok", "found": bool(answer.get("found")),
+                "data": answer.get("data", {}), "metadata": {}}
+
+    async def do_is_complete(self, code: str) -> dict[str, Any]:
+        answer = self.manager.call("is_complete", code)
+        if answer:
+            return {"status": answer.get("status", "unknown"), "indent": answer.get("indent", "")}
+        return _local_is_complete(code)
+
+    # -- lifetime ----------------------------------------------------------------------------
+    async def do_shutdown(self, restart: bool) -> dict[str, Any]:
+        self.manager.shutdown()
+        return {"status": "ok", "restart": restart}
+
+
+def _local_is_complete(code: str) -> dict[str, Any]:
+    """codeop's answer, for when no runner is up yet."""
+    try:
+        compiled = codeop.compile_command(code, symbol="exec")
+    except (SyntaxError, ValueError, OverflowError):
+        return {"status": "invalid"}
+    if compiled is None:
+        indent = "    " if code.rstrip().endswith(":") else ""
+        return {"status": "incomplete", "indent": indent}
+    return {"status": "complete"}

@@ -1,0 +1,150 @@
+"""The AgentKernel Sandbox kernelspec: build it, write it, install it.
+
+Modelled on ipykernel's ``kernelspec.py``: small pure functions (argv -> kernel dict -> spec
+directory) and :func:`install` through jupyter_client's ``KernelSpecManager``. The logos live in
+``agentkernel_kernel/resources``; ``kernel.json`` is generated here, never kept as a file.
+
+Command line: ``python -m agentkernel_kernel install [--user | --sys-prefix | --prefix P]
+[--name N] [--display-name D]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+KERNEL_NAME = "agentkernel"
+DISPLAY_NAME = "AgentKernel Sandbox"
+RESOURCES = Path(__file__).parent / "resources"
+LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
+
+
+def make_argv(executable: str | None = None) -> list[str]:
+    """The command Jupyter runs to start the kernel, with the ``{connection_file}`` placeholder."""
+    return [executable or sys.executable, "-m", "agentkernel_kernel", "-f", "{connection_file}"]
+
+
+def kernel_dict(
+    executable: str | None = None,
+    display_name: str = DISPLAY_NAME,
+    env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The contents of ``kernel.json``.
+
+    ``language`` is "python" so that papermill and frontends treat cells as Python; interrupts
+    arrive as SIGINT (the kernel forwards them into the sandbox); ``env`` is added to the
+    kernel's environment.
+    """
+    return {
+        "argv": make_argv(executable),
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "env": dict(env or {}),
+        "metadata": {"debugger": False},
+    }
+
+
+def write_kernel_spec(
+    path: str | Path | None = None,
+    executable: str | None = None,
+    display_name: str = DISPLAY_NAME,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """Write ``kernel.json`` and the logos into ``path`` (a new temporary directory if None).
+
+    Returns the directory, ready for ``KernelSpecManager.install_kernel_spec``.
+    """
+    target = Path(path) if path else Path(tempfile.mkdtemp(suffix="_kernels")) / KERNEL_NAME
+    target.mkdir(parents=True, exist_ok=True)
+    for logo in LOGOS:
+        shutil.copyfile(RESOURCES / logo, target / logo)
+    spec = kernel_dict(executable, display_name, env)
+    (target / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
+    return str(target)
+
+
+def install(
+    user: bool = False,
+    prefix: str | None = None,
+    sys_prefix: bool = False,
+    kernel_name: str = KERNEL_NAME,
+    display_name: str = DISPLAY_NAME,
+    env: Mapping[str, str] | None = None,
+    kernel_spec_manager: KernelSpecManager | None = None,
+) -> str:
+    """Install the kernelspec and return the directory it went to.
+
+    Where: the user's Jupyter data dir (``user``), ``prefix/share/jupyter/kernels``
+    (``prefix``, or ``sys.prefix`` with ``sys_prefix``), else the system-wide one. At most one
+    of the three may be given. An existing spec of the same name is replaced.
+    """
+    if sum((user, prefix is not None, sys_prefix)) > 1:
+        raise ValueError("choose at most one of user, prefix and sys_prefix")
+    manager = kernel_spec_manager or KernelSpecManager()
+    with tempfile.TemporaryDirectory(suffix="_kernels") as staging:
+        source = write_kernel_spec(Path(staging) / kernel_name, display_name=display_name, env=env)
+        return manager.install_kernel_spec(
+            source,
+            kernel_name=kernel_name,
+            user=user,
+            prefix=sys.prefix if sys_prefix else prefix,
+        )
+
+
+def _is_root() -> bool:
+    """True when running as root (POSIX), where a system-wide install is allowed."""
+    try:
+        return os.geteuid() == 0
+    except AttributeError:  # Windows has no euid: never treat the user as root
+        return False
+
+
+def _arg_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m agentkernel_kernel install``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agentkernel_kernel install",
+        description=f"Install the {DISPLAY_NAME} kernelspec for Jupyter.",
+        epilog=f"Remove it with: jupyter kernelspec remove {KERNEL_NAME}",
+    )
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--user", action="store_true", help="install for this user (default unless root)"
+    )
+    where.add_argument(
+        "--sys-prefix", action="store_true", help=f"install into sys.prefix ({sys.prefix})"
+    )
+    where.add_argument("--prefix", metavar="P", help="install into P/share/jupyter/kernels")
+    parser.add_argument(
+        "--name", metavar="N", default=KERNEL_NAME, help=f"kernel name (default {KERNEL_NAME})"
+    )
+    parser.add_argument(
+        "--display-name",
+        metavar="D",
+        default=DISPLAY_NAME,
+        help=f"name shown in menus (default {DISPLAY_NAME})",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m agentkernel_kernel install``: install the kernelspec and say where."""
+    args = _arg_parser().parse_args(argv)
+    system_wide = not (args.user or args.sys_prefix or args.prefix)
+    dest = install(
+        user=args.user or (system_wide and not _is_root()),
+        prefix=args.prefix,
+        sys_prefix=args.sys_prefix,
+        kernel_name=args.name,
+        display_name=args.display_name,
+    )
+    print(f"Installed kernelspec {args.name} in {dest}")

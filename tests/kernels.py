@@ -1,0 +1,103 @@
+"""Helpers to drive the real AgentKernel Sandbox kernel through jupyter_client."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+
+KERNEL_NAME = "agentkernel"
+
+
+def install_kernelspec(prefix: Path) -> None:
+    """Install the kernelspec under ``prefix`` and put it first on JUPYTER_PATH."""
+    from agentkernel_kernel.kernelspec import install
+
+    install(prefix=str(prefix))
+    data = prefix / "share" / "jupyter"
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(
+        [str(data)] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p]
+    )
+
+
+@dataclass
+class Run:
+    """What one execute produced: its reply and iopub messages."""
+
+    reply: dict[str, Any]
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    stamps: list[float] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return self.reply["content"]["status"]
+
+    def of(self, msg_type: str) -> list[dict[str, Any]]:
+        return [m["content"] for m in self.messages if m["msg_type"] == msg_type]
+
+    def stream(self, name: str = "stdout") -> str:
+        return "".join(c["text"] for c in self.of("stream") if c["name"] == name)
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        results = self.of("execute_result")
+        return results[0]["data"] if results else None
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        errors = self.of("error")
+        return errors[0] if errors else None
+
+    @property
+    def displays(self) -> list[dict[str, Any]]:
+        return [c["data"] for c in self.of("display_data")]
+
+
+def execute(kc: BlockingKernelClient, code: str, timeout: float = 120, **kwargs: Any) -> Run:
+    """Run ``code`` and collect everything until the kernel is idle again."""
+    messages: list[dict[str, Any]] = []
+    stamps: list[float] = []
+
+    def hook(msg: dict[str, Any]) -> None:
+        if msg["msg_type"] not in ("status", "execute_input"):
+            messages.append(msg)
+            stamps.append(time.monotonic())
+
+    reply = kc.execute_interactive(code, output_hook=hook, timeout=timeout, **kwargs)
+    return Run(reply, messages, stamps)
+
+
+@contextmanager
+def running_kernel(env: dict[str, str] | None = None,
+                   startup_timeout: float = 120) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """Start the kernel (a real process), yield its manager and a ready client, shut it down."""
+    km = KernelManager(kernel_name=KERNEL_NAME)
+    km.start_kernel(env={**os.environ, **(env or {})})
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=startup_timeout)
+        yield km, kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=False)
+
+
+def drain(q_get, seconds: float = 0.2) -> list[dict[str, Any]]:
+    """Whatever arrives on a channel within ``seconds``."""
+    found = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            found.append(q_get(timeout=0.05))
+        except queue.Empty:
+            pass
+    return found
