@@ -267,8 +267,9 @@ class SandboxManager:
         self.wait_background()
         if self.sandbox is None:
             error = self._background_error
-            out("stdout", f"no sandbox is running{f' (last start failed: {error})' if error else ''}"
-                          "; the next cell starts one, or use %sandbox start\n")
+            failed = f" (last start failed: {error})" if error else ""
+            out("stdout", f"no sandbox is running{failed}; the next cell starts one, "
+                          "or use %sandbox start\n")
             return
         text = str(self.sandbox.status())
         if self.dead_reason:

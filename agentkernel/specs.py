@@ -147,7 +147,10 @@ def parse_memory_mb(value: str | int | float) -> int:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([a-z]*)", text)
     if not match or match.group(2) not in _SIZE_UNITS:
         raise ConfigError(f"invalid memory {value!r}: expected megabytes like 1024, 512m or 2g")
-    megabytes = int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+    amount = float(match.group(1)) * _SIZE_UNITS[match.group(2)]
+    if amount > 1 << 40:
+        raise ConfigError(f"invalid memory {value!r}: far too large (expected megabytes)")
+    megabytes = int(amount)
     if megabytes < 6:
         raise ConfigError(f"invalid memory {value!r}: must be at least 6 MB")
     return megabytes
@@ -159,6 +162,8 @@ def parse_cpus(value: str | int | float) -> float:
         cpus = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"invalid cpus {value!r}: expected a number like 0.5 or 2") from None
-    if not cpus > 0 or cpus != cpus or cpus == float("inf"):
+    if cpus != cpus or cpus == float("inf"):
+        raise ConfigError(f"invalid cpus {value!r}: expected a finite number like 0.5 or 2")
+    if not cpus > 0:
         raise ConfigError(f"invalid cpus {value!r}: must be greater than 0")
     return cpus

@@ -1,6 +1,7 @@
 """``python -m agentkernel_kernel install ...`` installs the kernelspec; anything else launches
 the kernel (Jupyter runs ``python -m agentkernel_kernel -f {connection_file}``)."""
 
+import os
 import sys
 
 
@@ -11,10 +12,18 @@ def main() -> None:
 
         install_main(sys.argv[2:])
         return
+    # Start the sandbox first, so the container comes up while ipykernel is still importing.
+    from agentkernel.manager import SandboxManager
+
+    manager = SandboxManager()
+    if os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
+        manager.start_in_background()
+
     from ipykernel.kernelapp import IPKernelApp
 
     from agentkernel_kernel.kernel import AgentKernel
 
+    AgentKernel.prestarted = manager
     IPKernelApp.launch_instance(kernel_class=AgentKernel)
 
 

@@ -12,7 +12,6 @@ import platform
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
-from traitlets import Bool
 
 from agentkernel import __version__, magics
 from agentkernel.errors import SandboxError
@@ -32,15 +31,13 @@ class AgentKernel(Kernel):
     banner = "AgentKernel Sandbox: every cell runs inside a container"
     help_links = [{"text": "AgentKernel magics", "url": "https://pypi.org/project/agentkernel/"}]
 
-    eager_start = Bool(
-        True, help="Start the default sandbox when the kernel starts, not at the first cell."
-    ).tag(config=True)
+    # A manager whose sandbox __main__ began starting before ipykernel was imported.
+    prestarted: SandboxManager | None = None
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.manager = SandboxManager()
-        if self.eager_start:
-            self.manager.start_in_background()
+        self.manager = type(self).prestarted or SandboxManager()
+        type(self).prestarted = None
 
     # -- kernel_info -------------------------------------------------------------------------
     @property

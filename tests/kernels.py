@@ -76,8 +76,9 @@ def execute(kc: BlockingKernelClient, code: str, timeout: float = 120, **kwargs:
 
 
 @contextmanager
-def running_kernel(env: dict[str, str] | None = None,
-                   startup_timeout: float = 120) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+def running_kernel(
+    env: dict[str, str] | None = None, startup_timeout: float = 120
+) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
     """Start the kernel (a real process), yield its manager and a ready client, shut it down."""
     km = KernelManager(kernel_name=KERNEL_NAME)
     km.start_kernel(env={**os.environ, **(env or {})})

@@ -134,7 +134,8 @@ def test_input_round_trip(kc: BlockingKernelClient) -> None:
         prompts.append(msg["content"])
         kc.input("sandbox user" if not msg["content"]["password"] else "s3cret")
 
-    code = "import getpass\nname = input('who? ')\npw = getpass.getpass('pw: ')\nprint(name, len(pw))"
+    code = ("import getpass\nname = input('who? ')\npw = getpass.getpass('pw: ')\n"
+            "print(name, len(pw))")
     run = execute(kc, code, allow_stdin=True, stdin_hook=answer)
     assert [p["prompt"] for p in prompts] == ["who? ", "pw: "]
     assert [p["password"] for p in prompts] == [False, True]
@@ -202,7 +203,8 @@ def test_magics_lifecycle(kc: BlockingKernelClient, tmp_path: Path) -> None:
     run = execute(kc, "%%sandbox_file /work/app/hello.py --mode 0755\nprint('hi from file')\n")
     assert run.status == "ok"
     assert execute(kc, "!python3 /work/app/hello.py").stream() == "hi from file\n"
-    assert execute(kc, "%%sandbox_file /work/app/hello.py --append\nprint('again')\n").status == "ok"
+    run = execute(kc, "%%sandbox_file /work/app/hello.py --append\nprint('again')\n")
+    assert run.status == "ok"
     assert execute(kc, "open('/work/app/hello.py').read().count('print')").result == {
         "text/plain": "2"}
     local = tmp_path / "data.txt"

@@ -611,11 +611,6 @@ def test_magic_error_belongs_to_the_sandbox_error_family():
     assert issubclass(MagicError, SandboxError)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="specs.parse_memory_mb turns a huge number into inf and int(inf) overflows",
-)
 def test_a_huge_memory_size_is_a_magic_error():
     with pytest.raises(MagicError, match="MEMORY_MB"):
         sandbox("resize 1 " + "9" * 400)
