@@ -58,6 +58,7 @@ def _spec(parse: Callable[[str], Any], keep_text: bool = False) -> Callable[[str
 
 
 def _positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above zero."""
     try:
         value = float(text)
     except ValueError:
@@ -69,6 +70,7 @@ def _positive_seconds(text: str) -> float:
 
 # -- helpers -----------------------------------------------------------------------------------
 def _engine(args: argparse.Namespace) -> Engine:
+    """The engine chosen by --engine, else by AGENTKERNEL_ENGINE."""
     return connect(args.engine)
 
 
@@ -81,6 +83,7 @@ def _find(engine: Engine, name: str) -> Sandbox:
 
 
 def _write(stream: Any) -> Callable[[str], None]:
+    """An output callback that writes to ``stream`` at once."""
     def write(text: str) -> None:
         stream.write(text)
         stream.flush()
@@ -89,6 +92,7 @@ def _write(stream: Any) -> Callable[[str], None]:
 
 
 def _table(rows: list[list[str]]) -> str:
+    """Rows as left-aligned columns."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in rows]
@@ -111,6 +115,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 # -- gc -----------------------------------------------------------------------------------------
 def _pid_alive(pid: int) -> bool:
+    """True while a process ``pid`` exists on this host (ours to signal or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -239,6 +244,7 @@ def cmd_install(args: argparse.Namespace) -> int:
 
 # -- parser -------------------------------------------------------------------------------------
 def _add_run_options(run: argparse.ArgumentParser) -> None:
+    """The sandbox options of ``run`` (they mirror SandboxConfig) and its command."""
     run.add_argument("--image", help="container image (default: AGENTKERNEL_IMAGE or config)")
     run.add_argument("--cpus", type=_spec(specs.parse_cpus), help="CPU limit, e.g. 0.5 or 2")
     run.add_argument("--memory", metavar="MB", type=_spec(specs.parse_memory_mb),
@@ -267,6 +273,7 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
 
 
 def _add_image_commands(image: argparse.ArgumentParser) -> None:
+    """``image build``."""
     sub = image.add_subparsers(dest="image_command", required=True, metavar="COMMAND")
     build = sub.add_parser("build", help="build a Python image from Debian packages",
                            description="Build a Python image with debootstrap (needs root) "
@@ -284,6 +291,7 @@ def _add_image_commands(image: argparse.ArgumentParser) -> None:
 
 
 def _add_install(install: argparse.ArgumentParser) -> None:
+    """Where ``install`` puts the kernelspec, and its names."""
     where = install.add_mutually_exclusive_group()
     where.add_argument("--user", action="store_true", help="into the user's Jupyter folder")
     where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (the venv)")
@@ -331,11 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- main ---------------------------------------------------------------------------------------
 def _one_line(err: BaseException) -> str:
+    """An engine or OS error as one short line."""
     text = err.explanation if isinstance(err, APIError) and err.explanation else str(err)
     return " ".join(str(text).split())[:300] or type(err).__name__
 
 
 def _fail(message: str, code: int) -> int:
+    """Print ``agentkernel: error: message`` on stderr; return ``code``."""
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
 

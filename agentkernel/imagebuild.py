@@ -192,18 +192,20 @@ def _debootstrap(
                 progress(line)
     if proc.returncode != 0:
         raise SandboxError(
-            f"debootstrap failed (exit {proc.returncode}): {_log_tail(root, tail)}"
+            f"debootstrap failed (exit {proc.returncode}): {_failure_summary(root, tail)}"
         )
 
 
-def _log_tail(root: Path, output: deque[str], lines: int = 3) -> str:
-    """The last lines of debootstrap's log (or of its output), joined on one line."""
-    log = root / "debootstrap" / "debootstrap.log"
-    try:
-        text = [line.strip() for line in log.read_text(errors="replace").splitlines()]
-    except OSError:
-        text = list(output)
-    last = [line for line in text if line][-lines:] or ["no output"]
+def _failure_summary(root: Path, output: deque[str], lines: int = 3) -> str:
+    """debootstrap's ``E:`` lines, else the last lines of its log (or output), on one line."""
+    errors = [line for line in output if line.startswith("E:")]
+    if not errors:
+        log = root / "debootstrap" / "debootstrap.log"
+        try:
+            errors = log.read_text(errors="replace").splitlines()
+        except OSError:
+            errors = list(output)
+    last = [line.strip() for line in errors if line.strip()][-lines:] or ["no output"]
     return " | ".join(last)[-400:]
 
 
@@ -215,11 +217,11 @@ def trim(root: Path) -> None:
 
 
 def _empty(folder: Path, keep: tuple[str, ...]) -> None:
-    """Remove what ``folder`` holds, except entries named in ``keep`` (or ``C.*``)."""
+    """Remove what ``folder`` holds, except entries named in ``keep`` (``C`` keeps ``C.UTF-8``)."""
     if not folder.is_dir() or folder.is_symlink():
         return
     for entry in folder.iterdir():
-        if entry.name in keep or (keep and entry.name.startswith(tuple(f"{k}." for k in keep))):
+        if entry.name.split(".")[0] in keep:
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
@@ -292,13 +294,9 @@ def _rechunk(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield bytes(pending)
 
 
-def _imported_id(answer: str | bytes | dict) -> str:
+def _imported_id(answer: str) -> str:
     """The image id in the import endpoint's JSON-lines answer; SandboxError on its errors."""
-    if isinstance(answer, dict):
-        events = [answer]
-    else:
-        text = answer.decode() if isinstance(answer, bytes) else answer
-        events = [json.loads(line) for line in text.splitlines() if line.strip()]
+    events = [json.loads(line) for line in answer.splitlines() if line.strip()]
     image_id = ""
     for event in events:
         if event.get("error"):

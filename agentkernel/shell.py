@@ -59,16 +59,20 @@ class CastWriter:
         self._file.write(json.dumps(header) + "\n")
 
     def _event(self, kind: str, text: str) -> None:
+        """One event line, timed from the start of the recording."""
         elapsed = round(time.monotonic() - self._start, 6)
         self._file.write(json.dumps([elapsed, kind, text], ensure_ascii=False) + "\n")
 
     def output(self, data: bytes) -> None:
+        """Record bytes the shell wrote."""
         self._bytes("o", data)
 
     def input(self, data: bytes) -> None:
+        """Record bytes sent to the shell."""
         self._bytes("i", data)
 
     def resize(self, width: int, height: int) -> None:
+        """Record a window size change."""
         self._event("r", f"{width}x{height}")
 
     def _bytes(self, kind: str, data: bytes, final: bool = False) -> None:
@@ -78,6 +82,7 @@ class CastWriter:
             self._event(kind, text)
 
     def close(self) -> None:
+        """Flush partial UTF-8 sequences and close the file."""
         for kind in self._decoders:
             self._bytes(kind, b"", final=True)
         self._file.close()
@@ -155,6 +160,7 @@ class _Session:
                     time.sleep(0.05)
 
     def _on_winch(self, winch_fd: int, tty_fd: int) -> None:
+        """The local window changed: pass its size on (and record it)."""
         os.read(winch_fd, 512)
         width, height = terminal_size(tty_fd)
         self.resize(width, height)
@@ -163,7 +169,7 @@ class _Session:
 
     def pump(self, stdin_fd: int, stdout_fd: int, winch_fd: int | None) -> None:
         """Copy until the shell closes its side (it exited)."""
-        with selectors.DefaultSelector() as sel:
+        with selectors.PollSelector() as sel:  # poll, unlike epoll, takes regular files
             sel.register(self.sock, selectors.EVENT_READ, "remote")
             sel.register(stdin_fd, selectors.EVENT_READ, "local")
             if winch_fd is not None:
@@ -181,6 +187,7 @@ class _Session:
                     self._send_eof()
 
     def _from_remote(self, stdout_fd: int) -> bool:
+        """Shell output to our stdout; False once the shell has closed its side."""
         try:
             data = self.sock.recv(READ_SIZE)
         except OSError:
@@ -193,6 +200,7 @@ class _Session:
         return True
 
     def _from_local(self, stdin_fd: int) -> bool:
+        """Our stdin to the shell; False at its end."""
         data = os.read(stdin_fd, READ_SIZE)
         if not data:
             self.stdin_open = False
@@ -210,6 +218,7 @@ class _Session:
             self._send(EOF_KEY)
 
     def _send(self, data: bytes) -> None:
+        """Send to the shell's terminal, ignoring a socket the shell already closed."""
         with contextlib.suppress(OSError):  # the shell has gone; its EOF comes next
             self.sock.sendall(data)
 
@@ -227,6 +236,7 @@ class _Session:
 
 
 def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, also when it is non-blocking."""
     view = memoryview(data)
     while view:
         try:

@@ -52,6 +52,7 @@ CONF
   if ! curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
     log "starting podman API service on $PODMAN_SOCK"
     mkdir -p "$(dirname "$PODMAN_SOCK")"
+    rm -f "$PODMAN_SOCK"  # a stale socket from a killed service
     nohup podman system service --time=0 "unix://$PODMAN_SOCK" >/var/log/agentkernel-podman.log 2>&1 &
     for _ in $(seq 1 30); do curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 && break; sleep 1; done
     curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 || { log "podman service did not come up"; tail -20 /var/log/agentkernel-podman.log >&2; exit 1; }

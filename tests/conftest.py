@@ -23,7 +23,7 @@ RUN_ID = secrets.token_hex(4)
 # Every container made during this run, in this process or in kernels it starts, carries it.
 os.environ["AGENTKERNEL_LABELS"] = f"{RUN_LABEL}={RUN_ID}"
 ENGINES = [e.strip() for e in os.getenv("AGENTKERNEL_TEST_ENGINES", "docker,podman").split(",")]
-TEST_IMAGE = os.environ.get("AGENTKERNEL_TEST_IMAGE", "agentkernel-test:latest")
+TEST_IMAGE = os.environ.get("AGENTKERNEL_IMAGE") or "agentkernel-test:latest"
 _engines: dict[str, Engine] = {}
 
 
