@@ -181,7 +181,7 @@ class FileCommand:
     path: str
     body: str
     append: bool = False
-    mode: int = DEFAULT_FILE_MODE
+    mode: int | None = None  # None: DEFAULT_FILE_MODE, or the existing file's mode with append
 
 
 @dataclass(frozen=True)
@@ -523,7 +523,7 @@ def _file_parser() -> _Parser:
         "--mode",
         metavar="MODE",
         type=_octal_mode,
-        default=DEFAULT_FILE_MODE,
+        default=None,
         help="octal permission bits (default 0644)",
     )
     return parser

@@ -299,11 +299,13 @@ class SandboxManager:
 
     def _do_FileCommand(self, cmd: magics.FileCommand, out: Out, _ns: Any) -> None:
         sandbox = self._current()
-        data = cmd.body.encode()
+        data, mode = cmd.body.encode(), cmd.mode
         if cmd.append:
             with contextlib.suppress(SandboxNotFound):
                 data = sandbox.read_file(cmd.path) + data
-        sandbox.write_file(cmd.path, data, mode=cmd.mode)
+                if mode is None:
+                    mode = sandbox.file_mode(cmd.path)
+        sandbox.write_file(cmd.path, data, mode=magics.DEFAULT_FILE_MODE if mode is None else mode)
         verb = "appended to" if cmd.append else "wrote"
         out("stdout", f"{verb} {cmd.path} ({len(cmd.body.encode())} bytes)\n")
 

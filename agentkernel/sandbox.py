@@ -601,6 +601,14 @@ class Sandbox:
         if not result.ok:
             raise SandboxError(f"cannot remove {path}: {_first_line(result.stderr)}")
 
+    def file_mode(self, path: str) -> int:
+        """The permission bits of ``path`` (SandboxNotFound if it is missing)."""
+        path = paths.check_sandbox_path(path)
+        result = self.exec(["stat", "-c", "%a", "--", path])
+        if not result.ok:
+            raise SandboxNotFound(f"No such file in sandbox {self.name}: {path}")
+        return int(result.stdout.strip(), 8)
+
     def exists(self, path: str) -> bool:
         path = paths.check_sandbox_path(path)
         return self.exec(["test", "-e", path]).ok

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any, Protocol
 
+from agentkernel import safepickle
 from agentkernel.runner.runner import FrameDecoder, ProtocolError, encode_frame
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,12 @@ POLL = 0.2  # seconds between checks while waiting for the runner
 READ_SIZE = 256 * 1024
 STDERR_TAIL = 4096  # bytes of the runner's stderr kept for error messages
 EVENT_TYPES = frozenset({"stream", "display", "result", "error"})
-_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LOG_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _INTERRUPT = encode_frame({"type": "interrupt"})
 _SHUTDOWN = encode_frame({"type": "shutdown"})
 
@@ -97,11 +103,6 @@ class LocalProcessTransport:
             target=self._collect_stderr, name="agentkernel-local-stderr", daemon=True
         )
         self._stderr_reader.start()
-
-    @property
-    def pid(self) -> int:
-        """Process id of the runner."""
-        return self._proc.pid
 
     def write(self, data: bytes) -> None:
         """Send all of ``data`` to the runner's stdin."""
@@ -207,9 +208,10 @@ class RunnerSession:
 
         ``on_event(frame)`` gets the stream/display/result/error frames in order.
         ``on_input(prompt, password)`` answers ``input()`` in the cell; when it is None or
-        raises, the runner is told there is no input and the cell's ``input()`` raises
-        EOFError. A KeyboardInterrupt in this thread interrupts the cell and the wait goes on
-        until the runner reports the cell done. TimeoutError leaves the cell running.
+        raises (EOFError quietly, anything else with a logged warning), the runner is told
+        there is no input and the cell's ``input()`` raises EOFError. A KeyboardInterrupt in
+        this thread interrupts the cell and the wait goes on until the runner reports the cell
+        done. TimeoutError leaves the cell running.
         """
         request = {"type": "execute", "code": code, "silent": silent}
         request["store_history"] = store_history
@@ -264,14 +266,15 @@ class RunnerSession:
     def pull(self, names: Iterable[str], *, timeout: float | None = None) -> dict[str, Any]:
         """Values of ``names`` from the runner's namespace.
 
-        The values are unpickled here: pickle runs code, so pull only from a runner whose
-        code you would run on this host.
+        The values are unpickled here with :func:`agentkernel.safepickle.loads`, which
+        rebuilds only plain data, numpy and pandas values and refuses any other class, so a
+        pickle made in the sandbox cannot run code on this host.
         """
         reply = self._call({"type": "pull", "names": list(names)}, timeout)
         values = {}
         for name, blob in reply["values"].items():
             try:
-                values[name] = pickle.loads(base64.b64decode(blob))
+                values[name] = safepickle.loads(base64.b64decode(blob))
             except Exception as exc:
                 raise RunnerError(f"cannot unpickle {name!r}: {type(exc).__name__}: {exc}") from exc
         return values
@@ -357,6 +360,8 @@ class RunnerSession:
         if on_input is not None:
             try:
                 value = on_input(frame.get("prompt", ""), bool(frame.get("password")))
+            except EOFError:  # the host has no input to give, as the cell will be told
+                pass
             except Exception:
                 log.warning("on_input failed; the cell gets EOFError", exc_info=True)
             else:

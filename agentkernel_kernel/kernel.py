@@ -12,6 +12,7 @@ import platform
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
+from IPython.core.error import StdinNotImplementedError
 
 from agentkernel import __version__, magics
 from agentkernel.errors import SandboxError
@@ -92,7 +93,11 @@ class AgentKernel(Kernel):
                 "traceback": event["traceback"]})
 
     def _on_input(self, prompt: str, password: bool) -> str:
-        return self.getpass(prompt) if password else self.raw_input(prompt)
+        """Ask the frontend; one that cannot answer gives the cell an EOFError."""
+        try:
+            return self.getpass(prompt) if password else self.raw_input(prompt)
+        except StdinNotImplementedError:
+            raise EOFError("this frontend does not support input()") from None
 
     # -- execute -----------------------------------------------------------------------------
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
@@ -110,7 +115,8 @@ class AgentKernel(Kernel):
     def _run_magics(self, commands: list[magics.Command]) -> dict[str, Any]:
         for command in commands:
             if isinstance(command, magics.CellCommand):
-                return self._run_cell(command.body, False, True)
+                body = f"%%sh\n{command.body}" if command.shell else command.body
+                return self._run_cell(body, False, True)
             self.manager.handle(command, self._out)
         return self._ok()
 

@@ -205,6 +205,8 @@ def test_magics_lifecycle(kc: BlockingKernelClient, tmp_path: Path) -> None:
     assert execute(kc, "!python3 /work/app/hello.py").stream() == "hi from file\n"
     run = execute(kc, "%%sandbox_file /work/app/hello.py --append\nprint('again')\n")
     assert run.status == "ok"
+    assert execute(kc, "!stat -c %a /work/app/hello.py").stream() == "755\n", "append keeps mode"
+    assert execute(kc, "%%sandbox --sh\necho $0 | grep -c sh").stream() == "1\n"
     assert execute(kc, "open('/work/app/hello.py').read().count('print')").result == {
         "text/plain": "2"}
     local = tmp_path / "data.txt"

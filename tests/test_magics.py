@@ -409,14 +409,14 @@ def test_exec_help():
 
 def test_file_defaults():
     assert parse_cell_magic("sandbox_file", "/workspace/a.txt", "hello\n") == FileCommand(
-        "/workspace/a.txt", "hello\n", append=False, mode=0o644
+        "/workspace/a.txt", "hello\n", append=False, mode=None
     )
 
 
 @pytest.mark.parametrize(
     ("line", "append", "mode"),
     [
-        ("/x --append", True, 0o644),
+        ("/x --append", True, None),
         ("/x --mode 0755", False, 0o755),
         ("/x --mode 600 --append", True, 0o600),
         ("--mode 0o4755 /x", False, 0o4755),

@@ -1,0 +1,219 @@
+"""The IPython extension: ``%load_ext agentkernel`` gives any IPython session or notebook a sandbox.
+
+The magics are parsed by :mod:`agentkernel.magics` and carried out by a
+:class:`~agentkernel.manager.SandboxManager`, exactly as in the AgentKernel kernel; this module
+only maps them onto IPython. ``%%sandbox`` cells run in the sandbox's persistent runner, so their
+globals live there and never in the host namespace. Runner events become IPython output: streams
+go to ``sys.stdout`` / ``sys.stderr`` as they arrive, displays go through IPython's display
+publisher and the cell's result is the magic's return value (``Out[n]``). Failures raise a
+:class:`SandboxFailure`, which IPython shows as the given lines alone and which fails the cell
+(papermill stops there).
+
+Configuration comes from the shell's config (``ipython_config.py``) on top of
+``agentkernel_config.py``: ``c.SandboxConfig.image = ...``, ``c.SandboxMagics.max_transfer_mb``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import getpass
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from IPython.core.error import StdinNotImplementedError
+from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
+from IPython.display import publish_display_data
+from traitlets import Int, observe
+from traitlets.config import Config
+
+from . import magics
+from .config import SandboxConfig, load_config_files
+from .errors import SandboxError
+from .manager import SandboxManager
+
+RED, RESET = "\x1b[0;31m", "\x1b[0m"
+
+
+class SandboxFailure(Exception):
+    """A failed magic or sandbox cell; IPython shows ``lines`` instead of a host traceback."""
+
+    def __init__(self, evalue: str, lines: list[str]) -> None:
+        super().__init__(evalue)
+        self.lines = lines
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython prints (and ipykernel sends as the error's traceback)."""
+        return self.lines
+
+
+@functools.cache
+def _failure_type(ename: str) -> type[SandboxFailure]:
+    """A SandboxFailure subclass named ``ename``: frontends and papermill show that name."""
+    return type(ename, (SandboxFailure,), {"__module__": __name__})
+
+
+def failure(ename: str, evalue: str, lines: list[str]) -> SandboxFailure:
+    """The exception that reports ``ename: evalue`` as ``lines``."""
+    return _failure_type(ename)(evalue, lines)
+
+
+def one_line_failure(err: SandboxError) -> SandboxFailure:
+    """Our own error as one red line, like the kernel shows it."""
+    message = str(err)
+    return failure(type(err).__name__, message, [f"{RED}{message}{RESET}"])
+
+
+class SandboxResult:
+    """The value of a ``%%sandbox`` cell's last expression, as the sandbox rendered it.
+
+    Only its representations cross over; ``%sandbox pull NAME`` copies a value itself.
+    """
+
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
+        self.data = data
+        self.metadata = metadata
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> tuple[dict, dict]:
+        """The sandbox's mime bundle, for notebooks."""
+        return self.data, self.metadata
+
+    def __repr__(self) -> str:
+        """The sandbox's ``text/plain``, for terminals."""
+        return str(self.data.get("text/plain", ""))
+
+
+class _CellRun:
+    """Shows the events of one ``%%sandbox`` cell and keeps its result and error."""
+
+    def __init__(self) -> None:
+        self.result: SandboxResult | None = None
+        self.error: dict[str, Any] | None = None
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        """Show a stream or display event now; keep the result and the error for the end."""
+        kind = event["type"]
+        if kind == "stream":
+            write(event["name"], event["text"])
+        elif kind == "display":
+            publish_display_data(
+                event["data"], event.get("metadata") or {},
+                transient=event.get("transient") or {}, update=bool(event.get("update")),
+            )
+        elif kind == "result":
+            self.result = SandboxResult(event["data"], event.get("metadata") or {})
+        elif kind == "error":
+            self.error = event
+
+
+def write(name: str, text: str) -> None:
+    """Write sandbox output to the host's current ``sys.stdout`` or ``sys.stderr``, now."""
+    stream = sys.stderr if name == "stderr" else sys.stdout
+    stream.write(text)
+    stream.flush()
+
+
+def ask(prompt: str, password: bool) -> str:
+    """Answer ``input()`` / ``getpass()`` in a sandbox cell from the host's user.
+
+    A frontend that cannot ask (a notebook run by papermill) gives the cell an EOFError.
+    """
+    try:
+        return getpass.getpass(prompt) if password else input(prompt)
+    except StdinNotImplementedError:
+        raise EOFError(prompt) from None
+
+
+def shell_config(shell: InteractiveShell) -> Config:
+    """``agentkernel_config`` files overlaid with the shell's own config."""
+    merged = load_config_files()
+    merged.merge(shell.config)
+    return merged
+
+
+@magics_class
+class SandboxMagics(Magics):
+    """``%sandbox``, ``%%sandbox``, ``%sandbox_exec`` and ``%%sandbox_file`` for IPython."""
+
+    max_transfer_mb = Int(
+        64, help="Largest pickled value %sandbox push copies into the sandbox, in MB."
+    ).tag(config=True)
+
+    def __init__(self, shell: InteractiveShell) -> None:
+        super().__init__(shell=shell)
+        self.manager = SandboxManager(
+            SandboxConfig(config=shell_config(shell)), max_transfer_mb=self.max_transfer_mb
+        )
+
+    @observe("max_transfer_mb")
+    def _max_transfer_changed(self, change: dict[str, Any]) -> None:
+        self.manager.max_transfer_mb = change["new"]
+
+    @line_cell_magic
+    def sandbox(self, line: str, cell: str | None = None) -> SandboxResult | None:
+        """``%sandbox SUBCOMMAND``: manage the sandbox; ``%%sandbox [--sh]``: run the cell in it."""
+        if cell is None:
+            return self._run(lambda: magics.parse_line_magic("sandbox", line))
+        return self._run(lambda: magics.parse_cell_magic("sandbox", line, cell))
+
+    @line_magic
+    def sandbox_exec(self, line: str) -> None:
+        """``%sandbox_exec CMD...`` runs a shell command line in the sandbox."""
+        self._run(lambda: magics.parse_line_magic("sandbox_exec", line))
+
+    @cell_magic
+    def sandbox_file(self, line: str, cell: str) -> None:
+        """``%%sandbox_file PATH [--append] [--mode MODE]`` writes the cell to a sandbox file."""
+        self._run(lambda: magics.parse_cell_magic("sandbox_file", line, cell))
+
+    def _run(self, parse: Callable[[], magics.Command]) -> SandboxResult | None:
+        """Parse and carry out one magic; our errors become a one-line SandboxFailure."""
+        try:
+            command = parse()
+            if isinstance(command, magics.CellCommand):
+                return self._run_cell(command)
+            self.manager.handle(command, write, namespace=self.shell.user_ns)
+        except SandboxError as err:
+            raise one_line_failure(err) from None
+        return None
+
+    def _run_cell(self, command: magics.CellCommand) -> SandboxResult | None:
+        """Run a ``%%sandbox`` body in the runner; a failing cell raises with the user's lines."""
+        code = f"%%sh\n{command.body}" if command.shell else command.body
+        run = _CellRun()
+        done = self.manager.execute(code, on_event=run.on_event, on_input=ask, out=write)
+        if done.get("status") == "error":
+            error = run.error or {"ename": "Error", "evalue": "", "traceback": []}
+            raise failure(error["ename"], error["evalue"], list(error["traceback"]))
+        return run.result
+
+    def close(self) -> None:
+        """Remove the sandbox (a persistent one is kept)."""
+        self.manager.shutdown()
+
+
+def load(shell: InteractiveShell) -> None:
+    """Register the magics on ``shell``; the sandbox starts at first use."""
+    try:
+        sandbox_magics = SandboxMagics(shell)
+    except SandboxError as err:
+        raise one_line_failure(err) from None
+    shell.register_magics(sandbox_magics)
+    atexit.register(sandbox_magics.close)
+
+
+def unload(shell: InteractiveShell) -> None:
+    """Unregister the magics of ``shell`` and remove their sandbox."""
+    sandbox_magics = shell.magics_manager.registry.pop(SandboxMagics.__name__, None)
+    if not isinstance(sandbox_magics, SandboxMagics):
+        return
+    for kind, names in sandbox_magics.magics.items():
+        table = shell.magics_manager.magics[kind]
+        for name in names:
+            table.pop(name, None)
+    if sandbox_magics in shell.configurables:
+        shell.configurables.remove(sandbox_magics)
+    atexit.unregister(sandbox_magics.close)
+    sandbox_magics.close()
