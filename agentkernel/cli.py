@@ -219,12 +219,15 @@ def cmd_stop(args: argparse.Namespace) -> int:
 # -- image build, install -----------------------------------------------------------------------
 def cmd_image_build(args: argparse.Namespace) -> int:
     """Build a Python image with debootstrap (skipped with --if-missing when it exists)."""
-    engine = _engine(args)
-    if args.if_missing and image_exists(engine, args.tag):
-        print(f"image {args.tag} is present in {engine.kind}: nothing to build")
-        return 0
+    engines = [connect(kind) for kind in args.engines] if args.engines else [_engine(args)]
+    if args.if_missing:
+        for engine in [e for e in engines if image_exists(e, args.tag)]:
+            print(f"image {args.tag} is present in {engine.kind}: nothing to build")
+            engines.remove(engine)
+        if not engines:
+            return 0
     image_id = build_image(
-        engine, args.tag, packages=args.packages, suite=args.suite, mirror=args.mirror,
+        engines, args.tag, packages=args.packages, suite=args.suite, mirror=args.mirror,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
     )
     print(image_id)
@@ -286,7 +289,9 @@ def _add_image_commands(image: argparse.ArgumentParser) -> None:
     build.add_argument("--mirror", metavar="URL",
                        help="Debian mirror (default: the host's apt source, else deb.debian.org)")
     build.add_argument("--if-missing", action="store_true",
-                       help="do nothing when the tag already exists in the engine")
+                       help="do nothing for an engine that already has the tag")
+    build.add_argument("--engines", nargs="+", choices=["docker", "podman"], metavar="E",
+                       help="import into each of these engines (one build); default: --engine")
     build.set_defaults(handler=cmd_image_build)
 
 

@@ -129,6 +129,14 @@ def candidate_urls(kind: str) -> list[tuple[str, str]]:
     ]
 
 
+def connect_url(kind: str, base_url: str, timeout: float = 5.0) -> Engine:
+    """Connect to the engine at ``base_url`` (known to be of ``kind``)."""
+    client, actual, reason = _probe(base_url, timeout)
+    if client is None:
+        raise EngineUnavailable(f"the {kind} engine at {base_url} does not answer ({reason})")
+    return Engine(kind=actual, base_url=base_url, client=client)
+
+
 def connect(kind: str | None = None, timeout: float = 5.0) -> Engine:
     """Connect to the engine ``kind`` (default: AGENTKERNEL_ENGINE, else auto)."""
     kind = kind or requested_kind()

@@ -27,6 +27,16 @@ def raw_socket(hijacked: Any) -> socket.socket:
 class ExecStream:
     """A running exec: write its stdin, read its demultiplexed stdout/stderr."""
 
+    @classmethod
+    def adopt(cls, api: Any, exec_id: str, fd: int) -> ExecStream:
+        """An exec started by another process, whose socket this process inherited as ``fd``."""
+        stream = cls.__new__(cls)
+        stream._api, stream.exec_id = api, exec_id
+        stream._sock = socket.socket(fileno=fd)
+        stream._sock.settimeout(None)
+        stream._init_buffers()
+        return stream
+
     def __init__(
         self,
         api: Any,
@@ -45,10 +55,24 @@ class ExecStream:
         )
         self.exec_id: str = created["Id"]
         self._sock = raw_socket(api.exec_start(self.exec_id, socket=True))
+        self._init_buffers()
+
+    def _init_buffers(self) -> None:
         self._buffer = bytearray()
         self._stderr_tail: deque[bytes] = deque(maxlen=64)
         self._write_lock = threading.Lock()
         self._closed = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """A read timeout (socket.timeout raised), or None to block."""
+        self._sock.settimeout(seconds)
+
+    def pending(self) -> int:
+        """Bytes read from the socket but not yet returned."""
+        return len(self._buffer)
 
     # -- writing -------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -67,6 +91,8 @@ class ExecStream:
         while len(self._buffer) < size:
             try:
                 chunk = self._sock.recv(max(65536, size - len(self._buffer)))
+            except TimeoutError:
+                raise
             except OSError:
                 chunk = b""
             if not chunk:
@@ -106,6 +132,7 @@ class ExecStream:
         return None if info.get("Running") else info.get("ExitCode")
 
     def close(self) -> None:
+        """End the exec's connection (for every process that shares the socket)."""
         if self._closed:
             return
         self._closed = True
@@ -113,4 +140,9 @@ class ExecStream:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self._sock.close()
+
+    def forget(self) -> None:
+        """Close this process's descriptor only; another process keeps the connection."""
+        self._closed = True
         self._sock.close()

@@ -57,7 +57,7 @@ def image_exists(engine: Engine, tag: str) -> bool:
 
 
 def build_image(
-    engine: Engine,
+    engines: Engine | Sequence[Engine],
     tag: str,
     packages: Sequence[str] = ("python3",),
     suite: str = "bookworm",
@@ -65,9 +65,11 @@ def build_image(
     progress: ProgressFn = print,
     workdir: str | os.PathLike[str] | None = None,
 ) -> str:
-    """Debootstrap ``packages`` of ``suite`` into a folder, trim it, import it as ``tag``.
+    """Debootstrap ``packages`` of ``suite`` into a folder, trim it, import it as ``tag``
+    into each of ``engines`` (one root filesystem for all of them).
 
-    python3 is always included. Needs root and debootstrap. Returns the new image's id.
+    python3 is always included. Needs root and debootstrap. Returns the new image's id (in the
+    last engine).
     The build folder (created under ``workdir``, default the temp folder) is removed after.
     """
     repo, version = _check_tag(tag)
@@ -80,17 +82,19 @@ def build_image(
             f"invalid mirror {mirror!r}: expected an http://, https:// or file:// URL"
         )
     _check_host()
+    engines = [engines] if isinstance(engines, Engine) else list(engines)
     root = Path(tempfile.mkdtemp(prefix="agentkernel-rootfs-", dir=workdir))
     try:
         progress(f"debootstrap {suite} from {mirror} with {', '.join(packages)} into {root}")
         _debootstrap(root, packages, suite, mirror, progress)
         trim(root)
-        progress(f"importing {root} into {engine.kind} as {tag}")
-        image_id = import_root(engine, root)
+        for engine in engines:
+            progress(f"importing {root} into {engine.kind} as {tag}")
+            image_id = import_root(engine, root)
+            _tag(engine, image_id, repo, version)
+            progress(f"built {tag} in {engine.kind} ({image_id[:19]})")
     finally:
         remove_build_folder(root)
-    _tag(engine, image_id, repo, version)
-    progress(f"built {tag} ({image_id[:19]})")
     return image_id
 
 

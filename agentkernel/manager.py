@@ -19,7 +19,7 @@ from . import magics
 from .config import SandboxConfig
 from .errors import ConfigError, SandboxError, SandboxNotFound
 from .sandbox import Sandbox
-from .session import RunnerError, RunnerGone, RunnerSession, runner_source
+from .session import RunnerError, RunnerGone, RunnerSession, runner_command
 
 log = logging.getLogger("agentkernel")
 
@@ -90,11 +90,7 @@ class SandboxManager:
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""
-        stream = sandbox.open_exec(
-            ["python3", "-u", "-c", runner_source()],
-            workdir=sandbox.effective.workdir,
-            env={"PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"},
-        )
+        stream = sandbox.open_exec(runner_command(), workdir=sandbox.effective.workdir)
         session = RunnerSession(stream)
         try:
             self.ready = session.wait_ready(timeout=READY_TIMEOUT)
@@ -113,6 +109,24 @@ class SandboxManager:
                 "python:3.12-slim, or install python3 in yours"
             )
         return f"the runner did not start in sandbox {sandbox.name}: {detail}"
+
+    def adopt(self, handoff: dict[str, Any]) -> bool:
+        """Take over a warm sandbox and its ready runner, handed over by the pool's process.
+
+        False (logged) when that fails; the caller then starts a sandbox the usual way.
+        """
+        from .pool import adopt
+
+        with self._lock:
+            try:
+                sandbox, stream, ready = adopt(handoff)
+            except (SandboxError, OSError, KeyError) as err:
+                log.warning("could not take over the warm sandbox: %s", err)
+                return False
+            self.config = sandbox.config
+            self.sandbox, self.ready, self.dead_reason = sandbox, ready, None
+            self.session = RunnerSession(stream, ready=ready)
+        return True
 
     def start(self, config: SandboxConfig, out: Out = _ignore) -> None:
         """Start a sandbox from ``config``, replacing the current one."""

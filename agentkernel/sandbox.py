@@ -326,6 +326,39 @@ class Sandbox:
                 self._lifeline = None
             self._container_id = None
 
+    def lifeline_fd(self) -> int:
+        """The fd of the stdin socket that keeps an ephemeral container alive."""
+        if self._lifeline is None:
+            raise SandboxError(f"sandbox {self.name} has no lifeline (persistent or not started)")
+        return self._lifeline.fileno()
+
+    def detach(self) -> None:
+        """Forget the container without removing it (another process now holds its lifeline)."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
+        self._container_id = None
+
+    def config_values(self) -> dict[str, Any]:
+        """The configuration's explicit values, to rebuild an equal SandboxConfig elsewhere."""
+        values = {k: getattr(self.config, k) for k in self.config.class_trait_names(config=True)}
+        return {**values, "name": self.name}
+
+    @classmethod
+    def adopt(cls, engine: Engine, container_id: str, lifeline_fd: int,
+              config_values: dict[str, Any]) -> Sandbox:
+        """A sandbox started by another process, whose lifeline socket this one inherited."""
+        sandbox = cls(SandboxConfig(**config_values), engine=engine)
+        sandbox._container_id = container_id
+        sandbox._lifeline = socket.socket(fileno=lifeline_fd)
+        sandbox._finalizer = weakref.finalize(
+            sandbox, _force_remove, engine.api, container_id, sandbox._lifeline
+        )
+        return sandbox
+
     def remove(self) -> None:
         """Remove the container, persistent or not, even after stop()."""
         with contextlib.suppress(NotFound, APIError, requests.ConnectionError):

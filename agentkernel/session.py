@@ -67,6 +67,11 @@ class RunnerTransport(Protocol):
 
 
 @functools.cache
+def runner_command() -> list[str]:
+    """The argv that starts the runner inside a sandbox."""
+    return ["python3", "-u", "-c", runner_source()]
+
+
 def runner_source() -> str:
     """The source of the in-container runner, as passed to ``python3 -u -c``."""
     return resources.files("agentkernel.runner").joinpath("runner.py").read_text("utf-8")
@@ -159,11 +164,16 @@ class RunnerSession:
 
     ``on_orphan(frame)`` receives frames that belong to no waiting request (output of a
     background thread between cells, with id None); without it they are logged at debug level.
-    ``log`` frames go to the ``agentkernel.runner`` logger.
+    ``log`` frames go to the ``agentkernel.runner`` logger. ``ready`` is the ready frame of a
+    runner that was started (and read up to that frame) elsewhere: the warm pool.
     """
 
     def __init__(
-        self, transport: RunnerTransport, *, on_orphan: Callable[[dict], None] | None = None
+        self,
+        transport: RunnerTransport,
+        *,
+        on_orphan: Callable[[dict], None] | None = None,
+        ready: dict | None = None,
     ) -> None:
         self._transport = transport
         self._on_orphan = on_orphan
@@ -171,8 +181,10 @@ class RunnerSession:
         self._lock = threading.Lock()
         self._inboxes: dict[str, _Inbox] = {}
         self._gone: str | None = None
-        self._ready: dict | None = None
+        self._ready: dict | None = ready
         self._ready_event = threading.Event()
+        if ready is not None:  # a runner handed over after it said ready
+            self._ready_event.set()
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._closed = False
         self._reader = threading.Thread(

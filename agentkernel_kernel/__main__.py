@@ -12,11 +12,15 @@ def main() -> None:
 
         install_main(sys.argv[2:])
         return
-    # Start the sandbox first, so the container comes up while ipykernel is still importing.
+    # Start the sandbox first, so the container comes up while ipykernel is still importing;
+    # or take over the warm one the launching process handed us.
     from agentkernel.manager import SandboxManager
+    from agentkernel.pool import take_handoff
 
     manager = SandboxManager()
-    if os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
+    handoff = take_handoff()
+    adopted = handoff is not None and manager.adopt(handoff)
+    if not adopted and os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
         manager.start_in_background()
 
     from ipykernel.kernelapp import IPKernelApp

@@ -22,6 +22,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+PROVISIONER_NAME = "agentkernel-pool"
 KERNEL_NAME = "agentkernel"
 DISPLAY_NAME = "AgentKernel Sandbox"
 RESOURCES = Path(__file__).parent / "resources"
@@ -37,20 +38,27 @@ def kernel_dict(
     executable: str | None = None,
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
+    pool_size: int = 0,
 ) -> dict[str, Any]:
     """The contents of ``kernel.json``.
 
     ``language`` is "python" so that papermill and frontends treat cells as Python; interrupts
     arrive as SIGINT (the kernel forwards them into the sandbox); ``env`` is added to the
-    kernel's environment.
+    kernel's environment. With ``pool_size`` > 0 the kernel is launched by the warm-pool
+    provisioner (``agentkernel_kernel.provisioner``), which needs agentkernel installed in the
+    process that launches kernels (the Jupyter server, papermill...).
     """
+    metadata: dict[str, Any] = {"debugger": False}
+    if pool_size:
+        metadata["kernel_provisioner"] = {
+            "provisioner_name": PROVISIONER_NAME, "config": {"pool_size": pool_size}}
     return {
         "argv": make_argv(executable),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
         "env": dict(env or {}),
-        "metadata": {"debugger": False},
+        "metadata": metadata,
     }
 
 
@@ -59,6 +67,7 @@ def write_kernel_spec(
     executable: str | None = None,
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
+    pool_size: int = 0,
 ) -> str:
     """Write ``kernel.json`` and the logos into ``path`` (a new temporary directory if None).
 
@@ -68,7 +77,7 @@ def write_kernel_spec(
     target.mkdir(parents=True, exist_ok=True)
     for logo in LOGOS:
         shutil.copyfile(RESOURCES / logo, target / logo)
-    spec = kernel_dict(executable, display_name, env)
+    spec = kernel_dict(executable, display_name, env, pool_size)
     (target / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     return str(target)
 
@@ -81,6 +90,7 @@ def install(
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
     kernel_spec_manager: KernelSpecManager | None = None,
+    pool_size: int = 0,
 ) -> str:
     """Install the kernelspec and return the directory it went to.
 
@@ -92,7 +102,8 @@ def install(
         raise ValueError("choose at most one of user, prefix and sys_prefix")
     manager = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory(suffix="_kernels") as staging:
-        source = write_kernel_spec(Path(staging) / kernel_name, display_name=display_name, env=env)
+        source = write_kernel_spec(Path(staging) / kernel_name, display_name=display_name,
+                                   env=env, pool_size=pool_size)
         return manager.install_kernel_spec(
             source,
             kernel_name=kernel_name,
@@ -133,6 +144,10 @@ def _arg_parser() -> argparse.ArgumentParser:
         default=DISPLAY_NAME,
         help=f"name shown in menus (default {DISPLAY_NAME})",
     )
+    parser.add_argument(
+        "--pool-size", metavar="N", type=int, default=0,
+        help="keep N warm sandboxes in the launching process (default 0: no pool)",
+    )
     return parser
 
 
@@ -146,5 +161,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys_prefix=args.sys_prefix,
         kernel_name=args.name,
         display_name=args.display_name,
+        pool_size=args.pool_size,
     )
     print(f"Installed kernelspec {args.name} in {dest}")

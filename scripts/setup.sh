@@ -16,6 +16,7 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ "$WANT_PODMAN" = 1 ]; then
   command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
   [ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || need_apt+=(catatonit)
@@ -76,8 +77,6 @@ fi
 # --- test image -----------------------------------------------------------
 engines=(docker)
 [ "$WANT_PODMAN" = 1 ] && engines+=(podman)
-for engine in "${engines[@]}"; do
-  AGENTKERNEL_ENGINE=$engine "$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing \
-    --packages python3 python3-matplotlib python3-pandas iproute2 procps
-done
+"$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing --engines "${engines[@]}" \
+  --packages python3 python3-matplotlib python3-pandas iproute2 procps >&2
 echo "$VENV/bin/python"

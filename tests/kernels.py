@@ -77,10 +77,11 @@ def execute(kc: BlockingKernelClient, code: str, timeout: float = 120, **kwargs:
 
 @contextmanager
 def running_kernel(
-    env: dict[str, str] | None = None, startup_timeout: float = 120
+    env: dict[str, str] | None = None, startup_timeout: float = 120,
+    kernel_name: str = KERNEL_NAME,
 ) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
     """Start the kernel (a real process), yield its manager and a ready client, shut it down."""
-    km = KernelManager(kernel_name=KERNEL_NAME)
+    km = KernelManager(kernel_name=kernel_name)
     km.start_kernel(env={**os.environ, **(env or {})})
     kc = km.client()
     kc.start_channels()

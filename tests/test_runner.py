@@ -5,6 +5,7 @@ from __future__ import annotations
 import _thread
 import ast
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -123,7 +125,7 @@ def test_decoder_rejects_bad_frames_with_one_line(data, message):
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
+    max_leaves=8,
 )
 frames = st.builds(
     lambda kind, rest: {**rest, "type": kind},
@@ -137,8 +139,8 @@ def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(frames, max_size=5), st.lists(st.integers(min_value=0), max_size=10))
+@settings(max_examples=100, deadline=None)
+@given(st.lists(frames, max_size=4), st.lists(st.integers(min_value=0), max_size=10))
 def test_decoder_round_trips_any_chunking(objects, cuts):
     data = b"".join(encode_frame(obj) for obj in objects)
     decoder = FrameDecoder()
@@ -232,8 +234,13 @@ def test_output_of_subprocesses_is_captured(session):
 
 def test_output_precedes_display_and_done(session):
     cell = Cell(session, "print('a')\ndisplay('b')\nprint('c', end='')")
-    kinds = [(e["type"], e.get("text")) for e in cell.events]
-    assert kinds == [("stream", "a\n"), ("display", None), ("stream", "c")]
+    shape: list[list] = []
+    for event in cell.events:  # a print may arrive in pieces: join adjacent stream text
+        if shape and event["type"] == "stream" == shape[-1][0]:
+            shape[-1][1] += event["text"]
+        else:
+            shape.append([event["type"], event.get("text", "")])
+    assert shape == [["stream", "a\n"], ["display", ""], ["stream", "c"]]
 
 
 def test_user_bytes_cannot_forge_frames(session):
@@ -436,6 +443,25 @@ def test_interrupt_while_idle_is_harmless(fresh):
     assert Cell(fresh, "1 + 1").result["data"]["text/plain"] == "2"
 
 
+def test_interrupts_racing_cell_ends_never_break_the_runner(fresh):
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            fresh.interrupt()
+            time.sleep(0.0005)
+
+    threading.Thread(target=hammer, daemon=True).start()
+    try:
+        for _ in range(200):
+            cell = Cell(fresh, "sum(range(1000))")
+            assert cell.status == "ok" or cell.error["ename"] == "KeyboardInterrupt"
+    finally:
+        stop.set()
+    time.sleep(0.1)
+    assert Cell(fresh, "21 * 2").result["data"]["text/plain"] == "42"
+
+
 # --- shell escapes -------------------------------------------------------------------------
 
 
@@ -578,55 +604,57 @@ def test_background_output_between_cells_goes_to_on_orphan():
     with new_session(on_orphan=orphans.append) as own:
         Cell(own, "import threading, time\nthreading.Timer(0.3, print, ('late',)).start()")
         deadline = time.monotonic() + 5
-        while not orphans and time.monotonic() < deadline:
+        while "".join(f["text"] for f in orphans) != "late\n" and time.monotonic() < deadline:
             time.sleep(0.05)
-    assert orphans == [{"type": "stream", "id": None, "name": "stdout", "text": "late\n"}]
+    assert {(f["type"], f["id"], f["name"]) for f in orphans} == {("stream", None, "stdout")}
+    assert "".join(f["text"] for f in orphans) == "late\n"
 
 
-def raw_runner() -> tuple[subprocess.Popen, FrameDecoder]:
-    proc = subprocess.Popen(
-        [sys.executable, "-u", "-c", runner_source()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        bufsize=0,
-    )
-    return proc, FrameDecoder()
+@contextlib.contextmanager
+def raw_runner() -> Iterator[tuple[subprocess.Popen, FrameDecoder]]:
+    """The runner as a bare subprocess, after its ready frame, for protocol-level tests."""
+    command = [sys.executable, "-u", "-c", runner_source()]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE) as proc:
+        decoder = FrameDecoder()
+        read_frame(proc, decoder, "ready")
+        yield proc, decoder
 
 
 def read_frame(proc: subprocess.Popen, decoder: FrameDecoder, kind: str) -> dict:
     while True:
-        data = proc.stdout.read(65536)
+        data = proc.stdout.read1(65536)
         assert data, f"EOF before a {kind} frame"
         for frame in decoder.feed(data):
             if frame["type"] == kind:
                 return frame
 
 
+def send(proc: subprocess.Popen, data: bytes) -> None:
+    proc.stdin.write(data)
+    proc.stdin.flush()
+
+
 def test_unknown_request_gets_an_error_and_shutdown_exits_zero():
-    proc, decoder = raw_runner()
-    read_frame(proc, decoder, "ready")
-    proc.stdin.write(encode_frame({"type": "frobnicate", "id": "r1"}))
-    done = read_frame(proc, decoder, "done")
-    assert done == {
-        "type": "done",
-        "id": "r1",
-        "status": "error",
-        "error": "unknown request type 'frobnicate'",
-    }
-    proc.stdin.write(encode_frame({"type": "shutdown"}))
-    assert proc.wait(timeout=5) == 0
+    with raw_runner() as (proc, decoder):
+        send(proc, encode_frame({"type": "frobnicate", "id": "r1"}))
+        assert read_frame(proc, decoder, "done") == {
+            "type": "done",
+            "id": "r1",
+            "status": "error",
+            "error": "unknown request type 'frobnicate'",
+        }
+        send(proc, encode_frame({"type": "shutdown"}))
+        assert proc.wait(timeout=5) == 0
 
 
 def test_eof_on_stdin_exits_zero_and_bad_requests_exit_nonzero():
-    proc, decoder = raw_runner()
-    read_frame(proc, decoder, "ready")
-    proc.stdin.close()
-    assert proc.wait(timeout=5) == 0
-    proc, decoder = raw_runner()
-    read_frame(proc, decoder, "ready")
-    proc.stdin.write(b"\x00\x00\x00\x01x")
-    assert "unreadable request stream" in read_frame(proc, decoder, "log")["message"]
-    assert proc.wait(timeout=5) != 0
+    with raw_runner() as (proc, _):
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+    with raw_runner() as (proc, decoder):
+        send(proc, b"\x00\x00\x00\x01x")
+        assert "unreadable request stream" in read_frame(proc, decoder, "log")["message"]
+        assert proc.wait(timeout=5) != 0
 
 
 def test_execute_timeout_leaves_the_cell_running(fresh):
@@ -639,10 +667,10 @@ def test_execute_timeout_leaves_the_cell_running(fresh):
 
 
 @pytest.mark.engine
-def test_matplotlib_figures_show_inline_in_the_container_image():
-    """Needs docker and the test image (python3-matplotlib): figures come back as PNG."""
-    image = os.environ.get("AGENTKERNEL_IMAGE", "agentkernel-test:latest")
-    transport = LocalProcessTransport(["docker", "run", "--rm", "-i", image, "python3"])
+def test_matplotlib_figures_show_inline_in_the_container_image(engine_name, test_image):
+    """In the test image (python3-matplotlib), figures come back as PNG displays."""
+    command = [engine_name, "run", "--rm", "-i", test_image, "python3"]
+    transport = LocalProcessTransport(command)
     with RunnerSession(transport) as container:
         assert container.wait_ready(60)["matplotlib"] is True
         code = (

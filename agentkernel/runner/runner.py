@@ -5,8 +5,10 @@ docs/ARCHITECTURE.md, "Runner protocol") on private copies of its original stdin
 becomes /dev/null and fds 1 and 2 become pipes that one pump thread forwards as ``stream`` frames.
 
 Threads: the main thread runs requests (user code runs here, so KeyboardInterrupt lands in it);
-a reader thread takes request frames from the host; the pump thread is the only writer of frames.
-Because the main thread never writes the protocol fd, an interrupt can never cut a frame in half.
+a reader thread takes request frames from the host and acts on interrupt/input_reply/shutdown at
+once; the pump thread forwards output and writes the frames others post. Every frame is written
+under the pump's lock, and the main thread writes only when no interrupt can reach it (its
+``done``), so a KeyboardInterrupt never cuts a frame in half.
 
 Standard library only, Python 3.8+. Importing this module has no side effects: the host imports
 its frame codec (``encode_frame``, ``FrameDecoder``, ``ProtocolError``, ``MAX_FRAME``).
@@ -38,7 +40,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 import traceback
 import types
 import warnings
@@ -46,7 +47,7 @@ import warnings
 MAX_FRAME = 64 * 1024 * 1024
 CHUNK = 64 * 1024  # bytes read from an output pipe at a time
 DRAIN_READS = 16  # rounds of reads when draining, so a writer that never stops cannot starve us
-LINGER = 0.002  # seconds the pump waits for more output before sending a stream frame
+LINGER = 0.001  # seconds the pump waits for the rest of a burst of output
 EXIT_GRACE = 2.0  # seconds the pump gets to write pending frames before the runner exits
 
 _HEADER = struct.Struct(">I")
@@ -96,6 +97,10 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buf = bytearray()
         self._error: str | None = None
+
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole frame."""
+        return len(self._buf)
 
     def feed(self, data: bytes) -> list[dict]:
         """Append ``data`` and return every frame completed by it, in order."""
@@ -347,9 +352,11 @@ def _ends_with_semicolon(code: str, node: ast.expr) -> bool:
     return rest.lstrip().startswith(";")
 
 
-def _user_traceback(tb: types.TracebackType | None, user_globals: dict):
-    """The traceback ``tb`` with only user frames: frames of user code (``user_globals``) and
-    of whatever it called, without the runner's frames or what the runner itself called."""
+def _user_traceback(
+    tb: types.TracebackType | None, user_globals: dict
+) -> types.TracebackType | None:
+    """``tb`` with user code (``user_globals``) and what it called; the runner's frames and
+    what the runner itself called (ast.parse, subprocess...) are left out."""
     kept = []
     calling = False  # is the previous frame user code, or called by user code?
     while tb is not None:
@@ -572,63 +579,82 @@ def _matplotlib_available() -> bool:
 
 
 class Pump:
-    """The runner's only frame writer; also forwards fds 1 and 2 as ``stream`` frames.
+    """Writes every frame, under one lock; its thread forwards fds 1 and 2 as ``stream`` frames.
 
-    Items posted from other threads are written in order, each after draining the output
-    pipes, so output written before a post always precedes the posted frame.
+    Frames posted by any thread are written in order, each after draining the output pipes, so
+    output written before a post precedes the posted frame. The main thread posts while
+    user code runs (a KeyboardInterrupt can then land anywhere, but never inside a write) and
+    writes ``done`` itself through ``finish``, once no interrupt can arrive any more.
     """
 
     def __init__(self, out_fd: int, stdout_r: int, stderr_r: int) -> None:
         self.tag: str | None = None  # id of the running execute, for stream frames
         self._out = out_fd
+        self._lock = threading.Lock()
         self._streams = {
             stdout_r: ("stdout", codecs.getincrementaldecoder("utf-8")("replace")),
             stderr_r: ("stderr", codecs.getincrementaldecoder("utf-8")("replace")),
         }
         self._items: collections.deque = collections.deque()
         self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
 
-    def post(self, item) -> None:
-        """Queue a frame (bytes) or a callable to run on the pump thread."""
-        self._items.append(item)
+    def post(self, frame: bytes, wait: bool = False) -> None:
+        """Queue ``frame`` for the pump thread; with ``wait``, return once it is written, so
+        output written later cannot overtake it."""
+        written = threading.Event() if wait else None
+        self._items.append((frame, written))
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:  # the pipe is full of wake-ups already
             pass
+        if written is not None:
+            written.wait()
 
     def finish(self, frame: bytes) -> None:
-        """Write ``frame`` after all output so far, reset the tag, and wait until it is out."""
-        written = threading.Event()
+        """Write the posted frames, all output so far, then ``frame``; reset the tag.
 
-        def write_last() -> None:
-            self._flush_decoders()
+        Called by the main thread only outside the interrupt window.
+        """
+        with self._lock:
+            self._serve_items()
+            self._drain()
+            for name, decoder in self._streams.values():  # end half-received UTF-8 sequences
+                self._send_text(name, decoder.decode(b"", final=True))
             self._write(frame)
             self.tag = None
-            written.set()
 
-        self.post(write_last)
-        written.wait()
+    def flush(self) -> None:
+        """Write the posted frames and the output so far."""
+        with self._lock:
+            self._serve_items()
+            self._drain()
 
     def run(self) -> None:
-        """Thread body: forward output as it comes, serve posted items."""
+        """Thread body: forward output as it comes, write posted frames."""
+        busy = False
         while True:
-            watched = [*self._streams, self._wake_r]
-            for fd in select.select(watched, [], [])[0]:
-                if fd == self._wake_r:
+            ready = select.select([*self._streams, self._wake_r], [], [])[0]
+            if self._wake_r not in ready and not busy:
+                # Let the rest of a burst arrive (print writes its pieces separately), so it
+                # travels as one frame; a post ends the wait at once.
+                select.select([self._wake_r], [], [], LINGER)
+            with self._lock:
+                try:
                     os.read(self._wake_r, CHUNK)
-                    self._serve_items()
-                elif fd in self._streams:
-                    self._forward(fd, LINGER)
+                except BlockingIOError:
+                    pass
+                self._serve_items()
+                busy = self._drain() >= CHUNK
 
     def _serve_items(self) -> None:
         while self._items:
-            item = self._items.popleft()
+            frame, written = self._items.popleft()
             self._drain()
-            if callable(item):
-                item()
-            else:
-                self._write(item)
+            self._write(frame)
+            if written is not None:
+                written.set()
 
     def _write(self, frame: bytes) -> None:
         try:
@@ -636,47 +662,33 @@ class Pump:
         except OSError:  # the host is gone: nobody left to talk to
             os._exit(0)
 
-    def _forward(self, fd: int, linger: float = 0.0) -> None:
-        """Read what output pipe ``fd`` holds and send it as one stream frame.
-
-        With ``linger``, keep collecting for up to that many seconds while more arrives (and
-        nothing was posted), so the pieces of one ``print`` usually travel as one frame.
-        """
+    def _forward(self, fd: int) -> int:
+        """Send one chunk of what output pipe ``fd`` holds; return its size in bytes."""
         name, decoder = self._streams[fd]
-        data = b""
-        deadline = time.monotonic() + linger
-        while len(data) < CHUNK:
-            try:
-                more = os.read(fd, CHUNK - len(data))
-            except BlockingIOError:
-                break
-            if not more:  # every write end was closed by user code
-                del self._streams[fd]
-                break
-            data += more
-            wait = deadline - time.monotonic()
-            if wait <= 0 or select.select([fd, self._wake_r], [], [], wait)[0] != [fd]:
-                break
+        try:
+            data = os.read(fd, CHUNK)
+        except BlockingIOError:
+            return 0
+        if not data:  # every write end was closed by user code
+            del self._streams[fd]
         self._send_text(name, decoder.decode(data))
+        return len(data)
 
     def _send_text(self, name: str, text: str) -> None:
         if text:
             frame = {"type": "stream", "id": self.tag, "name": name, "text": text}
             self._write(encode_frame(frame))
 
-    def _drain(self) -> None:
-        """Forward everything the output pipes hold right now."""
+    def _drain(self) -> int:
+        """Forward what the output pipes hold right now; return the number of bytes."""
+        total = 0
         for _ in range(DRAIN_READS):
             ready = select.select(list(self._streams), [], [], 0)[0]
             if not ready:
-                return
+                break
             for fd in ready:
-                self._forward(fd)
-
-    def _flush_decoders(self) -> None:
-        """End half-received UTF-8 sequences so a cell's output is complete at its ``done``."""
-        for name, decoder in self._streams.values():
-            self._send_text(name, decoder.decode(b"", final=True))
+                total += self._forward(fd)
+        return total
 
 
 # --- the runner --------------------------------------------------------------------------------
@@ -715,12 +727,14 @@ class Runner:
         self._pump = Pump(proto_out, out_r, err_r)
         self._main_ident = threading.get_ident()
         self._state_lock = threading.Lock()
-        self._interruptible = False
+        self._interruptible = False  # user code is running: an interrupt may be sent
+        self._interrupted = False  # a SIGINT was sent in the current window
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._replies: queue.SimpleQueue = queue.SimpleQueue()
         self._active_id: str | None = None
         self._count = 0
         self._hidden_cells = 0
+        self._matplotlib = _matplotlib_available()
         self._handlers = {
             "complete": self._complete,
             "inspect": self._inspect,
@@ -742,7 +756,6 @@ class Runner:
         builtins.input = self._input
         setattr(builtins, SHELL_HELPER, self._shell_line)
         getpass.getpass = self._getpass
-        self._matplotlib = _matplotlib_available()
         if self._matplotlib:
             os.environ.setdefault("MPLBACKEND", "Agg")
             sys.meta_path.insert(0, AfterImportHook("matplotlib.pyplot", self._patch_pyplot))
@@ -801,6 +814,7 @@ class Runner:
         if kind == "interrupt":
             with self._state_lock:
                 if self._interruptible:
+                    self._interrupted = True
                     signal.pthread_kill(self._main_ident, signal.SIGINT)
         elif kind == "input_reply":
             self._replies.put(frame)
@@ -811,8 +825,8 @@ class Runner:
 
     def _exit(self, code: int) -> None:
         """Exit once the frames queued so far are written (or after EXIT_GRACE seconds)."""
-        self._pump.post(lambda: os._exit(code))
-        threading.Event().wait(EXIT_GRACE)
+        threading.Timer(EXIT_GRACE, os._exit, (code,)).start()
+        self._pump.flush()
         os._exit(code)
 
     def _log(self, level: str, message: str) -> None:
@@ -826,12 +840,15 @@ class Runner:
 
     def _quiesce(self) -> None:
         """Close the interrupt window and absorb a SIGINT that raced its closing."""
-        self._set_interruptible(False)
-        try:
-            # A syscall: a pending SIGINT is delivered on its return, then Python runs handlers.
-            signal.pthread_sigmask(signal.SIG_BLOCK, ())
-        except BaseException:
-            pass
+        with self._state_lock:
+            self._interruptible = False
+            interrupted, self._interrupted = self._interrupted, False
+        if interrupted:
+            try:
+                # A syscall: a pending SIGINT is delivered on its return, then handlers run.
+                signal.pthread_sigmask(signal.SIG_BLOCK, ())
+            except BaseException:
+                pass
 
     def _guarded(self, rid: str, func) -> bool:
         """Run user-facing ``func`` interruptibly; report its exception; True when it ran ok."""
@@ -926,7 +943,8 @@ class Runner:
                 "execution_count": self._count,
                 "data": data,
                 "metadata": metadata,
-            }
+            },
+            wait=False,  # the cell's code is over: no output of it can overtake the result
         )
         ns = self._ns
         ns["___"], ns["__"], ns["_"] = ns.get("__", ""), ns.get("_", ""), value
@@ -945,14 +963,15 @@ class Runner:
         frame["traceback"] = lines
         self._pump.post(encode_frame(frame))
 
-    def _post_output(self, frame: dict) -> None:
-        """Send a display/result frame; one that cannot be encoded becomes a warning."""
+    def _post_output(self, frame: dict, wait: bool) -> None:
+        """Send a display/result frame (see Pump.post for ``wait``); a frame that cannot be
+        encoded becomes a warning."""
         try:
             data = encode_frame(frame)
         except (ProtocolError, TypeError, ValueError) as exc:
             _warn(f"{frame['type']} output dropped: {exc}")
             return
-        self._pump.post(data)
+        self._pump.post(data, wait)
 
     def _complete(self, request: dict) -> dict:
         code, pos = request["code"], request["cursor_pos"]
@@ -1040,7 +1059,8 @@ class Runner:
                     "metadata": {**extra, **(metadata or {})},
                     "transient": {"display_id": display_id} if display_id else {},
                     "update": bool(update),
-                }
+                },
+                wait=True,  # the cell goes on printing: keep this display in its place
             )
         return DisplayHandle(self.display, display_id) if display_id else None
 

@@ -1,0 +1,186 @@
+"""A warm pool: sandboxes started ahead of time, each with its runner up and ready.
+
+The pool lives in the process that launches kernels (Jupyter server, papermill, nbclient), through
+the kernel provisioner in ``agentkernel_kernel.provisioner``. Handing a warm sandbox to a kernel
+means passing two sockets to the kernel process: the container's stdin lifeline and the runner's
+exec stream. The pool then closes its copies, so the container lives exactly as long as that
+kernel. A sandbox is handed out once and never returns to the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .config import SandboxConfig
+from .engine import Engine, connect, connect_url
+from .errors import SandboxError
+from .execstream import ExecStream
+from .runner.runner import FrameDecoder, ProtocolError
+from .sandbox import Sandbox
+from .session import runner_command
+
+log = logging.getLogger("agentkernel")
+
+HANDOFF_ENV = "AGENTKERNEL_HANDOFF"
+POOL_LABEL = "agentkernel.pool"
+MAX_POOL_SIZE = 8
+READY_TIMEOUT = 60.0
+
+
+@dataclass
+class WarmSandbox:
+    """A started sandbox whose runner has said ``ready`` and nothing else."""
+
+    sandbox: Sandbox
+    stream: ExecStream
+    ready: dict[str, Any]
+
+    def handoff(self) -> tuple[dict[str, Any], list[int]]:
+        """The description a kernel process needs, and the fds it must inherit."""
+        sandbox = self.sandbox
+        lifeline, runner = sandbox.lifeline_fd(), self.stream.fileno()
+        description = {
+            "engine": sandbox.engine.kind,
+            "base_url": sandbox.engine.base_url,
+            "container_id": sandbox.container_id,
+            "exec_id": self.stream.exec_id,
+            "lifeline_fd": lifeline,
+            "runner_fd": runner,
+            "ready": self.ready,
+            "config": sandbox.config_values(),
+        }
+        return description, [lifeline, runner]
+
+    def release(self) -> None:
+        """Close this process's copies of the sockets (after the kernel inherited them)."""
+        self.stream.forget()
+        self.sandbox.detach()
+
+    def discard(self) -> None:
+        """Remove the container (a warm sandbox nobody will take)."""
+        with contextlib.suppress(Exception):
+            self.stream.close()
+        self.sandbox.stop()
+
+
+def start_warm(config: SandboxConfig, engine: Engine | None = None) -> WarmSandbox:
+    """Start a sandbox and its runner, and wait for the runner's ``ready`` frame."""
+    labels = {**config.labels, POOL_LABEL: "warm"}
+    sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start()
+    try:
+        stream = sandbox.open_exec(runner_command(), workdir=sandbox.effective.workdir)
+        ready = _read_ready(stream)
+    except (SandboxError, ProtocolError, OSError) as err:
+        sandbox.stop()
+        raise SandboxError(f"warm sandbox failed to start its runner: {err}") from None
+    return WarmSandbox(sandbox, stream, ready)
+
+
+def _read_ready(stream: ExecStream) -> dict[str, Any]:
+    """Read exactly up to the ``ready`` frame; anything after it would be lost in a handoff."""
+    decoder = FrameDecoder()
+    stream.set_timeout(READY_TIMEOUT)
+    try:
+        while True:
+            data = stream.read()
+            if not data:
+                raise ProtocolError(f"the runner exited: {stream.stderr_tail()}")
+            for frame in decoder.feed(data):
+                if frame.get("type") == "ready":
+                    if decoder.pending() or stream.pending():
+                        raise ProtocolError("the runner sent more than its ready frame")
+                    return frame
+    finally:
+        stream.set_timeout(None)
+
+
+class WarmPool:
+    """Keeps ``size`` warm sandboxes of one configuration; ``take()`` hands one out."""
+
+    def __init__(self, size: int, config: SandboxConfig | None = None,
+                 engine_kind: str = "auto"):
+        if not 0 <= size <= MAX_POOL_SIZE:
+            raise SandboxError(f"invalid pool size {size}: accepted 0 to {MAX_POOL_SIZE}")
+        self.size = size
+        self.config = config or SandboxConfig()
+        self.engine = connect(engine_kind)
+        self._ready: list[WarmSandbox] = []
+        self._starting = 0
+        self._closed = False
+        self._lock = threading.Condition()
+        self.refill()
+
+    def refill(self) -> None:
+        """Start sandboxes in the background until ``size`` are ready or starting."""
+        with self._lock:
+            missing = self.size - len(self._ready) - self._starting
+            if self._closed or missing <= 0:
+                return
+            self._starting += missing
+        for _ in range(missing):
+            threading.Thread(target=self._start_one, name="agentkernel-pool", daemon=True).start()
+
+    def _start_one(self) -> None:
+        warm = None
+        try:
+            warm = start_warm(self.config, self.engine)
+        except SandboxError as err:
+            log.warning("warm pool: %s", err)
+        with self._lock:
+            self._starting -= 1
+            if warm is not None and not self._closed:
+                self._ready.append(warm)
+                warm = None
+            self._lock.notify_all()
+        if warm is not None:
+            warm.discard()
+
+    def take(self, timeout: float = 0.0) -> WarmSandbox | None:
+        """A warm sandbox (waiting up to ``timeout`` s for one being started), or None."""
+        with self._lock:
+            if not self._ready and self._starting and timeout > 0:
+                self._lock.wait_for(lambda: self._ready or not self._starting, timeout)
+            warm = self._ready.pop(0) if self._ready else None
+        self.refill()
+        if warm is not None and not warm.sandbox.is_running:
+            warm.discard()
+            return None
+        return warm
+
+    def close(self) -> None:
+        """Remove every warm sandbox; the pool starts no more."""
+        with self._lock:
+            self._closed = True
+            ready, self._ready = self._ready, []
+        for warm in ready:
+            warm.discard()
+
+    @property
+    def available(self) -> int:
+        with self._lock:
+            return len(self._ready)
+
+
+def handoff_env(description: dict[str, Any]) -> dict[str, str]:
+    return {HANDOFF_ENV: json.dumps(description)}
+
+
+def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, Any]]:
+    """In the kernel process: rebuild the sandbox and runner stream from inherited fds."""
+    engine = connect_url(description["engine"], description["base_url"])
+    sandbox = Sandbox.adopt(engine, description["container_id"], description["lifeline_fd"],
+                            description.get("config") or {})
+    stream = ExecStream.adopt(engine.api, description["exec_id"], description["runner_fd"])
+    return sandbox, stream, description["ready"]
+
+
+def take_handoff() -> dict[str, Any] | None:
+    """The handoff description given to this process, if any (read once)."""
+    raw = os.environ.pop(HANDOFF_ENV, None)
+    return json.loads(raw) if raw else None

@@ -1,0 +1,85 @@
+"""A kernel provisioner with a warm pool: new kernels get a sandbox that is already running.
+
+It launches the kernel process exactly as jupyter_client's LocalProvisioner does, and when the
+pool has a warm sandbox it passes that sandbox's two sockets to the kernel process (``pass_fds``)
+with a description in ``AGENTKERNEL_HANDOFF``, then closes its own copies. Pools live in the
+launching process (Jupyter server, papermill), one per engine, image and profile, and are
+emptied when that process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from typing import Any, ClassVar
+
+from jupyter_client.provisioning import LocalProvisioner
+from traitlets import Float, Int
+
+from agentkernel.config import SandboxConfig
+from agentkernel.errors import SandboxError
+from agentkernel.pool import MAX_POOL_SIZE, WarmPool, WarmSandbox, handoff_env
+
+PoolKey = tuple[str, str, str]
+
+
+class PoolProvisioner(LocalProvisioner):
+    """LocalProvisioner plus a warm pool of sandboxes (kernelspec metadata sets pool_size)."""
+
+    pool_size = Int(0, help=f"Warm sandboxes to keep ready (0 to {MAX_POOL_SIZE}).").tag(
+        config=True
+    )
+    take_timeout = Float(
+        0.0, help="Seconds to wait for a sandbox still starting in the pool (0: don't wait)."
+    ).tag(config=True)
+
+    _pools: ClassVar[dict[PoolKey, WarmPool]] = {}
+    _warm: WarmSandbox | None = None
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        kwargs = await super().pre_launch(**kwargs)
+        env = dict(kwargs.get("env") or os.environ)
+        pool = self._pool_for(env)
+        warm = pool.take(self.take_timeout) if pool is not None else None
+        if warm is not None:
+            description, fds = warm.handoff()
+            env.update(handoff_env(description))
+            kwargs["env"] = env
+            kwargs["pass_fds"] = tuple(fds)
+            self._warm = warm
+        return kwargs
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        warm, self._warm = self._warm, None
+        try:
+            info = await super().launch_kernel(cmd, **kwargs)
+        except Exception:
+            if warm is not None:
+                warm.discard()
+            raise
+        if warm is not None:
+            warm.release()  # the kernel process holds the sockets now
+        return info
+
+    def _pool_for(self, env: dict[str, str]) -> WarmPool | None:
+        """The process-wide pool for the kernel's engine, image and profile."""
+        if self.pool_size <= 0:
+            return None
+        overrides = {"image": env.get("AGENTKERNEL_IMAGE") or None,
+                     "profile": env.get("AGENTKERNEL_PROFILE") or None}
+        config = SandboxConfig(**{k: v for k, v in overrides.items() if v})
+        engine = env.get("AGENTKERNEL_ENGINE") or "auto"
+        key = (engine, config.image, config.profile)
+        if key not in self._pools:
+            try:
+                self._pools[key] = WarmPool(self.pool_size, config, engine_kind=engine)
+            except SandboxError as err:
+                self.log.warning("agentkernel warm pool unavailable: %s", err)
+                return None
+        return self._pools[key]
+
+
+@atexit.register
+def _close_pools() -> None:
+    for pool in PoolProvisioner._pools.values():
+        pool.close()

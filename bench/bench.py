@@ -1,0 +1,333 @@
+"""AgentKernel speed, every figure measured side by side in one run on the same machine and image.
+
+Each row is a ratio to a baseline measured in this same process:
+  1. `pass` cell round trip            vs a local ipykernel
+  2. the same                           vs a per-cell `ENGINE exec CONTAINER python3 -c pass`
+  3. kernel start to first result       vs local ipykernel start + `ENGINE run` + one exec
+  4. the same with a warm pool          vs local ipykernel start to first result
+  5. printing 50 MB from a cell         vs a local ipykernel (throughput; kernel peak RSS)
+  6. write_file of 100 MB               vs `ENGINE cp` of the same file
+  7. 20 kernels at once, each answering cells: p50/p99 latency and host memory per kernel
+Prints the table, writes bench/results/bench.json and bench/results/bench.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from kernels import install_kernelspec  # noqa: E402
+
+from agentkernel.sandbox import Sandbox  # noqa: E402
+from agentkernel_kernel.kernelspec import install  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POOL_KERNEL = "agentkernel-pool"
+FLOOD_MB = 50
+FLOOD_CODE = (
+    "import sys\nline = 'x' * 1023 + '\\n'\n"
+    f"for _ in range({FLOOD_MB} * 1024):\n    sys.stdout.write(line)\n"
+)
+
+MEMORY_CODE = (
+    "import os\np = '/sys/fs/cgroup/memory/memory.usage_in_bytes'\n"
+    "print(open(p if os.path.exists(p) else '/sys/fs/cgroup/memory.current').read())"
+)
+
+
+def _quiet(_msg: dict) -> None:
+    """Swallow iopub output (execute_interactive would print it)."""
+
+
+class Kernel:
+    """A started kernel and its client."""
+
+    def __init__(self, name: str):
+        self.km = KernelManager(kernel_name=name)
+        self.km.start_kernel()
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=180)
+
+    def run(self, code: str, hook: Callable[[dict], None] = _quiet, timeout: float = 300) -> dict:
+        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"{code[:40]!r} failed: {reply['content']}")
+        return reply
+
+    @property
+    def pid(self) -> int:
+        return self.km.provisioner.process.pid
+
+    def stop(self) -> None:
+        self.kc.stop_channels()
+        self.km.shutdown_kernel(now=False)
+
+
+def start_to_first_result(name: str) -> tuple[float, Kernel]:
+    start = time.perf_counter()
+    kernel = Kernel(name)
+    kernel.run("1")
+    return time.perf_counter() - start, kernel
+
+
+def round_trips(kernel: Kernel, n: int) -> float:
+    """Median seconds of a `pass` cell, after a warm-up."""
+    for _ in range(10):
+        kernel.run("pass")
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        kernel.run("pass")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def flood(kernel: Kernel) -> tuple[float, float]:
+    """(MB/s the client received, kernel peak RSS MB) for printing FLOOD_MB from a cell."""
+    received = [0]
+
+    def count(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            received[0] += len(msg["content"]["text"])
+
+    start = time.perf_counter()
+    kernel.run(FLOOD_CODE, hook=count, timeout=600)
+    seconds = time.perf_counter() - start
+    expected = FLOOD_MB * 1024 * 1024
+    if received[0] != expected:
+        raise RuntimeError(f"flood: client received {received[0]} of {expected} bytes")
+    return FLOOD_MB / seconds, peak_rss_mb(kernel.pid)
+
+
+def cli(engine: str, *args: str) -> str:
+    return subprocess.run([engine, *args], check=True, capture_output=True, text=True).stdout
+
+
+def exec_baselines(engine: str, image: str, n: int) -> tuple[float, float, float]:
+    """(median per-cell exec s, run -d + one exec s, `cp` of 100 MB s) with the engine's CLI."""
+    start = time.perf_counter()
+    container = cli(engine, "run", "-d", "--rm", "--network", "none", "--entrypoint", "sleep",
+                    image, "600").strip()
+    try:
+        cli(engine, "exec", container, "python3", "-c", "pass")
+        run_plus_exec = time.perf_counter() - start
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            cli(engine, "exec", container, "python3", "-c", "pass")
+            times.append(time.perf_counter() - t0)
+        with tempfile.NamedTemporaryFile() as blob:
+            blob.write(os.urandom(100 * 1024 * 1024))
+            blob.flush()
+            t0 = time.perf_counter()
+            cli(engine, "cp", blob.name, f"{container}:/tmp/blob")
+            cp_seconds = time.perf_counter() - t0
+    finally:
+        subprocess.run([engine, "rm", "-f", container], capture_output=True)
+    return statistics.median(times), run_plus_exec, cp_seconds
+
+
+def write_file_seconds(image: str) -> float:
+    data = os.urandom(100 * 1024 * 1024)
+    with Sandbox(image=image, network=False) as sandbox:
+        sandbox.write_file("/tmp/warmup", b"x")
+        start = time.perf_counter()
+        sandbox.write_file("/tmp/blob", data)
+        return time.perf_counter() - start
+
+
+def many_kernels(count: int, rounds: int) -> dict[str, float]:
+    """Start ``count`` kernels at once; every one answers ``rounds`` cells sent concurrently."""
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        started = time.perf_counter()
+        kernels = list(pool.map(lambda _: Kernel("agentkernel"), range(count)))
+        for kernel in kernels:
+            kernel.run("1")
+        all_up = time.perf_counter() - started
+        latencies: list[float] = []
+
+        def answer(kernel: Kernel) -> list[float]:
+            times = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                kernel.run("sum(range(1000))")
+                times.append(time.perf_counter() - t0)
+            return times
+
+        for times in pool.map(answer, kernels):
+            latencies += times
+        kernel_rss = [rss_mb(k.pid) for k in kernels]
+        container_mb = list(pool.map(_container_memory_mb, kernels))
+        list(pool.map(lambda k: k.stop(), kernels))
+    latencies.sort()
+    return {
+        "kernels": count,
+        "cells_answered": len(latencies),
+        "all_started_s": all_up,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+        "kernel_rss_mb_per_kernel": statistics.mean(kernel_rss),
+        "container_mb_per_kernel": statistics.mean(container_mb),
+    }
+
+
+def _container_memory_mb(kernel: Kernel) -> float:
+    """Memory the kernel's container uses, read from its cgroup (v1 or v2) inside it."""
+    texts: list[str] = []
+    kernel.run(MEMORY_CODE, hook=_collect_into(texts))
+    return int("".join(texts).strip()) / (1024 * 1024)
+
+
+def _collect_into(texts: list[str]) -> Callable[[dict], None]:
+    def hook(msg: dict) -> None:
+        if msg["msg_type"] == "stream":
+            texts.append(msg["content"]["text"])
+    return hook
+
+
+def measure(engine: str, image: str, n: int, kernels: int) -> dict[str, Any]:
+    os.environ["AGENTKERNEL_ENGINE"] = engine
+    os.environ["AGENTKERNEL_IMAGE"] = image
+    results: dict[str, Any] = {"engine": engine, "image": image, "samples": n}
+    local_start, local = start_to_first_result("python3")
+    local_rt = round_trips(local, n)
+    local_flood, local_rss = flood(local)
+    local.stop()
+    cold_start, sandboxed = start_to_first_result("agentkernel")
+    sandbox_rt = round_trips(sandboxed, n)
+    sandbox_flood, sandbox_rss = flood(sandboxed)
+    sandboxed.stop()
+    warmer = Kernel(POOL_KERNEL)  # fills the pool of this process
+    warmer.run("1")
+    time.sleep(5)
+    warm_start, warm = start_to_first_result(POOL_KERNEL)
+    warm.stop()
+    warmer.stop()
+    exec_rt, run_plus_exec, cp_seconds = exec_baselines(engine, image, max(20, n // 10))
+    write_seconds = write_file_seconds(image)
+    results["rows"] = [
+        row("pass cell round trip", sandbox_rt * 1e3, "ms", "local ipykernel", local_rt * 1e3,
+            "<= 1.1x", sandbox_rt / local_rt, sandbox_rt / local_rt <= 1.1),
+        row("pass cell round trip", sandbox_rt * 1e3, "ms", "per-cell exec python3 -c",
+            exec_rt * 1e3, ">= 12x faster", exec_rt / sandbox_rt, exec_rt / sandbox_rt >= 12),
+        row("start to first result, cold", cold_start, "s", "ipykernel start + run + exec",
+            local_start + run_plus_exec, "<= 0.8x", cold_start / (local_start + run_plus_exec),
+            cold_start / (local_start + run_plus_exec) <= 0.8),
+        row("start to first result, warm pool", warm_start, "s", "local ipykernel start",
+            local_start, "<= 1.2x", warm_start / local_start, warm_start / local_start <= 1.2),
+        row(f"print {FLOOD_MB} MB, throughput", sandbox_flood, "MB/s", "local ipykernel",
+            local_flood, ">= 0.7x", sandbox_flood / local_flood,
+            sandbox_flood / local_flood >= 0.7,
+            note=f"kernel peak RSS {sandbox_rss:.0f} MB (local ipykernel {local_rss:.0f} MB)"),
+        row("write_file 100 MB, throughput", 100 / write_seconds, "MB/s", f"{engine} cp",
+            100 / cp_seconds, ">= 1x", cp_seconds / write_seconds, cp_seconds / write_seconds >= 1),
+    ]
+    if kernels:
+        results["many_kernels"] = many_kernels(kernels, rounds=10)
+    return results
+
+
+def row(what: str, value: float, unit: str, baseline: str, base: float, target: str,
+        ratio: float, met: bool, note: str = "") -> dict[str, Any]:
+    return {"what": what, "value": value, "unit": unit, "baseline": baseline,
+            "baseline_value": base, "target": target, "ratio": ratio, "met": met, "note": note}
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [f"engine {results['engine']}, image {results['image']}, "
+             f"{results['samples']} round trips per kernel (medians)",
+             f"{'what':34} {'value':>12} {'baseline':30} {'ratio':>7} {'target':>14}  met"]
+    for r in results["rows"]:
+        lines.append(
+            f"{r['what']:34} {r['value']:8.2f} {r['unit']:4}"
+            f"{r['baseline'][:20]:>21} {r['baseline_value']:7.2f} {r['ratio']:7.2f}x "
+            f"{r['target']:>14}  {'yes' if r['met'] else 'NO'}"
+            + (f"\n{'':36}{r['note']}" if r["note"] else ""))
+    many = results.get("many_kernels")
+    if many:
+        lines.append(
+            f"{many['kernels']} kernels at once: {many['cells_answered']} cells answered, "
+            f"p50 {many['p50_ms']:.1f} ms, p99 {many['p99_ms']:.1f} ms, all up in "
+            f"{many['all_started_s']:.1f} s; per kernel {many['kernel_rss_mb_per_kernel']:.0f} MB "
+            f"kernel RSS + {many['container_mb_per_kernel']:.0f} MB in its container")
+    return "\n".join(lines)
+
+
+def chart(all_results: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_results), figsize=(7 * len(all_results), 4.5),
+                             squeeze=False)
+    for ax, results in zip(axes[0], all_results, strict=True):
+        rows = results["rows"]
+        labels = [f"{r['what']}\nvs {r['baseline']}" for r in rows]
+        ratios = [r["ratio"] for r in rows]
+        colours = ["#2a9d8f" if r["met"] else "#e76f51" for r in rows]
+        ax.barh(labels, ratios, color=colours)
+        ax.axvline(1.0, color="#555", linewidth=1)
+        for y, (ratio, r) in enumerate(zip(ratios, rows, strict=True)):
+            ax.text(ratio, y, f" {ratio:.2f}x ({r['target']})", va="center", fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_title(f"AgentKernel vs baselines ({results['engine']}); green: target met")
+        ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", action="append", choices=["docker", "podman"])
+    parser.add_argument("--image", default=os.environ.get("AGENTKERNEL_IMAGE",
+                                                          "agentkernel-test:latest"))
+    parser.add_argument("-n", type=int, default=200, help="round trips per kernel")
+    parser.add_argument("--kernels", type=int, default=20, help="kernels at once (0: skip)")
+    args = parser.parse_args(argv)
+    prefix = Path(tempfile.mkdtemp(prefix="agentkernel-bench-"))
+    install_kernelspec(prefix)
+    install(prefix=str(prefix), kernel_name=POOL_KERNEL, pool_size=1)
+    all_results = []
+    for engine in args.engine or ["docker"]:
+        results = measure(engine, args.image, args.n, args.kernels)
+        print(table(results), end="\n\n", flush=True)
+        all_results.append(results)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bench.json").write_text(json.dumps(all_results, indent=2) + "\n")
+    chart(all_results, RESULTS / "bench.png")
+    print(f"written {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
