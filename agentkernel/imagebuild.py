@@ -16,7 +16,7 @@ import subprocess
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from docker.errors import APIError
@@ -72,7 +72,7 @@ def build_image(
     last engine).
     The build folder (created under ``workdir``, default the temp folder) is removed after.
     """
-    repo, version = _check_tag(tag)
+    _check_tag(tag)
     packages = _check_packages(packages)
     if not SUITE_RE.fullmatch(suite):
         raise ConfigError(f"invalid suite {suite!r}: expected a Debian codename like bookworm")
@@ -90,8 +90,7 @@ def build_image(
         trim(root)
         for engine in engines:
             progress(f"importing {root} into {engine.kind} as {tag}")
-            image_id = import_root(engine, root)
-            _tag(engine, image_id, repo, version)
+            image_id = import_tar(engine, stream_tar(root), tag)
             progress(f"built {tag} in {engine.kind} ({image_id[:19]})")
     finally:
         remove_build_folder(root)
@@ -275,15 +274,22 @@ def stream_tar(root: Path) -> Iterator[bytes]:
     yield from sink.drain()
 
 
-def import_root(engine: Engine, root: Path) -> str:
-    """Import ``root`` as an untagged image with our config; returns its id."""
+def import_tar(
+    engine: Engine, chunks: Iterable[bytes], tag: str, changes: Sequence[str] = IMAGE_CHANGES
+) -> str:
+    """Import a root filesystem tar (streamed as ``chunks``) and name it ``tag``; returns its id.
+
+    The import itself is untagged (Podman 4.3's compatible import ignores the requested name),
+    then the image is tagged.
+    """
+    repo, version = _check_tag(tag)
     try:
-        answer = engine.api.import_image_from_data(
-            _rechunk(stream_tar(root)), changes=list(IMAGE_CHANGES)
-        )
+        answer = engine.api.import_image_from_data(_rechunk(iter(chunks)), changes=list(changes))
     except APIError as err:
         raise SandboxError(f"the engine refused the image import: {_one_line(err)}") from None
-    return _imported_id(answer)
+    image_id = _imported_id(answer)
+    _tag(engine, image_id, repo, version)
+    return image_id
 
 
 def _rechunk(chunks: Iterator[bytes]) -> Iterator[bytes]:

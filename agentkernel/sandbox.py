@@ -299,10 +299,7 @@ class Sandbox:
         if self._container_id:
             with contextlib.suppress(Exception):
                 self.engine.api.remove_container(self._container_id, force=True)
-        if self._lifeline is not None:
-            self._lifeline.close()
-            self._lifeline = None
-        self._container_id = None
+        self.detach()
 
     def stop(self) -> None:
         """Stop the sandbox; its container is removed unless it is persistent."""
@@ -319,12 +316,7 @@ class Sandbox:
         except (APIError, requests.ConnectionError) as err:
             log.warning("stopping sandbox %s: %s", self.name, _first_line(str(err)))
         finally:
-            if self._finalizer is not None:
-                self._finalizer.detach()
-            if self._lifeline is not None:
-                self._lifeline.close()
-                self._lifeline = None
-            self._container_id = None
+            self.detach()
 
     def lifeline_fd(self) -> int:
         """The fd of the stdin socket that keeps an ephemeral container alive."""
@@ -333,7 +325,8 @@ class Sandbox:
         return self._lifeline.fileno()
 
     def detach(self) -> None:
-        """Forget the container without removing it (another process now holds its lifeline)."""
+        """Let go of the container without removing it: drop the finalizer, close this
+        process's lifeline (another process may hold it now) and forget the id."""
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None

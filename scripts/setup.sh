@@ -16,6 +16,7 @@ need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # a local registry for pull tests
 command -v chromium >/dev/null || need_apt+=(chromium)
 if [ "$WANT_PODMAN" = 1 ]; then
   command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
@@ -49,6 +50,11 @@ if [ "$WANT_PODMAN" = 1 ]; then
 default_ulimits = ["nofile=1024:1024", "nproc=4096:4096"]
 init_path = "/usr/bin/catatonit"
 CONF
+  fi
+  registries=/etc/containers/registries.conf.d/agentkernel-test.conf
+  if [ ! -f "$registries" ]; then
+    mkdir -p "$(dirname "$registries")"
+    printf '[[registry]]\nlocation = "127.0.0.1:5077"\ninsecure = true\n' >"$registries"
   fi
   if ! curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then
     log "starting podman API service on $PODMAN_SOCK"

@@ -15,6 +15,7 @@ import pytest
 
 from agentkernel.engine import Engine, connect
 from agentkernel.errors import EngineUnavailable
+from agentkernel.imagebuild import import_tar
 from agentkernel.images import image_present
 from agentkernel.sandbox import LABEL, LABEL_OWNER, Sandbox
 
@@ -113,3 +114,22 @@ def shared_sandbox(engine: Engine, test_image: str) -> Iterator[Sandbox]:
 def labelled(engine: Engine, name: str) -> list[dict]:
     """Containers carrying agentkernel's label for sandbox ``name``."""
     return engine.api.containers(all=True, filters={"label": f"{LABEL}={name}"})
+
+
+def busybox_image(engine: Engine, tag: str) -> None:
+    """Import an image holding only a static busybox: a shell and tools, but no python3."""
+    import io
+    import shutil
+    import tarfile
+
+    busybox = shutil.which("busybox")
+    assert busybox, "busybox-static is installed by scripts/setup.sh"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.add(busybox, arcname="bin/busybox")
+        for tool in ("sh", "cat", "mkdir", "rm", "test", "grep", "tr", "kill", "dirname", "chmod",
+                     "stat", "echo", "sleep"):
+            link = tarfile.TarInfo(f"bin/{tool}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    import_tar(engine, [buf.getvalue()], tag, changes=())

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import busybox_image
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 from kernels import execute, install_kernelspec, running_kernel
@@ -244,31 +245,12 @@ def test_malformed_magics_are_one_line(kc: BlockingKernelClient, code: str, frag
 
 def test_image_without_python(kc: BlockingKernelClient, engine: Engine, tmp_path: Path) -> None:
     image = "agentkernel-test-nopython:latest"
-    _busybox_image(engine, image, tmp_path)
+    busybox_image(engine, image)
     run = execute(kc, f"%sandbox start --image {image}")
     assert run.status == "error"
     assert "has no python3" in run.error["evalue"] and "python:3.12-slim" in run.error["evalue"]
     assert execute(kc, "%sandbox restart").status == "ok"
     assert execute(kc, "2 * 3").result == {"text/plain": "6"}
-
-
-def _busybox_image(engine: Engine, tag: str, tmp_path: Path) -> None:
-    """An image holding only a static busybox: a shell, but no python3."""
-    import io
-    import shutil
-    import tarfile
-
-    busybox = shutil.which("busybox")
-    assert busybox, "busybox-static is installed by scripts/setup.sh"
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        tar.add(busybox, arcname="bin/busybox")
-        for tool in ("sh", "cat", "mkdir", "rm", "test", "grep", "tr", "kill", "dirname", "chmod"):
-            link = tarfile.TarInfo(f"bin/{tool}")
-            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
-            tar.addfile(link)
-    engine.api.import_image_from_data(buf.getvalue(), repository=tag.split(":")[0],
-                                      tag=tag.split(":")[1])
 
 
 # -- lifetime ------------------------------------------------------------------------------------
