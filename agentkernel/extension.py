@@ -25,7 +25,7 @@ from typing import Any
 from IPython.core.error import StdinNotImplementedError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
-from IPython.display import publish_display_data
+from IPython.display import clear_output, publish_display_data
 from traitlets import Int, observe
 from traitlets.config import Config
 
@@ -102,6 +102,8 @@ class _CellRun:
                 event["data"], event.get("metadata") or {},
                 transient=event.get("transient") or {}, update=bool(event.get("update")),
             )
+        elif kind == "clear_output":
+            clear_output(wait=bool(event.get("wait")))
         elif kind == "result":
             self.result = SandboxResult(event["data"], event.get("metadata") or {})
         elif kind == "error":

@@ -34,7 +34,7 @@ runner_log = logging.getLogger("agentkernel.runner")
 POLL = 0.2  # seconds between checks while waiting for the runner
 READ_SIZE = 256 * 1024
 STDERR_TAIL = 4096  # bytes of the runner's stderr kept for error messages
-EVENT_TYPES = frozenset({"stream", "display", "result", "error"})
+EVENT_TYPES = frozenset({"stream", "display", "result", "error", "clear_output"})
 _LOG_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,

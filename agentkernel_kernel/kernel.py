@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codeop
 import platform
+import re
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
@@ -17,8 +18,11 @@ from IPython.core.error import StdinNotImplementedError
 from agentkernel import __version__, magics
 from agentkernel.errors import SandboxError
 from agentkernel.manager import SandboxManager
+from agentkernel_kernel.history import History
 
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
+# ``name?`` / ``?name`` / ``name??``: help for a name, shown in the pager as IPython does.
+HELP_REQUEST = re.compile(r"\s*(\?{0,2})([A-Za-z_][\w.]*)(\?{0,2})\s*")
 EVENT_MESSAGES = {"stream": "stream", "display": "display_data", "result": "execute_result",
                   "error": "error"}
 
@@ -39,6 +43,7 @@ class AgentKernel(Kernel):
         super().__init__(**kwargs)
         self.manager = type(self).prestarted or SandboxManager()
         type(self).prestarted = None
+        self.history = History()
 
     # -- kernel_info -------------------------------------------------------------------------
     @property
@@ -83,9 +88,12 @@ class AgentKernel(Kernel):
             msg = "update_display_data" if event.get("update") else "display_data"
             self.send_response(self.iopub_socket, msg, content)
         elif kind == "result":
+            self.history.set_output(self.execution_count, event["data"].get("text/plain", ""))
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": self.execution_count, "data": event["data"],
                 "metadata": event.get("metadata", {})})
+        elif kind == "clear_output":
+            self.send_response(self.iopub_socket, "clear_output", {"wait": event.get("wait")})
         elif kind == "error":
             self._last_error = event
             self.send_response(self.iopub_socket, "error", {
@@ -104,6 +112,11 @@ class AgentKernel(Kernel):
                          user_expressions: dict | None = None, allow_stdin: bool = False,
                          **_kwargs: Any) -> dict[str, Any]:
         self._allow_stdin = allow_stdin
+        if store_history and not silent:
+            self.history.add(self.execution_count, code)
+        help_request = HELP_REQUEST.fullmatch(code)
+        if help_request and (help_request[1] or help_request[3]):
+            return self._page_help(help_request[2], detail=len(help_request[1] + help_request[3]))
         try:
             commands = magics.parse_code(code)
             if commands is not None:
@@ -132,9 +145,21 @@ class AgentKernel(Kernel):
                                      publish=False)
         return self._ok()
 
-    def _ok(self) -> dict[str, Any]:
-        return {"status": "ok", "execution_count": self.execution_count, "payload": [],
-                "user_expressions": {}}
+    def _ok(self, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        return {"status": "ok", "execution_count": self.execution_count,
+                "payload": payload or [], "user_expressions": {}}
+
+    def _page_help(self, name: str, detail: int) -> dict[str, Any]:
+        """``name?``: the runner's inspect text, as a pager payload."""
+        try:
+            self.manager.ensure_session(self._out)
+        except SandboxError as err:
+            return self._our_error(err)
+        answer = self.manager.call("inspect", name, len(name), 1 if detail > 1 else 0) or {}
+        if not answer.get("found"):
+            self._out("stdout", f"Object `{name}` not found.\n")
+            return self._ok()
+        return self._ok([{"source": "page", "data": answer["data"], "start": 0}])
 
     # -- introspection -----------------------------------------------------------------------
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
@@ -154,6 +179,15 @@ class AgentKernel(Kernel):
         if answer:
             return {"status": answer.get("status", "unknown"), "indent": answer.get("indent", "")}
         return _local_is_complete(code)
+
+    async def do_history(self, hist_access_type: str, output: bool, raw: bool,
+                         session: int | None = None, start: int | None = None,
+                         stop: int | None = None, n: int | None = None,
+                         pattern: str | None = None, unique: bool = False) -> dict[str, Any]:
+        history = self.history.answer(hist_access_type, output=output, session=session,
+                                      start=start or 0, stop=stop, n=n, pattern=pattern,
+                                      unique=unique)
+        return {"status": "ok", "history": history}
 
     # -- lifetime ----------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:

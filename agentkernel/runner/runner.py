@@ -753,6 +753,7 @@ class Runner:
         sys.stdin = InputStream(self._ask)
         builtins.display = self.display
         builtins.update_display = self.update_display
+        builtins.clear_output = self.clear_output
         builtins.input = self._input
         setattr(builtins, SHELL_HELPER, self._shell_line)
         getpass.getpass = self._getpass
@@ -1067,6 +1068,13 @@ class Runner:
     def update_display(self, obj, *, display_id, **kwargs) -> None:
         """Replace the outputs shown with ``display_id`` by ``obj``."""
         self.display(obj, display_id=display_id, update=True, **kwargs)
+
+    def clear_output(self, wait: bool = False) -> None:
+        """Clear the cell's output, like ``IPython.display.clear_output`` (``wait``: at the
+        next output)."""
+        _flush_std()
+        frame = {"type": "clear_output", "id": self._active_id, "wait": bool(wait)}
+        self._post_output(frame, wait=True)
 
     def _ask(self, prompt: str, password: bool) -> str | None:
         """Ask the frontend for a line; None when the host has none to give."""
