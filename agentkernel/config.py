@@ -20,12 +20,14 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode, default
 from traitlets.config import Config, Configurable
 
 from . import specs
+from .engine import docker_socket_urls, podman_socket_urls
 from .errors import ConfigError
 
 DEFAULT_IMAGE = "python:3.12-slim"
 PROFILES = ("permissive", "moderate", "restrictive")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-ENGINE_SOCKET_NAMES = ("docker.sock", "podman.sock")
+ENGINE_SOCKET_NAMES = ("docker.sock", "podman.sock", "containerd.sock")
+CONTAINERD_SOCKET = "/run/containerd/containerd.sock"
 
 
 @dataclass(frozen=True)
@@ -248,17 +250,43 @@ class SandboxConfig(Configurable):
                     "use a named volume or --profile moderate"
                 )
             source = str(Path(mount.source).expanduser().resolve())
-            if source.endswith(ENGINE_SOCKET_NAMES) or Path(source, "docker.sock").exists():
+            exposed = exposed_engine_socket(Path(source))
+            if exposed is not None:
                 raise ConfigError(
-                    f"refusing to mount {source}: the engine's socket would hand the sandbox "
-                    "the whole host"
+                    f"refusing to mount {source}: it is or holds the engine's socket {exposed}, "
+                    "which would hand the sandbox the whole host"
                 )
             if not Path(source).exists():
                 raise ConfigError(f"invalid mount {mount.source!r}: no such host folder or file")
-            if mount.target == "/home/user" or source == str(Path.home()):
+            home = Path.home().resolve()
+            if mount.target == "/home/user" or Path(source) in (home, *home.parents):
                 mount = specs.VolumeSpec(source, mount.target, read_only=True)
             checked.append(specs.VolumeSpec(source, mount.target, mount.read_only))
         return tuple(checked)
+
+
+def engine_socket_paths() -> list[Path]:
+    """Where container engines' API sockets are on this host (present or not), resolved."""
+    urls = [*podman_socket_urls(), *docker_socket_urls(), f"unix://{CONTAINERD_SOCKET}"]
+    urls += [url for url in (_env("DOCKER_HOST"), _env("CONTAINER_HOST")) if url]
+    return [Path(url[len("unix://"):]).resolve() for url in urls if url.startswith("unix://")]
+
+
+def exposed_engine_socket(source: Path) -> Path | None:
+    """The engine socket a bind mount of ``source`` would put in a sandbox, or None.
+
+    Refused: a known engine socket or any folder above one (``/``, ``/run``...), anything named
+    like an engine socket, and a folder that directly holds a file named like one.
+    """
+    for sock in engine_socket_paths():
+        if source == sock or source in sock.parents:
+            return sock
+    if source.name in ENGINE_SOCKET_NAMES:
+        return source
+    for name in ENGINE_SOCKET_NAMES:
+        if (source / name).exists():
+            return source / name
+    return None
 
 
 def load_config_files() -> Config:

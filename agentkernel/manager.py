@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import logging
 import pickle
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -217,14 +218,18 @@ class SandboxManager:
     def _diagnose(self, detail: str) -> str:
         """Why the runner went away, with the way back; the sandbox is marked dead."""
         sandbox = self.sandbox
+        code = _runner_exit_code(self.session)
         reason = sandbox.death_reason() if sandbox is not None else None
+        oom = not reason and sandbox is not None and _oom_killed(sandbox)
+        if not reason and not oom and sandbox is not None and code is not None and code > 128:
+            reason = _settled_death_reason(sandbox)
         if reason:
             message = f"sandbox stopped: {reason}; {RESTART_HINT}"
-        elif sandbox is not None and _oom_killed(sandbox):
+        elif oom:
             message = (f"sandbox runner killed: out of memory (limit "
                        f"{sandbox.effective.memory_mb} MB); {RESTART_HINT}")
         else:
-            message = f"sandbox runner exited unexpectedly ({detail}); {RESTART_HINT}"
+            message = f"sandbox runner {_runner_fate(code, detail)}; {RESTART_HINT}"
         self.dead_reason = message
         return message
 
@@ -385,6 +390,36 @@ def _host_namespace(ns: dict[str, Any] | None, verb: str) -> dict[str, Any]:
             "use it with %load_ext agentkernel (in this kernel all code already runs inside)"
         )
     return ns
+
+
+def _runner_exit_code(session: RunnerSession | None) -> int | None:
+    """The runner's exit code, once the engine has recorded it (None: unknown or running)."""
+    for _ in range(10):
+        code = session.exit_code() if session is not None else None
+        if code is not None:
+            return code
+        time.sleep(0.05)
+    return None
+
+
+def _settled_death_reason(sandbox: Sandbox, wait: float = 0.5) -> str | None:
+    """death_reason() once the engine caught up: a killed container's processes die (and the
+    runner's stream ends) a moment before the engine reports the container stopped."""
+    deadline = time.monotonic() + wait
+    while (reason := sandbox.death_reason()) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return reason
+
+
+def _runner_fate(code: int | None, detail: str) -> str:
+    """What became of the runner: its exit code or signal (``code``, when the engine told), and
+    why the session gave up on it (``detail``)."""
+    if code is None:
+        return f"failed ({detail})"
+    fate = f"exited with code {code}"
+    if code > 128 and (code - 128) in signal.Signals._value2member_map_:
+        fate = f"was killed by {signal.Signals(code - 128).name}"
+    return fate if detail == "the runner exited" else f"{fate} ({detail})"
 
 
 def _oom_killed(sandbox: Sandbox) -> bool:

@@ -48,6 +48,7 @@ LABEL_OWNER = "agentkernel.owner"
 LABEL_PERSISTENT = "agentkernel.persistent"
 LABEL_PROFILE = "agentkernel.profile"
 CPU_PERIOD = 100_000
+TMPFS_MAX_MB = 256
 # The container's main process: wait on stdin, exit at EOF (the lifeline, see ARCHITECTURE.md).
 HOLD_COMMAND = ["/bin/sh", "-c", "while read -r _; do :; done; exit 0"]
 OutputCallback = Callable[[str], None]
@@ -200,6 +201,7 @@ class Sandbox:
         self._container_id = created["Id"]
         try:
             with self._engine_errors(f"starting sandbox {self.name}"):
+                self._check_runtime(eff.runtime)
                 if not eff.persistent:
                     self._lifeline = raw_socket(
                         api.attach_socket(self._container_id, params={"stdin": 1, "stream": 1})
@@ -214,6 +216,25 @@ class Sandbox:
             )
         log.info("sandbox %s started (%s)", self.name, self._container_id[:12])
         return self
+
+    def _check_runtime(self, runtime: str | None) -> None:
+        """Refuse a container created with another OCI runtime than the one asked for.
+
+        Podman's Docker-compatible API ignores HostConfig.Runtime: without this check a sandbox
+        meant for gVisor or Kata would silently run under the default runtime.
+        """
+        if runtime is None or self.engine.kind != "podman":
+            return  # Docker refuses an unknown runtime at create
+        api = self.engine.api
+        info = api._result(api._get(api._url("/libpod/containers/{0}/json", self.container_id)),
+                           json=True)
+        actual = info.get("OCIRuntime")
+        if actual != runtime:
+            raise ConfigError(
+                f"runtime {runtime!r} not applied: podman created the container with "
+                f"{actual!r} (its Docker-compatible API ignores the runtime option; make "
+                f"{runtime!r} podman's default runtime in containers.conf, or use Docker)"
+            )
 
     def _refuse_taken_name(self) -> None:
         try:
@@ -258,7 +279,8 @@ class Sandbox:
             binds={v.source: {"bind": v.target, "mode": "ro" if v.read_only else "rw"}
                    for v in eff.binds}
             or None,
-            tmpfs={path: "rw,nosuid,nodev,size=256m" for path in eff.tmpfs} or None,
+            tmpfs={path: f"rw,nosuid,nodev,size={tmpfs_mb(eff.memory_mb)}m"
+                   for path in eff.tmpfs} or None,
             pids_limit=eff.pids_limit,
             runtime=eff.runtime,
         )
@@ -371,6 +393,10 @@ class Sandbox:
             return self.engine.api.inspect_container(self.container_id)
         except NotFound:
             return None
+        except APIError as err:  # Podman answers 500 while it removes the container
+            if "no such container" in (err.explanation or str(err)).lower():
+                return None
+            raise
 
     @property
     def is_running(self) -> bool:
@@ -673,7 +699,14 @@ class Sandbox:
             staging.mkdir(parents=True, exist_ok=True)
             try:
                 tarball.extract_safely(chunks, staging)
+                if not (staging / leaf).exists():  # extract_safely skips links and devices
+                    raise SandboxError(
+                        f"cannot download {remote}: it is a link or a special file (links and "
+                        "devices are never copied out of a sandbox; name the file they point to)"
+                    )
                 (staging / leaf).replace(dest)
+            except ValueError as err:  # an archive member that would land outside staging
+                raise SandboxError(f"cannot download {remote}: {err}") from None
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
         return dest
@@ -860,6 +893,15 @@ class Sandbox:
         config.setdefault("name", f"run-{secrets.token_hex(4)}")
         with cls(SandboxConfig(image=image, **config), engine=engine) as sandbox:
             return sandbox.exec(cmd, timeout=timeout, on_stdout=on_stdout, on_stderr=on_stderr)
+
+
+def tmpfs_mb(memory_mb: int | None) -> int:
+    """Size of a sandbox's tmpfs mounts: half its memory limit, at most TMPFS_MAX_MB.
+
+    A tmpfs keeps its files in memory charged to the container's memory limit, so a tmpfs as
+    large as that limit would end a disk-filling cell with an OOM kill instead of ENOSPC.
+    """
+    return TMPFS_MAX_MB if not memory_mb else max(1, min(TMPFS_MAX_MB, memory_mb // 2))
 
 
 def _parse_cpu_line(line: str) -> float | None:

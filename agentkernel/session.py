@@ -35,6 +35,24 @@ POLL = 0.2  # seconds between checks while waiting for the runner
 READ_SIZE = 256 * 1024
 STDERR_TAIL = 4096  # bytes of the runner's stderr kept for error messages
 EVENT_TYPES = frozenset({"stream", "display", "result", "error", "clear_output"})
+# Bytes of frames one request may have waiting for its requester. Beyond that the reader thread
+# waits, so it stops reading the runner's stream and the runner's output writes block: a cell
+# that prints faster than the host consumes is slowed down instead of filling host memory.
+INBOX_LIMIT = 8 * 1024 * 1024
+# Characters of consecutive same-stream output that execute() hands over as one event when
+# frames have queued up (the requester fell behind): fewer, larger iopub messages in a flood.
+STREAM_MERGE_LIMIT = 256 * 1024
+# Fields every frame of a type must carry, with their types; a frame without them breaks the
+# protocol (RunnerSession hands its callers well-formed events only).
+FRAME_FIELDS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "stream": {"name": str, "text": str},
+    "display": {"data": dict},
+    "result": {"data": dict},
+    "error": {"ename": str, "evalue": str, "traceback": list},
+    "input_request": {"prompt": str},
+    "done": {"status": str},
+}
+OPTIONAL_DICTS = ("metadata", "transient")
 _LOG_LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -146,17 +164,82 @@ class LocalProcessTransport:
         self._proc.stderr.close()
 
 
-class _Inbox:
-    """Frames for one request, filled by the reader thread, consumed by the requester."""
+def check_frame(frame: dict) -> None:
+    """Raise ProtocolError unless ``frame`` carries the fields its type needs (see FRAME_FIELDS).
 
-    def __init__(self) -> None:
+    The runner shares its process with user code, which can write anything to the protocol's
+    file descriptor: the host trusts no frame's shape.
+    """
+    kind = frame["type"]
+    if not isinstance(frame.get("id"), (str, type(None))):
+        raise ProtocolError(f"{kind} frame with a non-string id")
+    for key, expected in FRAME_FIELDS.get(kind, {}).items():
+        if not isinstance(frame.get(key), expected):
+            raise ProtocolError(f"{kind} frame without a valid {key!r}")
+    for key in OPTIONAL_DICTS:
+        if not isinstance(frame.get(key, {}), dict):
+            raise ProtocolError(f"{kind} frame with a non-object {key!r}")
+    if kind == "stream" and frame["name"] not in ("stdout", "stderr"):
+        raise ProtocolError(f"stream frame for unknown stream {frame['name'][:40]!r}")
+    if kind == "error" and not all(isinstance(line, str) for line in frame["traceback"]):
+        raise ProtocolError("error frame with a non-string traceback line")
+
+
+class _Inbox:
+    """Frames for one request, filled by the reader thread, consumed by the requester.
+
+    At most ``limit`` bytes (their size on the wire) wait here: ``put`` blocks the reader thread
+    while the inbox is full, until the requester takes frames or the inbox is closed.
+    """
+
+    def __init__(self, limit: int = INBOX_LIMIT) -> None:
         self.frames: deque[dict] = deque()
         self.arrived = threading.Event()
+        self._sizes: deque[int] = deque()
+        self._held = 0
+        self._limit = limit
+        self._closed = False
+        self._room = threading.Condition()
 
-    def put(self, frame: dict | None) -> None:
+    def put(self, frame: dict | None, size: int = 0) -> None:
+        """Queue ``frame``, waiting for room; None only wakes the requester."""
         if frame is not None:
-            self.frames.append(frame)
+            with self._room:
+                while self._held >= self._limit and not self._closed:
+                    self._room.wait()
+                if self._closed:
+                    return
+                self.frames.append(frame)
+                self._sizes.append(size)
+                self._held += size
         self.arrived.set()
+
+    def pop(self) -> dict:
+        """Take the first frame (there must be one) and make room for the reader."""
+        with self._room:
+            frame = self.frames.popleft()
+            self._held -= self._sizes.popleft()
+            self._room.notify_all()
+        return frame
+
+    def pop_stream(self, limit: int = STREAM_MERGE_LIMIT) -> dict:
+        """Take the first frame, a stream frame, merged with the queued stream frames of the
+        same name that directly follow it, up to ``limit`` characters."""
+        frame = self.pop()
+        parts, size = [frame["text"]], len(frame["text"])
+        while size < limit and self.frames:
+            following = self.frames[0]
+            if following["type"] != "stream" or following["name"] != frame["name"]:
+                break
+            parts.append(self.pop()["text"])
+            size += len(parts[-1])
+        return frame if len(parts) == 1 else {**frame, "text": "".join(parts)}
+
+    def close(self) -> None:
+        """No requester any more: release a waiting reader; later frames are dropped."""
+        with self._room:
+            self._closed = True
+            self._room.notify_all()
 
 
 class RunnerSession:
@@ -236,7 +319,7 @@ class RunnerSession:
                     frame = self._peek(inbox, deadline, "execute")
                     if frame["type"] == "done":
                         return _fields(frame)
-                    inbox.frames.popleft()
+                    frame = inbox.pop_stream() if frame["type"] == "stream" else inbox.pop()
                     self._dispatch(rid, frame, on_event, on_input)
                 except KeyboardInterrupt:
                     self.interrupt()
@@ -291,6 +374,14 @@ class RunnerSession:
                 raise RunnerError(f"cannot unpickle {name!r}: {type(exc).__name__}: {exc}") from exc
         return values
 
+    def exit_code(self) -> int | None:
+        """The runner's exit code once it has ended, when the transport can tell (else None)."""
+        ask = getattr(self._transport, "exit_code", None)
+        try:
+            return ask() if ask is not None else None
+        except Exception:  # the engine may be gone too
+            return None
+
     def close(self, timeout: float = 2.0) -> None:
         """Ask the runner to exit, wait up to ``timeout`` s for it, close the transport."""
         if self._closed:
@@ -322,7 +413,9 @@ class RunnerSession:
 
     def _drop(self, rid: str) -> None:
         with self._lock:
-            self._inboxes.pop(rid, None)
+            inbox = self._inboxes.pop(rid, None)
+        if inbox is not None:
+            inbox.close()
 
     def _send(self, request: dict, rid: str) -> None:
         request["id"] = rid
@@ -335,7 +428,7 @@ class RunnerSession:
             self._send(request, rid)
             deadline = _deadline(timeout)
             while (frame := self._peek(inbox, deadline, request["type"]))["type"] != "done":
-                inbox.frames.popleft()
+                inbox.pop()
         finally:
             self._drop(rid)
         if frame.get("status") != "ok":
@@ -394,8 +487,12 @@ class RunnerSession:
         decoder = FrameDecoder()
         try:
             while data := self._transport.read():
-                for frame in decoder.feed(data):
-                    self._route(frame)
+                before = decoder.pending()
+                frames = decoder.feed(data)
+                if frames:  # each frame's share of the bytes it took, for the inbox's limit
+                    share = (before + len(data) - decoder.pending()) // len(frames)
+                for frame in frames:
+                    self._route(frame, share)
             reason = "the runner exited"
         except ProtocolError as exc:
             reason = f"the runner broke the protocol: {exc}"
@@ -403,7 +500,9 @@ class RunnerSession:
             reason = f"cannot read from the runner: {type(exc).__name__}: {exc}"
         self._fail(reason)
 
-    def _route(self, frame: dict) -> None:
+    def _route(self, frame: dict, size: int = 0) -> None:
+        """Hand ``frame`` to its request's inbox (waiting while that is full), or elsewhere."""
+        check_frame(frame)
         kind = frame["type"]
         if kind == "ready":
             self._ready = frame
@@ -412,7 +511,7 @@ class RunnerSession:
             level = _LOG_LEVELS.get(frame.get("level"), logging.ERROR)
             runner_log.log(level, "%s", frame.get("message"))
         elif (inbox := self._inboxes.get(frame.get("id"))) is not None:
-            inbox.put(frame)
+            inbox.put(frame, size)
         elif self._on_orphan is not None:
             try:
                 self._on_orphan(frame)

@@ -81,7 +81,8 @@ def read_single_file(chunks: Iterable[bytes], path: str) -> bytes | None:
 def extract_safely(chunks: Iterable[bytes], dest: Path) -> list[str]:
     """Extract an archive stream under ``dest``, refusing members that would land outside it.
 
-    Links are refused too: a sandbox could otherwise point them at host files.
+    Links are refused too: a sandbox could otherwise point them at host files. A member that
+    cannot be written (a file over a folder, a folder through a file) raises ValueError too.
     Returns the names extracted.
     """
     dest = dest.resolve()
@@ -93,14 +94,24 @@ def extract_safely(chunks: Iterable[bytes], dest: Path) -> list[str]:
                 raise ValueError(f"archive member {member.name!r} would land outside {dest}")
             if member.issym() or member.islnk() or member.isdev():
                 continue
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif member.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                handle = tar.extractfile(member)
-                with open(target, "wb") as out:
-                    while handle and (chunk := handle.read(1 << 20)):
-                        out.write(chunk)
-                os.chmod(target, member.mode & 0o777)
+            try:
+                _extract_member(tar, member, target)
+            except OSError as err:
+                raise ValueError(
+                    f"archive member {member.name!r} cannot be extracted: {err.strerror}"
+                ) from None
             names.append(posixpath.normpath(member.name))
     return names
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path) -> None:
+    """Write one folder or regular file member at ``target`` (other kinds are skipped)."""
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+    elif member.isfile():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = tar.extractfile(member)
+        with open(target, "wb") as out:
+            while handle and (chunk := handle.read(1 << 20)):
+                out.write(chunk)
+        os.chmod(target, member.mode & 0o777)

@@ -25,10 +25,13 @@ POOL_KERNEL = "agentkernel-pool-test"
 @pytest.fixture(scope="module")
 def pool_kernelspec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     prefix = tmp_path_factory.mktemp("pool-jupyter")
-    install(prefix=str(prefix), kernel_name=POOL_KERNEL, pool_size=1)
+    install(prefix=str(prefix), kernel_name=POOL_KERNEL, pool_size=1,
+            display_name="AgentKernel Sandbox (warm pool test)")
     data = str(prefix / "share" / "jupyter")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join([data, os.environ.get("JUPYTER_PATH", "")])
+    saved = os.environ.get("JUPYTER_PATH", "")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([data, saved])
     yield
+    os.environ["JUPYTER_PATH"] = saved  # later tests (JupyterLab's launcher) must not see it
     for pool in PoolProvisioner._pools.values():
         pool.close()
     PoolProvisioner._pools.clear()

@@ -1,0 +1,472 @@
+"""Hostile input and isolation: what a sandboxed cell can reach, and what it cannot.
+
+Engine-agnostic property tests feed the host side hostile runner output, paths and archives.
+The rest runs against Docker and Podman through the real kernel (or the Sandbox API): links out
+of a mounted folder, /proc and /sys, forged protocol frames, each profile's isolation seen from
+inside, the engine's socket, home mounts, and a runtime that does not exist. See SECURITY.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import posixpath
+import secrets
+import socket
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import labelled
+from faultkit import one_line_error
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+from kernels import execute, install_kernelspec, running_kernel
+
+from agentkernel import tarball
+from agentkernel.config import MODERATE_CAPS, SandboxConfig
+from agentkernel.engine import Engine
+from agentkernel.errors import ConfigError, PathRefused, SandboxError
+from agentkernel.magics import parse_line_magic
+from agentkernel.paths import FORBIDDEN_ROOTS, check_sandbox_path
+from agentkernel.runner.runner import encode_frame
+from agentkernel.sandbox import Sandbox, tmpfs_mb
+from agentkernel.session import RunnerGone, RunnerSession, check_frame
+
+# linux/capability.h
+CAPABILITY_BITS = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
+    "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
+    "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15,
+    "SYS_MODULE": 16, "SYS_RAWIO": 17, "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20,
+    "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29, "AUDIT_CONTROL": 30,
+    "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}
+# Files the engines themselves bind from the host into every container: the init binary,
+# name resolution, and Podman's container marker.
+ENGINE_FILES = {"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/run/.containerenv",
+                "/usr/sbin/docker-init", "/run/podman-init"}
+
+
+# == engine-agnostic: hostile runner output, paths, archives, options ============================
+class HostileRunner:
+    """A runner transport that answers the first request with ``chunks`` and hangs up.
+
+    Not a mock of the engine: hostile runner output, as user code in the runner's process
+    could write to the protocol's file descriptor.
+    """
+
+    def __init__(self, chunks: list[bytes]):
+        self._chunks = [chunk for chunk in chunks if chunk]
+        self._asked = threading.Event()
+
+    def write(self, data: bytes) -> None:
+        self._asked.set()
+
+    def read(self) -> bytes:
+        self._asked.wait(10)
+        return self._chunks.pop(0) if self._chunks else b""
+
+    def close(self) -> None:
+        self._asked.set()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)
+hostile_frames = st.builds(
+    lambda kind, rid, fields: encode_frame({**fields, "type": kind, "id": rid}),
+    st.sampled_from(["stream", "display", "result", "error", "input_request", "done", "ready",
+                     "log", "clear_output", "unheard-of"]),
+    st.sampled_from(["1", "2", None, 1, [], ""]),
+    st.dictionaries(st.sampled_from(["name", "text", "data", "status", "traceback", "prompt",
+                                     "ename", "evalue", "metadata", "transient", "level"]),
+                    json_values | st.sampled_from(["stdout", "stderr", "ok"]), max_size=6),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.binary(max_size=40), hostile_frames), max_size=8))
+def test_hostile_runner_output_ends_in_runner_gone(chunks: list[bytes]) -> None:
+    session = RunnerSession(HostileRunner(chunks))
+    try:
+        for attempt in range(3):  # ids "1" and "2" may be answered; the third cannot be
+            try:
+                session.execute(f"cell {attempt}", on_event=check_frame, timeout=10)
+            except RunnerGone:
+                break
+        else:
+            pytest.fail("a runner that hung up must end in RunnerGone")
+    finally:
+        session.close()
+
+
+path_segments = st.sampled_from(["", ".", "..", "...", "proc", "sys", "dev", "etc", "tmp", "~",
+                                 "a b", "\x00", "proc..", "\n"])
+sandbox_paths = st.one_of(
+    st.text(max_size=30),
+    st.lists(path_segments, max_size=6).map("/".join),
+    st.lists(path_segments, max_size=6).map(lambda parts: "/" + "/".join(parts)),
+)
+
+
+@given(sandbox_paths)
+def test_sandbox_paths_are_refused_or_confined(path: str) -> None:
+    try:
+        normal = check_sandbox_path(path)
+    except PathRefused as err:
+        assert "\n" not in str(err)
+        return
+    assert normal.startswith("/") and normal != "/" and posixpath.normpath(normal) == normal
+    assert ".." not in normal.split("/") and "\x00" not in normal
+    assert not any(normal == root or normal.startswith(root + "/") for root in FORBIDDEN_ROOTS)
+
+
+member_names = st.lists(st.sampled_from(["..", "a", "link", "sub", "/", "", "etc", "."]),
+                        min_size=1, max_size=4).map("/".join).filter(lambda n: n.strip("/."))
+members = st.tuples(
+    st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo", "chardev"]),
+    member_names,
+    st.sampled_from(["/etc", "/etc/passwd", "../../..", "a", "link/../.."]),
+)
+
+
+def hostile_archive(specs: list[tuple[str, str, str]]) -> bytes:
+    """A tar of the given (kind, name, link target) members, as a sandbox could produce."""
+    buf = io.BytesIO()
+    kinds = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
+             "fifo": tarfile.FIFOTYPE, "chardev": tarfile.CHRTYPE}
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for kind, name, target in specs:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = 5
+                tar.addfile(info, io.BytesIO(b"sandy"))
+                continue
+            info.type, info.linkname = kinds[kind], target
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+def tree(root: Path) -> set[str]:
+    """Every path under ``root`` (links not followed)."""
+    return {str(Path(folder, name)) for folder, dirs, files in os.walk(root)
+            for name in dirs + files}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(members, min_size=1, max_size=6))
+def test_hostile_archives_extract_inside_or_not_at_all(specs: list[tuple[str, str, str]]) -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        dest, beside = root / "dest", root / "beside"
+        dest.mkdir()
+        beside.mkdir()
+        (beside / "keep.txt").write_text("host file")
+        try:
+            tarball.extract_safely([hostile_archive(specs)], dest)
+        except ValueError as err:
+            assert "would land outside" in str(err) or "cannot be extracted" in str(err)
+            assert "\n" not in str(err)
+        assert tree(root) - tree(dest) == {str(dest), str(beside), str(beside / "keep.txt")}
+        assert (beside / "keep.txt").read_text() == "host file"
+        for path in map(Path, tree(dest)):
+            assert not path.is_symlink() and (path.is_file() or path.is_dir()), path
+            assert dest.resolve() in path.resolve().parents
+
+
+@pytest.mark.parametrize("spec", ["/var/run/docker.sock:/x", "/run/podman:/x", "/:/host",
+                                  "/run:/x", "/run/podman/podman.sock:/x:ro"])
+def test_engine_socket_mounts_are_refused(spec: str) -> None:
+    with pytest.raises(ConfigError, match="the engine's socket") as info:
+        SandboxConfig(volumes=[spec], profile="permissive").resolve()
+    assert "\n" not in str(info.value)
+
+
+def test_home_and_the_folders_above_it_mount_read_only(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "users" / "me"
+    (home / "project").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    volumes = [f"{home}:/h", f"{home.parent}:/users", f"{home / 'project'}:/project"]
+    binds = SandboxConfig(volumes=volumes, mount_home=True).resolve().binds
+    modes = {bind.target: bind.read_only for bind in binds}
+    assert modes == {"/h": True, "/users": True, "/home/user": True, "/project": False}
+
+
+@pytest.mark.parametrize("runtime", ["runsc", "kata-runtime", "io.containerd.kata.v2"])
+def test_stronger_runtimes_are_accepted_options(runtime: str) -> None:
+    assert SandboxConfig(runtime=runtime).resolve().runtime == runtime
+    assert parse_line_magic("sandbox", f"start --runtime {runtime}").runtime == runtime
+
+
+# == against the engines =========================================================================
+@pytest.fixture(scope="module", autouse=True)
+def kernelspec(tmp_path_factory: pytest.TempPathFactory) -> None:
+    install_kernelspec(tmp_path_factory.mktemp("jupyter"))
+
+
+@pytest.fixture(scope="module")
+def sec_kernel(engine_name: str, test_image: str) -> Iterator[tuple[KernelManager,
+                                                                    BlockingKernelClient]]:
+    with running_kernel() as pair:
+        yield pair
+
+
+@pytest.fixture
+def kc(sec_kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
+    """The module's kernel, its sandbox alive."""
+    client = sec_kernel[1]
+    if execute(client, "1").status != "ok":
+        assert execute(client, "%sandbox restart").status == "ok"
+    return client
+
+
+# -- the protocol ---------------------------------------------------------------------------------
+FORGER = '''import json, os, struct, sys
+body = json.dumps({"type": "done", "id": "1", "status": "ok", "execution_count": 99}).encode()
+frame = struct.pack(">I", len(body)) + body
+os.write(1, frame)
+sys.stdout.write(frame.decode("latin-1") + "\\n")
+os.system("printf '\\\\000\\\\000\\\\000\\\\017{\\"type\\":\\"done\\"}'")
+'after'
+'''
+
+
+@pytest.mark.engine
+def test_user_output_cannot_forge_frames(kc: BlockingKernelClient) -> None:
+    run = execute(kc, FORGER)
+    assert run.status == "ok" and run.result == {"text/plain": "'after'"}, run.messages
+    assert run.stream().count('"type": "done"') == 2 and '{"type":"done"}' in run.stream()
+    assert run.reply["content"]["execution_count"] != 99
+    assert execute(kc, "1 + 1").result == {"text/plain": "2"}
+
+
+HIJACKER = '''import gc, os, struct, time
+runner = next(o for o in gc.get_objects() if type(o).__name__ == "Runner")
+body = b'{"type": "stream", "id": null, "text": 1}'
+os.write(runner._pump._out, struct.pack(">I", len(body)) + body)
+time.sleep(30)
+'''
+
+
+@pytest.mark.engine
+def test_frames_written_to_the_protocol_fd_are_checked(kc: BlockingKernelClient) -> None:
+    """User code shares the runner's process, so it can write to the protocol's fd itself:
+    the host refuses malformed frames and ends the session, with a clear message."""
+    started = time.monotonic()
+    run = execute(kc, HIJACKER, timeout=60)
+    one_line_error(run, "broke the protocol", "stream frame without a valid 'name'",
+                   "%sandbox restart")
+    assert time.monotonic() - started < 10
+    assert execute(kc, "%sandbox restart").status == "ok"
+    assert execute(kc, "1 + 1").result == {"text/plain": "2"}
+
+
+# -- paths -----------------------------------------------------------------------------------------
+@pytest.mark.engine
+@pytest.mark.parametrize("code, fragment", [
+    ("%%sandbox_file /sys/kernel/agentkernel\ny", "/sys is off limits"),
+    ("%%sandbox_file /proc/sys/kernel/agentkernel\ny", "/proc is off limits"),
+    ("%%sandbox_file /dev/agentkernel\ny", "/dev is off limits"),
+    ("%%sandbox_file //proc/1/x\ny", "/proc is off limits"),
+    ("%sandbox download /proc/self/environ {tmp}/env", "/proc is off limits"),
+    ("%sandbox download /./proc/1/environ {tmp}/env", "/proc is off limits"),
+    ("%sandbox download /sys/fs/cgroup {tmp}/cg", "/sys is off limits"),
+    ("%sandbox upload /etc/hostname /proc/agentkernel", "/proc is off limits"),
+    ("%sandbox download /tmp/../proc/1/environ {tmp}/env", "must not contain '..'"),
+])
+def test_proc_sys_and_dev_are_refused(kc: BlockingKernelClient, tmp_path: Path, code: str,
+                                      fragment: str) -> None:
+    one_line_error(execute(kc, code.format(tmp=tmp_path)), fragment)
+    assert not list(tmp_path.iterdir()), "nothing may be written on the host"
+
+
+def no_links(root: Path) -> bool:
+    return not any(Path(p).is_symlink() for p in tree(root)) and not root.is_symlink()
+
+
+@pytest.mark.engine
+def test_links_out_of_a_mounted_folder_stay_in_the_sandbox(engine_name: str, engine: Engine,
+                                                           test_image: str,
+                                                           tmp_path: Path) -> None:
+    mounted, out = tmp_path / "mounted", tmp_path / "out"
+    mounted.mkdir()
+    out.mkdir()
+    secret = tmp_path / "outside.txt"
+    secret.write_text("host secret")
+    stamp = secrets.token_hex(4)
+    planted = Path("/etc") / f"agentkernel-evil-{stamp}"
+    name = f"paths-{stamp}"
+    links = (f"ln -s /etc /workspace/evil && ln -s {secret} /workspace/secret && "
+             f"ln -s {tmp_path} /workspace/hostdir && ln -s /proc /workspace/proc")
+    try:
+        with running_kernel() as (_km, kc):
+            assert execute(kc, f"%sandbox start -v {mounted}:/workspace --name {name}"
+                           ).status == "ok"
+            assert execute(kc, f"!{links}").status == "ok"
+            assert os.readlink(mounted / "evil") == "/etc", "the link lands in the host folder"
+            inside = ast.literal_eval(
+                execute(kc, "open('/etc/hostname').read()").result["text/plain"])
+            assert inside.strip() != socket.gethostname()
+
+            # the engine resolves links in the container's own file system
+            assert execute(kc, f"%sandbox download /workspace/evil/hostname {out}/h"
+                           ).status == "ok"
+            assert (out / "h").read_text() == inside
+            whole = execute(kc, f"%sandbox download /workspace/evil {out}/evil")
+            if whole.status == "ok":  # Podman copies the folder the link names, Docker the link
+                assert (out / "evil" / "hostname").read_text() == inside
+                assert no_links(out / "evil")
+            else:
+                one_line_error(whole, "link")
+            for remote in ("/workspace/secret", "/workspace/hostdir/outside.txt"):
+                one_line_error(execute(kc, f"%sandbox download {remote} {out}/leak"))
+            assert not (out / "leak").exists()
+            assert execute(kc, f"%sandbox download /workspace {out}/ws").status == "ok"
+            assert no_links(out / "ws") and not list((out / "ws").iterdir())
+
+            assert execute(kc, f"%%sandbox_file /workspace/evil/{planted.name}\npwned\n"
+                           ).status == "ok"
+            assert execute(kc, f"%sandbox upload {secret} /workspace/evil/{planted.name}.up"
+                           ).status == "ok"
+            assert not planted.exists() and not Path(f"{planted}.up").exists()
+            assert execute(kc, f"open('/etc/{planted.name}').read()").result == {
+                "text/plain": "'pwned\\n'"}, "the write went to the sandbox's own /etc"
+
+            sandbox = Sandbox.connect(name, engine=engine)  # the same container, by the API
+            assert sandbox.read_file("/workspace/evil/hostname").decode() == inside
+            with pytest.raises(SandboxError):
+                sandbox.read_file("/workspace/secret")
+            with pytest.raises(SandboxError):
+                sandbox.download("/workspace/secret", out / "leak")
+            try:
+                through_proc = sandbox.read_file("/workspace/proc/self/environ")
+            except SandboxError:
+                through_proc = b""
+            assert through_proc == b"", "nothing of any process's environment comes out"
+            assert not (out / "leak").exists() and no_links(out)
+    finally:
+        for leftover in (planted, Path(f"{planted}.up")):
+            leftover.unlink(missing_ok=True)
+
+
+# -- isolation, seen from inside ------------------------------------------------------------------
+PROBE = '''import json, os
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+def first(*paths):
+    for path in paths:
+        if os.path.exists(path):
+            return open(path).read().strip()
+try:
+    open("/agentkernel-probe", "w").close()
+    os.remove("/agentkernel-probe")
+    root_writable = True
+except OSError:
+    root_writable = False
+print(json.dumps({
+    "interfaces": sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").readlines()[2:]),
+    "cap_eff": int(status["CapEff"], 16), "no_new_privs": int(status["NoNewPrivs"]),
+    "uid": os.getuid(), "root_writable": root_writable,
+    "pids_max": first("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+    "mountinfo": open("/proc/self/mountinfo").read().splitlines(),
+}))
+'''
+
+
+def probe(kc: BlockingKernelClient, profile: str) -> dict:
+    """Start a sandbox of ``profile`` in the kernel and look around from inside it."""
+    assert execute(kc, f"%sandbox start --profile {profile}").status == "ok"
+    run = execute(kc, PROBE)
+    assert run.status == "ok", run.messages
+    return json.loads(run.stream())
+
+
+def host_binds(mountinfo: list[str]) -> dict[str, str]:
+    """Mount point -> host path of every mount backed by a host block device (a bind mount of
+    a host file or folder); virtual file systems (proc, tmpfs, overlay...) have major 0."""
+    binds = {}
+    for line in mountinfo:
+        fields = line.split()
+        if fields[2].split(":")[0] != "0":
+            binds[fields[4]] = fields[3]
+    return binds
+
+
+def mount_of(mountinfo: list[str], point: str) -> tuple[str, str]:
+    """(file system type, super options) of the mount at ``point``."""
+    for line in mountinfo:
+        fields = line.split()
+        if fields[4] == point:
+            after = fields[fields.index("-") + 1:]
+            return after[0], after[2]
+    raise AssertionError(f"nothing mounted at {point}")
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("profile", ["restrictive", "moderate", "permissive"])
+def test_profile_isolation_inside(kc: BlockingKernelClient, profile: str) -> None:
+    seen = probe(kc, profile)
+    binds = host_binds(seen["mountinfo"])
+    assert set(binds) <= ENGINE_FILES, f"host mounts in a {profile} sandbox: {binds}"
+    assert not [line for line in seen["mountinfo"] if ".sock" in line]
+    if profile == "restrictive":
+        assert seen["interfaces"] == ["lo"] and not seen["root_writable"]
+        assert seen["cap_eff"] == 0 and seen["no_new_privs"] == 1 and seen["uid"] == 65534
+        fstype, options = mount_of(seen["mountinfo"], "/tmp")
+        assert fstype == "tmpfs" and f"size={tmpfs_mb(256) * 1024}k" in options, options
+        assert seen["pids_max"] == "128"
+    elif profile == "moderate":
+        expected = sum(1 << CAPABILITY_BITS[cap] for cap in MODERATE_CAPS)
+        assert seen["cap_eff"] == expected, f"{seen['cap_eff']:#x} != {expected:#x}"
+        assert seen["no_new_privs"] == 1 and seen["pids_max"] == "512"
+        assert seen["root_writable"] and "lo" in seen["interfaces"]
+    else:
+        assert seen["cap_eff"] & (1 << CAPABILITY_BITS["SYS_ADMIN"]) == 0
+    assert execute(kc, "%sandbox start --profile moderate").status == "ok"
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("spec", ["/var/run/docker.sock:/x", "/run/podman:/x", "/:/host"])
+def test_engine_socket_mount_refused_in_the_kernel(kc: BlockingKernelClient, spec: str) -> None:
+    one_line_error(execute(kc, f"%sandbox start --profile permissive -v {spec}"),
+                   "refusing to mount", "the engine's socket")
+    assert execute(kc, "1 + 1").result == {"text/plain": "2"}
+
+
+@pytest.mark.engine
+def test_home_mount_stays_read_only_inside(engine: Engine, test_image: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "me"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with Sandbox(image=test_image, volumes=[f"{home}:/h", f"{tmp_path}:/above"],
+                 engine=engine) as sb:
+        for target in ("/h", "/above"):
+            assert "Read-only" in sb.exec(f"touch {target}/x").stderr, target
+    assert not list(home.iterdir())
+
+
+@pytest.mark.engine
+def test_unknown_runtime_is_one_line_and_leaves_nothing(engine: Engine,
+                                                        kc: BlockingKernelClient) -> None:
+    name = f"rt-{secrets.token_hex(4)}"
+    evalue = one_line_error(
+        execute(kc, f"%sandbox start --runtime nonexistent-runtime --name {name}"),
+        "nonexistent-runtime")
+    print(f"\n{engine.kind}: {evalue}")
+    assert labelled(engine, name) == []
+    assert execute(kc, "1 + 1").result == {"text/plain": "2"}
