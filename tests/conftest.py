@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
+from kernels import execute, install_kernelspec, running_kernel
 
 from agentkernel.engine import Engine, connect
 from agentkernel.errors import EngineUnavailable
@@ -109,6 +112,29 @@ def shared_sandbox(engine: Engine, test_image: str) -> Iterator[Sandbox]:
     sb = Sandbox(image=test_image, engine=engine).start()
     yield sb
     sb.stop()
+
+
+@pytest.fixture(scope="session")
+def kernelspec(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The agentkernel kernelspec, installed in a temporary Jupyter data dir."""
+    install_kernelspec(tmp_path_factory.mktemp("jupyter"))
+
+
+@pytest.fixture(scope="module")
+def kernel(engine_name: str, test_image: str,
+           kernelspec: None) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
+    """One real kernel per module and engine."""
+    with running_kernel() as pair:
+        yield pair
+
+
+@pytest.fixture
+def kc(kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
+    """The module kernel's client, its sandbox alive (an earlier test may have broken it)."""
+    client = kernel[1]
+    if execute(client, "1").status != "ok":
+        assert execute(client, "%sandbox restart").status == "ok"
+    return client
 
 
 def labelled(engine: Engine, name: str) -> list[dict]:

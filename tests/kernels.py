@@ -93,6 +93,20 @@ def running_kernel(
         km.shutdown_kernel(now=False)
 
 
+def interrupt_running(km: KernelManager, kc: BlockingKernelClient, msg_id: str) -> float:
+    """Interrupt the cell ``msg_id`` (running now); check it ended in KeyboardInterrupt within
+    2 s and return the seconds it took."""
+    sent = time.monotonic()
+    km.interrupt_kernel()
+    reply = kc.get_shell_msg(timeout=30)
+    took = time.monotonic() - sent
+    assert reply["parent_header"]["msg_id"] == msg_id
+    assert reply["content"]["status"] == "error"
+    assert reply["content"]["ename"] == "KeyboardInterrupt"
+    assert took < 2.0, f"interrupt took {took:.2f} s"
+    return took
+
+
 def drain(q_get, seconds: float = 0.2) -> list[dict[str, Any]]:
     """Whatever arrives on a channel within ``seconds``."""
     found = []

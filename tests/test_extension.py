@@ -15,7 +15,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 import uuid
 import zoneinfo
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from IPython.utils.capture import CapturedIO, capture_output
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from kernels import execute
+from kernels import execute, interrupt_running
 from test_kernel import kernel_containers, wait_until
 
 from agentkernel import safepickle
@@ -352,14 +351,7 @@ def test_kernel_interrupt_stops_the_sandbox_cell(
         msg = kc.get_iopub_msg(timeout=60)
         if msg["msg_type"] == "stream" and "sleeping" in msg["content"]["text"]:
             break
-    sent = time.monotonic()
-    km.interrupt_kernel()
-    reply = kc.get_shell_msg(timeout=30)
-    took = time.monotonic() - sent
-    assert reply["parent_header"]["msg_id"] == msg_id
-    assert reply["content"]["status"] == "error"
-    assert reply["content"]["ename"] == "KeyboardInterrupt"
-    assert took < 2.0, f"interrupt took {took:.2f} s"
+    interrupt_running(km, kc, msg_id)
     assert execute(kc, "%%sandbox\nkept").result == {"text/plain": "'yes'"}
 
 

@@ -34,7 +34,7 @@ from faultkit import (
 )
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from kernels import execute, install_kernelspec, running_kernel
+from kernels import execute, running_kernel
 from test_kernel import kernel_containers
 
 from agentkernel.engine import Engine
@@ -53,26 +53,9 @@ SOAK_CELLS = 5000
 SOAK_ENGINE = ENGINES[0]  # the soak runs on one engine (docker unless narrowed)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def kernelspec(tmp_path_factory: pytest.TempPathFactory) -> None:
-    install_kernelspec(tmp_path_factory.mktemp("jupyter"))
-
-
-@pytest.fixture(scope="module")
-def fault_kernel(engine_name: str, test_image: str) -> Iterator[tuple[KernelManager,
-                                                                      BlockingKernelClient]]:
-    """One kernel per engine for the faults it recovers from with %sandbox restart."""
-    with running_kernel() as pair:
-        yield pair
-
-
-@pytest.fixture
-def kc(fault_kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
-    """The shared kernel's client, its sandbox alive (an earlier test may have broken it)."""
-    client = fault_kernel[1]
-    if execute(client, "1").status != "ok":
-        assert execute(client, "%sandbox restart").status == "ok"
-    return client
+@pytest.fixture(autouse=True)
+def _kernelspec(kernelspec: None) -> None:
+    """Every test here needs the kernelspec, also those that start their own kernel."""
 
 
 def kernel_pid(km: KernelManager) -> int:
@@ -142,12 +125,12 @@ FAULTS = {
 
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_fault_while_a_cell_runs(engine_name: str, engine: Engine, kc: BlockingKernelClient,
-                                 fault_kernel: tuple[KernelManager, BlockingKernelClient],
+                                 kernel: tuple[KernelManager, BlockingKernelClient],
                                  fault: str) -> None:
     code, inject, fragments, discount = FAULTS[fault]
     if fault == "out-of-memory":
         assert execute(kc, "%sandbox start --memory 200").status == "ok"
-    container = kernel_containers(engine, fault_kernel[0])[0]["Id"]
+    container = kernel_containers(engine, kernel[0])[0]["Id"]
     action = (lambda: engine.api.kill(container)) if inject == "kill" else None
     try:
         run, took = run_with_fault(kc, code, action)
@@ -281,8 +264,8 @@ for _ in range({mb} * 1024):
 
 def test_gigabyte_print_keeps_kernel_memory_bounded(
         engine_name: str, kc: BlockingKernelClient,
-        fault_kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
-    pid = kernel_pid(fault_kernel[0])
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    pid = kernel_pid(kernel[0])
     seen = {"bytes": 0, "messages": 0}
 
     def count(msg: dict) -> None:
@@ -310,10 +293,10 @@ def test_gigabyte_print_keeps_kernel_memory_bounded(
 
 def test_flood_to_a_client_that_reads_nothing(
         engine_name: str, kc: BlockingKernelClient,
-        fault_kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
     """Jupyter's convention: the server reads iopub and rate-limits it; a client that does not
     read loses messages at ZeroMQ's high-water mark. The kernel must not pile them up."""
-    pid = kernel_pid(fault_kernel[0])
+    pid = kernel_pid(kernel[0])
     code = f"import os\nblock = b'y' * (1 << 20)\nfor _ in range({SILENT_FLOOD_MB}):\n" \
            "    os.write(1, block)"
     kc.execute(code)
@@ -334,9 +317,9 @@ def test_flood_to_a_client_that_reads_nothing(
 
 
 def test_interrupt_stops_an_endless_flood(engine_name: str, kc: BlockingKernelClient,
-                                          fault_kernel: tuple[KernelManager,
+                                          kernel: tuple[KernelManager,
                                                               BlockingKernelClient]) -> None:
-    pid = kernel_pid(fault_kernel[0])
+    pid = kernel_pid(kernel[0])
     sent: list[float] = []
 
     def interrupt_soon() -> None:

@@ -19,7 +19,6 @@ import tarfile
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,8 +27,7 @@ from faultkit import one_line_error
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jupyter_client.blocking.client import BlockingKernelClient
-from jupyter_client.manager import KernelManager
-from kernels import execute, install_kernelspec, running_kernel
+from kernels import execute, running_kernel
 
 from agentkernel import tarball
 from agentkernel.config import MODERATE_CAPS, SandboxConfig
@@ -214,25 +212,9 @@ def test_stronger_runtimes_are_accepted_options(runtime: str) -> None:
 
 
 # == against the engines =========================================================================
-@pytest.fixture(scope="module", autouse=True)
-def kernelspec(tmp_path_factory: pytest.TempPathFactory) -> None:
-    install_kernelspec(tmp_path_factory.mktemp("jupyter"))
-
-
-@pytest.fixture(scope="module")
-def sec_kernel(engine_name: str, test_image: str) -> Iterator[tuple[KernelManager,
-                                                                    BlockingKernelClient]]:
-    with running_kernel() as pair:
-        yield pair
-
-
-@pytest.fixture
-def kc(sec_kernel: tuple[KernelManager, BlockingKernelClient]) -> BlockingKernelClient:
-    """The module's kernel, its sandbox alive."""
-    client = sec_kernel[1]
-    if execute(client, "1").status != "ok":
-        assert execute(client, "%sandbox restart").status == "ok"
-    return client
+@pytest.fixture(autouse=True)
+def _kernelspec(kernelspec: None) -> None:
+    """The engine tests need the kernelspec, also those that start their own kernel."""
 
 
 # -- the protocol ---------------------------------------------------------------------------------
