@@ -416,3 +416,18 @@ def test_no_engine_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     monkeypatch.setenv("AGENTKERNEL_ENGINE", "kubernetes")
     with pytest.raises(ConfigError, match="choose from auto, docker, podman"):
         connect()
+
+
+def test_readme_api_example(engine: Engine, test_image: str) -> None:
+    """The README's Python API example, as written there (with the test image)."""
+    from agentkernel import ExecResult, PortMapping, Sandbox, SandboxConfig, SandboxError
+
+    assert issubclass(SandboxConfig, object) and issubclass(SandboxError, Exception)
+    with Sandbox(image=test_image, cpus=1, memory_mb=512, ports=["8000"], engine=engine) as sb:
+        assert sb.exec("python3 -c 'print(6 * 7)'").stdout == "42\n"
+        sb.write_file("/work/data.bin", b"\x00\x01")
+        assert sb.read_file("/work/data.bin") == b"\x00\x01"
+        assert sb.resize(2, 1024) is True
+        assert isinstance(sb.ports[0], PortMapping) and sb.status().running
+    result = Sandbox.run(test_image, ["python3", "-V"], engine=engine)
+    assert isinstance(result, ExecResult) and result.stdout.startswith("Python 3")
