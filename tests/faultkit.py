@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
-from kernels import Run
+from kernels import Run, wait_until
 
 from agentkernel.engine import Engine, connect_url
 
@@ -83,16 +83,6 @@ def one_line_error(run: Run, *fragments: str) -> str:
     return evalue
 
 
-def wait_for(predicate: Any, timeout: float, what: str, step: float = 0.1) -> float:
-    """Seconds until ``predicate()`` held; AssertionError naming ``what`` if it never did."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"{what}: not within {timeout} s")
-
-
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie counts as gone)."""
     try:
@@ -123,13 +113,13 @@ class DockerDaemon:
     def wait_stopped(self) -> float:
         """Seconds until its process ended and its socket is gone."""
         pid = self._pid
-        return wait_for(lambda: not self.SOCKET.exists() and not (pid and _alive(pid)), 60,
+        return wait_until(lambda: not self.SOCKET.exists() and not (pid and _alive(pid)), 60,
                         "dockerd stopping")
 
     def start(self) -> float:
         """Start it as scripts/setup.sh does; seconds until the engine fixture's client pings."""
         subprocess.run(["/bin/sh", "-c", self.START], check=True)
-        return wait_for(self.engine.ping, 60, "dockerd answering", step=0.2)
+        return wait_until(self.engine.ping, 60, "dockerd answering", step=0.2)
 
     def ensure_running(self) -> None:
         """Whatever happened, leave dockerd answering."""
@@ -168,7 +158,7 @@ class PodmanService:
                 ["podman", "system", "service", "--time=0", self.url],
                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
             )
-        return wait_for(self._answers, 60, "podman service answering", step=0.2)
+        return wait_until(self._answers, 60, "podman service answering", step=0.2)
 
     def signal_stop(self) -> None:
         assert self._proc is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,8 @@ from typing import Any
 
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
+
+from agentkernel.sandbox import LABEL_OWNER
 
 KERNEL_NAME = "agentkernel"
 
@@ -105,6 +108,26 @@ def interrupt_running(km: KernelManager, kc: BlockingKernelClient, msg_id: str) 
     assert reply["content"]["ename"] == "KeyboardInterrupt"
     assert took < 2.0, f"interrupt took {took:.2f} s"
     return took
+
+
+def wait_until(predicate: Any, timeout: float, what: str = "condition",
+               step: float = 0.1) -> float:
+    """Seconds until ``predicate()`` held; AssertionError naming ``what`` if it never did."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(step)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def kernel_containers(engine: Any, km: KernelManager | int,
+                      running_only: bool = True) -> list[dict]:
+    """Containers owned by the kernel process of ``km`` (or that pid)."""
+    pid = km if isinstance(km, int) else km.provisioner.process.pid
+    owner = f"{socket.gethostname()}:{pid}"
+    return engine.api.containers(all=not running_only,
+                                 filters={"label": f"{LABEL_OWNER}={owner}"})
 
 
 def drain(q_get, seconds: float = 0.2) -> list[dict[str, Any]]:

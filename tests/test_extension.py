@@ -27,8 +27,7 @@ from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from IPython.utils.capture import CapturedIO, capture_output
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from kernels import execute, interrupt_running
-from test_kernel import kernel_containers, wait_until
+from kernels import execute, interrupt_running, kernel_containers, wait_until
 
 from agentkernel import safepickle
 from agentkernel.engine import Engine

@@ -30,12 +30,10 @@ from faultkit import (
     one_line_error,
     proc_stats,
     run_with_fault,
-    wait_for,
 )
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from kernels import execute, running_kernel
-from test_kernel import kernel_containers
+from kernels import execute, kernel_containers, running_kernel, wait_until
 
 from agentkernel.engine import Engine
 from agentkernel.images import image_present
@@ -81,7 +79,7 @@ def test_persistent_sandbox_survives_kernel_sigkill(engine_name: str, engine: En
             kc.execute("import time; time.sleep(1000)")
             time.sleep(0.5)
             os.kill(kernel_pid(km), signal.SIGKILL)
-            wait_for(lambda: not km.is_alive(), 15, "the kernel dying")
+            wait_until(lambda: not km.is_alive(), 15, "the kernel dying")
         time.sleep(2)  # time enough for an ephemeral sandbox to go (test_kernel measures <1 s)
         (container,) = labelled(engine, name)
         assert container["State"] == "running", container
@@ -385,7 +383,7 @@ def test_soak_five_thousand_cells() -> None:
         assert after.rss_mb - before.rss_mb < 50
         assert after.fds - before.fds <= 5
         assert after.threads - before.threads <= 2
-    wait_for(lambda: not engine.api.containers(all=True, filters={"label": owner}), 15,
+    wait_until(lambda: not engine.api.containers(all=True, filters={"label": owner}), 15,
              "the soak kernel's sandbox going")
 
 

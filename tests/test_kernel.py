@@ -12,10 +12,9 @@ import pytest
 from conftest import busybox_image
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
-from kernels import execute, interrupt_running, running_kernel
+from kernels import execute, interrupt_running, kernel_containers, running_kernel, wait_until
 
 from agentkernel.engine import Engine
-from agentkernel.sandbox import LABEL_OWNER
 
 pytestmark = pytest.mark.engine
 
@@ -23,25 +22,6 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(autouse=True)
 def _kernelspec(kernelspec: None) -> None:
     """Every test here needs the kernelspec, also those that start their own kernel."""
-
-
-def kernel_containers(engine: Engine, km: KernelManager | int,
-                      running_only: bool = True) -> list[dict]:
-    """Containers owned by the kernel process of ``km`` (or that pid)."""
-    pid = km if isinstance(km, int) else km.provisioner.process.pid
-    owner = f"{socket.gethostname()}:{pid}"
-    return engine.api.containers(all=not running_only,
-                                 filters={"label": f"{LABEL_OWNER}={owner}"})
-
-
-def wait_until(predicate, timeout: float, step: float = 0.25) -> float:
-    """Seconds until ``predicate()`` held; raises if it never did."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if predicate():
-            return time.monotonic() - start
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 # -- cells ---------------------------------------------------------------------------------------

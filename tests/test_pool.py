@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernels import execute, running_kernel
-from test_kernel import kernel_containers, wait_until
+from kernels import execute, kernel_containers, running_kernel, wait_until
 
 from agentkernel.engine import Engine
 from agentkernel.errors import SandboxError
