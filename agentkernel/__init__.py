@@ -16,12 +16,13 @@ _EXPORTS = {
     "ExecResult": "agentkernel.sandbox",
     "SandboxStatus": "agentkernel.sandbox",
     "SandboxConfig": "agentkernel.config",
-    "PortMapping": "agentkernel.specs",
+    "PortMapping": "agentkernel.engine.base",
     "SandboxError": "agentkernel.errors",
     "ConfigError": "agentkernel.errors",
     "EngineUnavailable": "agentkernel.errors",
     "ImageNotAvailable": "agentkernel.errors",
     "ExecTimeout": "agentkernel.errors",
+    "ResizeFailed": "agentkernel.errors",
 }
 __all__ = sorted([*_EXPORTS, "load_ipython_extension", "unload_ipython_extension"])
 

@@ -16,16 +16,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-import requests
-from docker.errors import APIError, DockerException, NotFound
-
-from . import specs
-from .config import PROFILES
-from .engine import ENGINE_KINDS, Engine, connect
-from .errors import ConfigError, SandboxError, SandboxNotFound
+from .attach import attach_shell
+from .config import options
+from .engine import ENGINE_KINDS, ContainerSummary, Engine, connect
+from .errors import SandboxError, SandboxNotFound, one_line
 from .imagebuild import build_image, image_exists
 from .sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
-from .shell import attach_shell
 
 PROG = "agentkernel"
 DEFAULT_BUILD_TAG = "agentkernel-python:bookworm"
@@ -42,19 +38,6 @@ class _Parser(argparse.ArgumentParser):
 
 class _UsageError(Exception):
     """A usage error found after parsing (exit code 2)."""
-
-
-def _spec(parse: Callable[[str], Any], keep_text: bool = False) -> Callable[[str], Any]:
-    """An argparse type from one of our spec parsers: its ConfigError becomes a usage error."""
-
-    def convert(text: str) -> Any:
-        try:
-            value = parse(text)
-        except ConfigError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-        return text if keep_text else value
-
-    return convert
 
 
 def _positive_seconds(text: str) -> float:
@@ -131,10 +114,9 @@ def _owner_gone(owner: str) -> bool:
     return host == socket.gethostname() and pid.isdigit() and not _pid_alive(int(pid))
 
 
-def gc_reason(container: dict[str, Any], everything: bool, persistent: bool) -> str | None:
+def gc_reason(container: ContainerSummary, everything: bool, persistent: bool) -> str | None:
     """Why ``container`` (an entry of the engine's container list) should go, or None."""
-    labels = container.get("Labels") or {}
-    state = str(container.get("State") or "unknown").lower()
+    labels, state = container.labels, container.state
     if labels.get(LABEL_PERSISTENT) == "true":
         return "persistent, --all --persistent" if everything and persistent else None
     if everything:
@@ -153,21 +135,18 @@ def cmd_gc(args: argparse.Namespace) -> int:
         raise _UsageError("--persistent only goes with --all (gc --all --persistent)")
     engine = _engine(args)
     failed = 0
-    found = engine.api.containers(all=True, filters={"label": LABEL})
+    found = engine.list_containers([LABEL], all=True)
     doomed = [(c, r) for c in found if (r := gc_reason(c, args.all, args.persistent))]
     for container, reason in doomed:
-        name = (container.get("Labels") or {}).get(LABEL, "?")
-        label = f"{name} ({container['Id'][:12]}): {reason}"
+        label = f"{container.labels.get(LABEL, '?')} ({container.id[:12]}): {reason}"
         if args.dry_run:
             print(f"would remove {label}")
             continue
         try:
-            engine.api.remove_container(container["Id"], force=True)
-        except NotFound:
-            pass
-        except APIError as err:
+            engine.remove_container(container.id)
+        except SandboxError as err:
             failed += 1
-            print(f"{PROG}: error: cannot remove {label}: {_one_line(err)}", file=sys.stderr)
+            print(f"{PROG}: error: cannot remove {label}: {err}", file=sys.stderr)
             continue
         print(f"removed {label}")
     if not doomed:
@@ -181,12 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
     if not cmd:
         raise _UsageError("run needs a command: agentkernel run [options] -- CMD [ARG...]")
+    given = options.given(args)
     result = Sandbox.run(
-        args.image, cmd, timeout=args.timeout, engine=_engine(args),
-        on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr),
-        cpus=args.cpus, memory_mb=args.memory, ports=args.ports, network=args.network,
-        mount_cwd=args.mount_cwd, volumes=args.volumes, read_only=args.read_only,
-        env=dict(args.env), profile=args.profile, workdir=args.workdir, user=args.user,
+        given.pop("image", None), cmd, timeout=args.timeout, engine=_engine(args),
+        on_stdout=_write(sys.stdout), on_stderr=_write(sys.stderr), **given,
     )
     return result.exit_code
 
@@ -235,42 +212,20 @@ def cmd_image_build(args: argparse.Namespace) -> int:
 
 
 def cmd_install(args: argparse.Namespace) -> int:
-    """Install the Jupyter kernelspec."""
-    from agentkernel_kernel.kernelspec import install
+    """Install the Jupyter kernelspec (the same command as ``python -m agentkernel_kernel
+    install``)."""
+    from agentkernel_kernel.kernelspec import install_from_args
 
-    names = {k: v for k, v in (("kernel_name", args.name), ("display_name", args.display_name))
-             if v is not None}
-    path = install(user=args.user, prefix=args.prefix, sys_prefix=args.sys_prefix, **names)
-    print(f"installed kernelspec in {path}")
+    install_from_args(args)
     return 0
 
 
 # -- parser -------------------------------------------------------------------------------------
 def _add_run_options(run: argparse.ArgumentParser) -> None:
-    """The sandbox options of ``run`` (they mirror SandboxConfig) and its command."""
-    run.add_argument("--image", help="container image (default: AGENTKERNEL_IMAGE or config)")
-    run.add_argument("--cpus", type=_spec(specs.parse_cpus), help="CPU limit, e.g. 0.5 or 2")
-    run.add_argument("--memory", metavar="MB", type=_spec(specs.parse_memory_mb),
-                     help="memory limit in MB (or 512m, 2g)")
-    run.add_argument("-p", "--port", dest="ports", action="append", default=[], metavar="SPEC",
-                     type=_spec(specs.parse_port, keep_text=True),
-                     help=f"publish a port: {specs.PORT_USAGE} (repeatable)")
-    run.add_argument("--network", action=argparse.BooleanOptionalAction, default=None,
-                     help="network on or off (default: the profile's)")
-    run.add_argument("--mount-cwd", action="store_true", help="mount the current folder at "
-                     "/workspace (and work there)")
-    run.add_argument("-v", "--volume", dest="volumes", action="append", default=[],
-                     metavar="SPEC", type=_spec(specs.parse_volume, keep_text=True),
-                     help=f"mount {specs.VOLUME_USAGE} (repeatable)")
-    run.add_argument("--read-only", action="store_const", const=True, default=None,
-                     help="read-only root filesystem (a tmpfs on /tmp)")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
-                     type=_spec(specs.parse_env_pair), help="set a variable (repeatable)")
-    run.add_argument("--profile", choices=PROFILES, help="security profile (default: moderate)")
+    """The sandbox options of ``run`` (every option's flag) and its command."""
+    options.add_arguments(run)
     run.add_argument("--timeout", type=_positive_seconds, metavar="S",
                      help="kill the command after S seconds (exit code 1)")
-    run.add_argument("--workdir", metavar="D", help="working folder inside the sandbox")
-    run.add_argument("--user", metavar="U", help="user inside (name or uid[:gid])")
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD",
                      help="the command and its arguments")
 
@@ -293,16 +248,6 @@ def _add_image_commands(image: argparse.ArgumentParser) -> None:
     build.add_argument("--engines", nargs="+", choices=["docker", "podman"], metavar="E",
                        help="import into each of these engines (one build); default: --engine")
     build.set_defaults(handler=cmd_image_build)
-
-
-def _add_install(install: argparse.ArgumentParser) -> None:
-    """Where ``install`` puts the kernelspec, and its names."""
-    where = install.add_mutually_exclusive_group()
-    where.add_argument("--user", action="store_true", help="into the user's Jupyter folder")
-    where.add_argument("--sys-prefix", action="store_true", help="into sys.prefix (the venv)")
-    where.add_argument("--prefix", metavar="P", help="into P/share/jupyter/kernels")
-    install.add_argument("--name", help="kernel name (default: agentkernel)")
-    install.add_argument("--display-name", help="name shown in Jupyter")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,17 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["stop"].add_argument("--rm", action="store_true",
                                      help="remove it, even a persistent one")
     _add_image_commands(add("image", None, "Build images."))
-    _add_install(add("install", cmd_install, "Install the Jupyter kernelspec."))
+    from agentkernel_kernel.kernelspec import add_install_arguments
+
+    add_install_arguments(add("install", cmd_install, "Install the Jupyter kernelspec."))
     return parser
 
 
 # -- main ---------------------------------------------------------------------------------------
-def _one_line(err: BaseException) -> str:
-    """An engine or OS error as one short line."""
-    text = err.explanation if isinstance(err, APIError) and err.explanation else str(err)
-    return " ".join(str(text).split())[:300] or type(err).__name__
-
-
 def _fail(message: str, code: int) -> int:
     """Print ``agentkernel: error: message`` on stderr; return ``code``."""
     print(f"{PROG}: error: {message}", file=sys.stderr)
@@ -368,10 +309,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(err), 2)
     except SandboxError as err:
         return _fail(str(err), 1)
-    except (DockerException, requests.RequestException) as err:
-        return _fail(f"the container engine failed: {_one_line(err)}", 1)
     except OSError as err:
-        return _fail(_one_line(err), 1)
+        return _fail(one_line(err) or type(err).__name__, 1)
+    except Exception as err:  # a bug of ours: still one line, never a traceback
+        return _fail(f"internal error ({type(err).__name__}: {one_line(err, 200)})", 1)
     except KeyboardInterrupt:
         return 130
 

@@ -1,6 +1,6 @@
 """The IPython extension: ``%load_ext agentkernel`` gives any IPython session or notebook a sandbox.
 
-The magics are parsed by :mod:`agentkernel.magics` and carried out by a
+The magics are parsed by :mod:`agentkernel.commands` and carried out by a
 :class:`~agentkernel.manager.SandboxManager`, exactly as in the AgentKernel kernel; this module
 only maps them onto IPython. ``%%sandbox`` cells run in the sandbox's persistent runner, so their
 globals live there and never in the host namespace. Runner events become IPython output: streams
@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import functools
 import getpass
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -29,12 +30,13 @@ from IPython.display import clear_output, publish_display_data
 from traitlets import Int, observe
 from traitlets.config import Config
 
-from . import magics
+from . import commands
 from .config import SandboxConfig, load_config_files
 from .errors import SandboxError
+from .frontend import ErrorReport
 from .manager import SandboxManager
 
-RED, RESET = "\x1b[0;31m", "\x1b[0m"
+log = logging.getLogger(__name__)
 
 
 class SandboxFailure(Exception):
@@ -55,15 +57,9 @@ def _failure_type(ename: str) -> type[SandboxFailure]:
     return type(ename, (SandboxFailure,), {"__module__": __name__})
 
 
-def failure(ename: str, evalue: str, lines: list[str]) -> SandboxFailure:
-    """The exception that reports ``ename: evalue`` as ``lines``."""
-    return _failure_type(ename)(evalue, lines)
-
-
-def one_line_failure(err: SandboxError) -> SandboxFailure:
-    """Our own error as one red line, like the kernel shows it."""
-    message = str(err)
-    return failure(type(err).__name__, message, [f"{RED}{message}{RESET}"])
+def failure(report: ErrorReport) -> SandboxFailure:
+    """The exception that reports ``report``: named as its error, shown as its lines."""
+    return _failure_type(report.ename)(report.evalue, list(report.traceback))
 
 
 class SandboxResult:
@@ -157,38 +153,40 @@ class SandboxMagics(Magics):
     def sandbox(self, line: str, cell: str | None = None) -> SandboxResult | None:
         """``%sandbox SUBCOMMAND``: manage the sandbox; ``%%sandbox [--sh]``: run the cell in it."""
         if cell is None:
-            return self._run(lambda: magics.parse_line_magic("sandbox", line))
-        return self._run(lambda: magics.parse_cell_magic("sandbox", line, cell))
+            return self._run(lambda: commands.parse_line_magic("sandbox", line))
+        return self._run(lambda: commands.parse_cell_magic("sandbox", line, cell))
 
     @line_magic
     def sandbox_exec(self, line: str) -> None:
         """``%sandbox_exec CMD...`` runs a shell command line in the sandbox."""
-        self._run(lambda: magics.parse_line_magic("sandbox_exec", line))
+        self._run(lambda: commands.parse_line_magic("sandbox_exec", line))
 
     @cell_magic
     def sandbox_file(self, line: str, cell: str) -> None:
         """``%%sandbox_file PATH [--append] [--mode MODE]`` writes the cell to a sandbox file."""
-        self._run(lambda: magics.parse_cell_magic("sandbox_file", line, cell))
+        self._run(lambda: commands.parse_cell_magic("sandbox_file", line, cell))
 
-    def _run(self, parse: Callable[[], magics.Command]) -> SandboxResult | None:
+    def _run(self, parse: Callable[[], commands.Command]) -> SandboxResult | None:
         """Parse and carry out one magic; our errors become a one-line SandboxFailure."""
         try:
             command = parse()
-            if isinstance(command, magics.CellCommand):
+            if isinstance(command, commands.CellCommand):
                 return self._run_cell(command)
             self.manager.handle(command, write, namespace=self.shell.user_ns)
         except SandboxError as err:
-            raise one_line_failure(err) from None
+            raise failure(ErrorReport.of_ours(err)) from None
+        except Exception as err:  # a bug of ours: one line for the user, details in the log
+            log.exception("%%sandbox magic failed")
+            raise failure(ErrorReport.of_internal(err)) from None
         return None
 
-    def _run_cell(self, command: magics.CellCommand) -> SandboxResult | None:
+    def _run_cell(self, command: commands.CellCommand) -> SandboxResult | None:
         """Run a ``%%sandbox`` body in the runner; a failing cell raises with the user's lines."""
         code = f"%%sh\n{command.body}" if command.shell else command.body
         run = _CellRun()
         done = self.manager.execute(code, on_event=run.on_event, on_input=ask, out=write)
         if done.get("status") == "error":
-            error = run.error or {"ename": "Error", "evalue": "", "traceback": []}
-            raise failure(error["ename"], error["evalue"], list(error["traceback"]))
+            raise failure(ErrorReport.of_event(run.error))
         return run.result
 
     def close(self) -> None:
@@ -201,7 +199,7 @@ def load(shell: InteractiveShell) -> None:
     try:
         sandbox_magics = SandboxMagics(shell)
     except SandboxError as err:
-        raise one_line_failure(err) from None
+        raise failure(ErrorReport.of_ours(err)) from None
     shell.register_magics(sandbox_magics)
     atexit.register(sandbox_magics.close)
 

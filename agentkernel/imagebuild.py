@@ -1,14 +1,11 @@
 """Build a Python image from Debian packages: debootstrap a root, trim it, import it.
 
 The root folder is streamed to the engine as a tar made on the fly (no tar file on disk),
-through the engine API's import endpoint, which Docker and Podman both serve. Podman's
-compatible endpoint ignores the requested name, so the image is imported untagged and then
-tagged; on Podman a name without a registry gets ``localhost/``, as ``podman import`` does.
+through the engine's image import (see ``Engine.import_image``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -19,11 +16,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from docker.errors import APIError
-
 from .engine import Engine
+from .engine.base import split_reference
 from .errors import ConfigError, SandboxError
-from .images import image_present, split_reference
 
 ProgressFn = Callable[[str], None]
 
@@ -48,12 +43,11 @@ NAME_RE = re.compile(
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 TAG_RE = re.compile(r"\w[\w.-]{0,127}")
-CHUNK = 1 << 20
 
 
 def image_exists(engine: Engine, tag: str) -> bool:
     """True when ``tag`` names an image the engine has (Podman: ``localhost/`` too)."""
-    return image_present(engine, tag)
+    return engine.image_present(tag)
 
 
 def build_image(
@@ -277,64 +271,9 @@ def stream_tar(root: Path) -> Iterator[bytes]:
 def import_tar(
     engine: Engine, chunks: Iterable[bytes], tag: str, changes: Sequence[str] = IMAGE_CHANGES
 ) -> str:
-    """Import a root filesystem tar (streamed as ``chunks``) and name it ``tag``; returns its id.
-
-    The import itself is untagged (Podman 4.3's compatible import ignores the requested name),
-    then the image is tagged.
-    """
-    repo, version = _check_tag(tag)
-    try:
-        answer = engine.api.import_image_from_data(_rechunk(iter(chunks)), changes=list(changes))
-    except APIError as err:
-        raise SandboxError(f"the engine refused the image import: {_one_line(err)}") from None
-    image_id = _imported_id(answer)
-    _tag(engine, image_id, repo, version)
-    return image_id
-
-
-def _rechunk(chunks: Iterator[bytes]) -> Iterator[bytes]:
-    """Group small tar blocks into ~1 MiB pieces for the upload."""
-    pending = bytearray()
-    for chunk in chunks:
-        pending += chunk
-        if len(pending) >= CHUNK:
-            yield bytes(pending)
-            pending.clear()
-    if pending:
-        yield bytes(pending)
-
-
-def _imported_id(answer: str) -> str:
-    """The image id in the import endpoint's JSON-lines answer; SandboxError on its errors."""
-    events = [json.loads(line) for line in answer.splitlines() if line.strip()]
-    image_id = ""
-    for event in events:
-        if event.get("error"):
-            raise SandboxError(f"the engine refused the image import: {event['error']}")
-        for key in ("id", "status"):
-            value = str(event.get(key) or "")
-            if value.startswith("sha256:"):
-                image_id = value
-    if not image_id:
-        raise SandboxError(f"the image import gave no image id: {str(events)[:200]}")
-    return image_id
-
-
-def _tag(engine: Engine, image_id: str, repo: str, version: str) -> None:
-    """Name the image; on Podman a registry-less name goes under ``localhost/``."""
-    first = repo.split("/", 1)[0]
-    has_registry = "/" in repo and ("." in first or ":" in first or first == "localhost")
-    if engine.kind == "podman" and not has_registry:
-        repo = f"localhost/{repo}"
-    try:
-        engine.api.tag(image_id, repo, version)
-    except APIError as err:
-        raise SandboxError(f"tagging {image_id[:19]} as {repo}:{version} failed: "
-                           f"{_one_line(err)}") from None
-
-
-def _one_line(err: APIError) -> str:
-    return " ".join(str(err.explanation or err).split())[:300]
+    """Import a root filesystem tar (streamed as ``chunks``) and name it ``tag``; returns its id."""
+    _check_tag(tag)
+    return engine.import_image(chunks, tag, changes)
 
 
 def remove_build_folder(root: Path) -> None:

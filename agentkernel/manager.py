@@ -7,7 +7,6 @@ Shared by the Jupyter kernel and the IPython extension; knows neither. Output go
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import pickle
 import signal
@@ -16,21 +15,23 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import magics
+from . import commands
 from .config import SandboxConfig
-from .errors import ConfigError, SandboxError, SandboxNotFound
+from .errors import (
+    ConfigError,
+    RunnerError,
+    RunnerGone,
+    SandboxDied,
+    SandboxError,
+    SandboxNotFound,
+)
+from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner
 from .sandbox import Sandbox
-from .session import RunnerError, RunnerGone, RunnerSession, runner_command
 
-log = logging.getLogger("agentkernel")
+log = logging.getLogger(__name__)
 
 Out = Callable[[str, str], None]
 RESTART_HINT = "%sandbox restart to continue"
-READY_TIMEOUT = 60.0
-
-
-class SandboxDied(SandboxError):
-    """The sandbox or its runner died; the message says why and how to recover."""
 
 
 def _ignore(_name: str, _text: str) -> None:
@@ -91,25 +92,11 @@ class SandboxManager:
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""
-        stream = sandbox.open_exec(runner_command(), workdir=sandbox.effective.workdir)
-        session = RunnerSession(stream)
-        try:
-            self.ready = session.wait_ready(timeout=READY_TIMEOUT)
-        except (RunnerGone, TimeoutError) as err:
-            session.close()
-            raise SandboxError(self._no_runner_reason(sandbox, str(err))) from None
-        self.sandbox, self.session, self.dead_reason = sandbox, session, None
+        stream, ready = launch_runner(sandbox)
+        self._make_current(sandbox, RunnerSession(stream, ready=ready), ready)
 
-    @staticmethod
-    def _no_runner_reason(sandbox: Sandbox, detail: str) -> str:
-        has_python = sandbox.exec("command -v python3").ok if sandbox.is_running else True
-        if not has_python:
-            return (
-                f"image {sandbox.effective.image!r} has no python3: AgentKernel runs cells with "
-                "the image's python3 (3.8 or newer); use a Python image such as "
-                "python:3.12-slim, or install python3 in yours"
-            )
-        return f"the runner did not start in sandbox {sandbox.name}: {detail}"
+    def _make_current(self, sandbox: Sandbox, session: RunnerSession, ready: dict) -> None:
+        self.sandbox, self.session, self.ready, self.dead_reason = sandbox, session, ready, None
 
     def adopt(self, handoff: dict[str, Any]) -> bool:
         """Take over a warm sandbox and its ready runner, handed over by the pool's process.
@@ -125,8 +112,7 @@ class SandboxManager:
                 log.warning("could not take over the warm sandbox: %s", err)
                 return False
             self.config = sandbox.config
-            self.sandbox, self.ready, self.dead_reason = sandbox, ready, None
-            self.session = RunnerSession(stream, ready=ready)
+            self._make_current(sandbox, RunnerSession(stream, ready=ready), ready)
         return True
 
     def start(self, config: SandboxConfig, out: Out = _ignore) -> None:
@@ -245,35 +231,31 @@ class SandboxManager:
             return None
 
     # -- %sandbox commands ---------------------------------------------------------------
-    def handle(self, command: magics.Command, out: Out,
+    def handle(self, command: commands.Command, out: Out,
                namespace: dict[str, Any] | None = None) -> None:
-        """Carry out a parsed magic command; output goes to ``out``."""
-        handler = getattr(self, f"_do_{type(command).__name__}", None)
+        """Carry out a parsed command; output goes to ``out``. ``namespace`` is the host's
+        user namespace (the extension), for push and pull."""
+        handlers: dict[type, Callable[..., None]] = {
+            commands.HelpRequest: lambda cmd: out("stdout", cmd.text.rstrip("\n") + "\n"),
+            commands.StartCommand: lambda cmd: self.start(self.config.copy(**cmd.options), out),
+            commands.StopCommand: lambda _cmd: self.stop(out),
+            commands.RestartCommand: lambda _cmd: self.restart(out),
+            commands.ConnectCommand: lambda cmd: self.connect(cmd.name, out),
+            commands.StatusCommand: lambda _cmd: out("stdout", self.status_text() + "\n"),
+            commands.PortsCommand: lambda _cmd: self._ports(out),
+            commands.ListCommand: lambda _cmd: self._list(out),
+            commands.ResizeCommand: lambda cmd: self._resize(cmd, out),
+            commands.FileCommand: lambda cmd: self._write_file(cmd, out),
+            commands.UploadCommand: lambda cmd: self._upload(cmd, out),
+            commands.DownloadCommand: lambda cmd: self._download(cmd, out),
+            commands.ExecCommand: lambda cmd: self._exec(cmd, out),
+            commands.PushCommand: lambda cmd: self._push(cmd, out, namespace),
+            commands.PullCommand: lambda cmd: self._pull(cmd, out, namespace),
+        }
+        handler = handlers.get(type(command))
         if handler is None:
             raise ConfigError(f"{type(command).__name__} is not available here")
-        handler(command, out, namespace)
-
-    def _do_HelpRequest(self, cmd: magics.HelpRequest, out: Out, _ns: Any) -> None:
-        out("stdout", cmd.text.rstrip("\n") + "\n")
-
-    def _do_StartCommand(self, cmd: magics.StartCommand, out: Out, _ns: Any) -> None:
-        overrides = {
-            field.name: getattr(cmd, field.name)
-            for field in dataclasses.fields(cmd)
-            if getattr(cmd, field.name) not in (None, False, (), {})
-            or (field.name in ("network", "read_only") and getattr(cmd, field.name) is False)
-        }
-        overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
-        self.start(self.config.copy(**overrides), out)
-
-    def _do_StopCommand(self, _cmd: Any, out: Out, _ns: Any) -> None:
-        self.stop(out)
-
-    def _do_RestartCommand(self, _cmd: Any, out: Out, _ns: Any) -> None:
-        self.restart(out)
-
-    def _do_ConnectCommand(self, cmd: magics.ConnectCommand, out: Out, _ns: Any) -> None:
-        self.connect(cmd.name, out)
+        handler(command)
 
     def _current(self) -> Sandbox:
         self.wait_background()
@@ -282,26 +264,26 @@ class SandboxManager:
         assert self.sandbox is not None
         return self.sandbox
 
-    def _do_StatusCommand(self, _cmd: Any, out: Out, _ns: Any) -> None:
+    def status_text(self) -> str:
+        """What ``%sandbox status`` shows."""
         self.wait_background()
         if self.sandbox is None:
             error = self._background_error
             failed = f" (last start failed: {error})" if error else ""
-            out("stdout", f"no sandbox is running{failed}; the next cell starts one, "
-                          "or use %sandbox start\n")
-            return
+            return (f"no sandbox is running{failed}; the next cell starts one, "
+                    "or use %sandbox start")
         text = str(self.sandbox.status())
         if self.dead_reason:
             text += f"\n  {self.dead_reason}"
         elif self.ready:
             text += f"\n  python  {self.ready.get('python')}"
-        out("stdout", text + "\n")
+        return text
 
-    def _do_PortsCommand(self, _cmd: Any, out: Out, _ns: Any) -> None:
+    def _ports(self, out: Out) -> None:
         ports = self._current().ports
         out("stdout", "\n".join(str(p) for p in ports) + "\n" if ports else "no published ports\n")
 
-    def _do_ListCommand(self, _cmd: Any, out: Out, _ns: Any) -> None:
+    def _list(self, out: Out) -> None:
         rows = [
             "\t".join([s.name, s.effective.image, s.effective.profile.name]
                       + (["persistent"] if s.effective.persistent else []))
@@ -309,14 +291,13 @@ class SandboxManager:
         ]
         out("stdout", "\n".join(rows) + "\n" if rows else "no sandboxes are running\n")
 
-    def _do_ResizeCommand(self, cmd: magics.ResizeCommand, out: Out, _ns: Any) -> None:
+    def _resize(self, cmd: commands.ResizeCommand, out: Out) -> None:
         sandbox = self._current()
-        if not sandbox.resize(cmd.cpus, cmd.memory_mb):
-            raise SandboxError(f"live resize not possible: {sandbox.last_resize_error}")
+        sandbox.resize(cmd.cpus, cmd.memory_mb)
         out("stdout", f"sandbox {sandbox.name} resized: {cmd.cpus:g} CPU, {cmd.memory_mb} MB "
                       "(verified in the cgroup)\n")
 
-    def _do_FileCommand(self, cmd: magics.FileCommand, out: Out, _ns: Any) -> None:
+    def _write_file(self, cmd: commands.FileCommand, out: Out) -> None:
         sandbox = self._current()
         data, mode = cmd.body.encode(), cmd.mode
         if cmd.append:
@@ -324,26 +305,27 @@ class SandboxManager:
                 data = sandbox.read_file(cmd.path) + data
                 if mode is None:
                     mode = sandbox.file_mode(cmd.path)
-        sandbox.write_file(cmd.path, data, mode=magics.DEFAULT_FILE_MODE if mode is None else mode)
+        sandbox.write_file(cmd.path, data,
+                           mode=commands.DEFAULT_FILE_MODE if mode is None else mode)
         verb = "appended to" if cmd.append else "wrote"
         out("stdout", f"{verb} {cmd.path} ({len(cmd.body.encode())} bytes)\n")
 
-    def _do_UploadCommand(self, cmd: magics.UploadCommand, out: Out, _ns: Any) -> None:
+    def _upload(self, cmd: commands.UploadCommand, out: Out) -> None:
         self._current().upload(cmd.local, cmd.remote)
         out("stdout", f"uploaded {cmd.local} -> {cmd.remote}\n")
 
-    def _do_DownloadCommand(self, cmd: magics.DownloadCommand, out: Out, _ns: Any) -> None:
+    def _download(self, cmd: commands.DownloadCommand, out: Out) -> None:
         local = self._current().download(cmd.remote, cmd.local)
         out("stdout", f"downloaded {cmd.remote} -> {local}\n")
 
-    def _do_ExecCommand(self, cmd: magics.ExecCommand, out: Out, _ns: Any) -> None:
+    def _exec(self, cmd: commands.ExecCommand, out: Out) -> None:
         result = self._current().exec(
             cmd.cmd, on_stdout=lambda t: out("stdout", t), on_stderr=lambda t: out("stderr", t)
         )
         if not result.ok:
             raise SandboxError(f"command exited with code {result.exit_code}")
 
-    def _do_PushCommand(self, cmd: magics.PushCommand, out: Out, ns: Any) -> None:
+    def _push(self, cmd: commands.PushCommand, out: Out, ns: dict[str, Any] | None) -> None:
         namespace = _host_namespace(ns, "push")
         values = {}
         for name in cmd.names:
@@ -354,7 +336,7 @@ class SandboxManager:
         self._runner_call("push", values)
         out("stdout", f"pushed {', '.join(cmd.names)}\n")
 
-    def _do_PullCommand(self, cmd: magics.PullCommand, out: Out, ns: Any) -> None:
+    def _pull(self, cmd: commands.PullCommand, out: Out, ns: dict[str, Any] | None) -> None:
         namespace = _host_namespace(ns, "pull")
         namespace.update(self._runner_call("pull", list(cmd.names)))
         out("stdout", f"pulled {', '.join(cmd.names)}\n")

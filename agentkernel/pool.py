@@ -18,19 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import SandboxConfig
-from .engine import Engine, connect, connect_url
+from .engine import Engine, ExecStream, connect, connect_url
 from .errors import SandboxError
-from .execstream import ExecStream
-from .runner.runner import FrameDecoder, ProtocolError
+from .runner_client import launch_runner
 from .sandbox import Sandbox
-from .session import runner_command
 
-log = logging.getLogger("agentkernel")
+log = logging.getLogger(__name__)
 
 HANDOFF_ENV = "AGENTKERNEL_HANDOFF"
 POOL_LABEL = "agentkernel.pool"
 MAX_POOL_SIZE = 8
-READY_TIMEOUT = 60.0
 
 
 @dataclass
@@ -53,7 +50,7 @@ class WarmSandbox:
             "lifeline_fd": lifeline,
             "runner_fd": runner,
             "ready": self.ready,
-            "config": sandbox.config_values(),
+            "config": {**sandbox.config.values(), "name": sandbox.name},
         }
         return description, [lifeline, runner]
 
@@ -74,30 +71,11 @@ def start_warm(config: SandboxConfig, engine: Engine | None = None) -> WarmSandb
     labels = {**config.labels, POOL_LABEL: "warm"}
     sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start()
     try:
-        stream = sandbox.open_exec(runner_command(), workdir=sandbox.effective.workdir)
-        ready = _read_ready(stream)
-    except (SandboxError, ProtocolError, OSError) as err:
+        stream, ready = launch_runner(sandbox)
+    except SandboxError as err:
         sandbox.stop()
         raise SandboxError(f"warm sandbox failed to start its runner: {err}") from None
     return WarmSandbox(sandbox, stream, ready)
-
-
-def _read_ready(stream: ExecStream) -> dict[str, Any]:
-    """Read exactly up to the ``ready`` frame; anything after it would be lost in a handoff."""
-    decoder = FrameDecoder()
-    stream.set_timeout(READY_TIMEOUT)
-    try:
-        while True:
-            data = stream.read()
-            if not data:
-                raise ProtocolError(f"the runner exited: {stream.stderr_tail()}")
-            for frame in decoder.feed(data):
-                if frame.get("type") == "ready":
-                    if decoder.pending() or stream.pending():
-                        raise ProtocolError("the runner sent more than its ready frame")
-                    return frame
-    finally:
-        stream.set_timeout(None)
 
 
 class WarmPool:
@@ -176,7 +154,7 @@ def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, A
     engine = connect_url(description["engine"], description["base_url"])
     sandbox = Sandbox.adopt(engine, description["container_id"], description["lifeline_fd"],
                             description.get("config") or {})
-    stream = ExecStream.adopt(engine.api, description["exec_id"], description["runner_fd"])
+    stream = engine.adopt_exec(description["exec_id"], description["runner_fd"])
     return sandbox, stream, description["ready"]
 
 

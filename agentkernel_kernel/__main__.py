@@ -23,12 +23,9 @@ def main() -> None:
     if not adopted and os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
         manager.start_in_background()
 
-    from ipykernel.kernelapp import IPKernelApp
+    from agentkernel_kernel.app import AgentKernelApp
 
-    from agentkernel_kernel.kernel import AgentKernel
-
-    AgentKernel.prestarted = manager
-    IPKernelApp.launch_instance(kernel_class=AgentKernel)
+    AgentKernelApp.launch_instance(manager=manager)
 
 
 if __name__ == "__main__":

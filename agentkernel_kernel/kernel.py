@@ -1,8 +1,8 @@
 """The AgentKernel Sandbox kernel: the Jupyter protocol only.
 
 Cells go to the runner inside the sandbox through ``SandboxManager``; runner events become iopub
-messages here. ``%sandbox`` magics are parsed by ``agentkernel.magics`` and carried out by the
-manager. Nothing here talks to the engine directly.
+messages here. ``%sandbox`` commands are parsed by ``agentkernel.commands`` and carried out by
+the manager. Nothing here talks to the engine directly.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ from typing import Any
 
 from ipykernel.kernelbase import Kernel
 from IPython.core.error import StdinNotImplementedError
+from traitlets import Instance
 
-from agentkernel import __version__, magics
+from agentkernel import __version__, commands
 from agentkernel.errors import SandboxError
+from agentkernel.frontend import ErrorReport
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.history import History
 
-RED, RESET = "\x1b[0;31m", "\x1b[0m"
 # ``name?`` / ``?name`` / ``name??``: help for a name, shown in the pager as IPython does.
 HELP_REQUEST = re.compile(r"\s*(\?{0,2})([A-Za-z_][\w.]*)(\?{0,2})\s*")
-EVENT_MESSAGES = {"stream": "stream", "display": "display_data", "result": "execute_result",
-                  "error": "error"}
 
 
 class AgentKernel(Kernel):
@@ -36,13 +35,14 @@ class AgentKernel(Kernel):
     banner = "AgentKernel Sandbox: every cell runs inside a container"
     help_links = [{"text": "AgentKernel magics", "url": "https://pypi.org/project/agentkernel/"}]
 
-    # A manager whose sandbox __main__ began starting before ipykernel was imported.
-    prestarted: SandboxManager | None = None
+    manager = Instance(SandboxManager, allow_none=True,
+                       help="The sandbox and runner this kernel drives; the application gives "
+                       "the one it started before ipykernel loaded.")
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
-        self.manager = type(self).prestarted or SandboxManager()
-        type(self).prestarted = None
+        if self.manager is None:
+            self.manager = getattr(self.parent, "manager", None) or SandboxManager()
         self.history = History()
 
     # -- kernel_info -------------------------------------------------------------------------
@@ -65,18 +65,10 @@ class AgentKernel(Kernel):
         if text:
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
-    def _error_reply(self, ename: str, evalue: str, traceback: list[str],
-                     publish: bool = True) -> dict[str, Any]:
+    def _error_reply(self, report: ErrorReport, publish: bool = True) -> dict[str, Any]:
         if publish:
-            self.send_response(self.iopub_socket, "error",
-                               {"ename": ename, "evalue": evalue, "traceback": traceback})
-        return {"status": "error", "execution_count": self.execution_count, "ename": ename,
-                "evalue": evalue, "traceback": traceback}
-
-    def _our_error(self, err: Exception) -> dict[str, Any]:
-        """One red line, no traceback: errors of ours (bad magic, dead sandbox...)."""
-        message = str(err)
-        return self._error_reply(type(err).__name__, message, [f"{RED}{message}{RESET}"])
+            self.send_response(self.iopub_socket, "error", report.content())
+        return {"status": "error", "execution_count": self.execution_count, **report.content()}
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -96,9 +88,7 @@ class AgentKernel(Kernel):
             self.send_response(self.iopub_socket, "clear_output", {"wait": event.get("wait")})
         elif kind == "error":
             self._last_error = event
-            self.send_response(self.iopub_socket, "error", {
-                "ename": event["ename"], "evalue": event["evalue"],
-                "traceback": event["traceback"]})
+            self.send_response(self.iopub_socket, "error", ErrorReport.of_event(event).content())
 
     def _on_input(self, prompt: str, password: bool) -> str:
         """Ask the frontend; one that cannot answer gives the cell an EOFError."""
@@ -118,16 +108,19 @@ class AgentKernel(Kernel):
         if help_request and (help_request[1] or help_request[3]):
             return self._page_help(help_request[2], detail=len(help_request[1] + help_request[3]))
         try:
-            commands = magics.parse_code(code)
-            if commands is not None:
-                return self._run_magics(commands)
+            parsed = commands.parse_code(code)
+            if parsed is not None:
+                return self._run_commands(parsed)
             return self._run_cell(code, silent, store_history)
         except SandboxError as err:
-            return self._our_error(err)
+            return self._error_reply(ErrorReport.of_ours(err))
+        except Exception as err:  # a bug of ours: the request still gets its one-line reply
+            self.log.exception("execute request failed")
+            return self._error_reply(ErrorReport.of_internal(err))
 
-    def _run_magics(self, commands: list[magics.Command]) -> dict[str, Any]:
-        for command in commands:
-            if isinstance(command, magics.CellCommand):
+    def _run_commands(self, parsed: list[commands.Command]) -> dict[str, Any]:
+        for command in parsed:
+            if isinstance(command, commands.CellCommand):
                 body = f"%%sh\n{command.body}" if command.shell else command.body
                 return self._run_cell(body, False, True)
             self.manager.handle(command, self._out)
@@ -140,9 +133,7 @@ class AgentKernel(Kernel):
             store_history=store_history, out=self._out,
         )
         if done.get("status") == "error":
-            error = self._last_error or {"ename": "Error", "evalue": "", "traceback": []}
-            return self._error_reply(error["ename"], error["evalue"], error["traceback"],
-                                     publish=False)
+            return self._error_reply(ErrorReport.of_event(self._last_error), publish=False)
         return self._ok()
 
     def _ok(self, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -154,7 +145,7 @@ class AgentKernel(Kernel):
         try:
             self.manager.ensure_session(self._out)
         except SandboxError as err:
-            return self._our_error(err)
+            return self._error_reply(ErrorReport.of_ours(err))
         answer = self.manager.call("inspect", name, len(name), 1 if detail > 1 else 0) or {}
         if not answer.get("found"):
             self._out("stdout", f"Object `{name}` not found.\n")

@@ -120,13 +120,8 @@ def _is_root() -> bool:
         return False
 
 
-def _arg_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m agentkernel_kernel install``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m agentkernel_kernel install",
-        description=f"Install the {DISPLAY_NAME} kernelspec for Jupyter.",
-        epilog=f"Remove it with: jupyter kernelspec remove {KERNEL_NAME}",
-    )
+def add_install_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``install`` (also ``agentkernel install``): where, names, pool."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument(
         "--user", action="store_true", help="install for this user (default unless root)"
@@ -148,12 +143,10 @@ def _arg_parser() -> argparse.ArgumentParser:
         "--pool-size", metavar="N", type=int, default=0,
         help="keep N warm sandboxes in the launching process (default 0: no pool)",
     )
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m agentkernel_kernel install``: install the kernelspec and say where."""
-    args = _arg_parser().parse_args(argv)
+def install_from_args(args: argparse.Namespace) -> str:
+    """Install as the parsed ``install`` options say; print and return where."""
     system_wide = not (args.user or args.sys_prefix or args.prefix)
     dest = install(
         user=args.user or (system_wide and not _is_root()),
@@ -164,3 +157,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         pool_size=args.pool_size,
     )
     print(f"Installed kernelspec {args.name} in {dest}")
+    return dest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m agentkernel_kernel install``: install the kernelspec and say where."""
+    parser = argparse.ArgumentParser(
+        prog="python -m agentkernel_kernel install",
+        description=f"Install the {DISPLAY_NAME} kernelspec for Jupyter.",
+        epilog=f"Remove it with: jupyter kernelspec remove {KERNEL_NAME}",
+    )
+    add_install_arguments(parser)
+    install_from_args(parser.parse_args(argv))

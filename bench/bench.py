@@ -29,7 +29,7 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from kernels import install_kernelspec  # noqa: E402
+from helpers.kernels import install_kernelspec  # noqa: E402
 
 from agentkernel.sandbox import Sandbox  # noqa: E402
 from agentkernel_kernel.kernelspec import install  # noqa: E402

@@ -10,8 +10,8 @@ once; the pump thread forwards output and writes the frames others post. Every f
 under the pump's lock, and the main thread writes only when no interrupt can reach it (its
 ``done``), so a KeyboardInterrupt never cuts a frame in half.
 
-Standard library only, Python 3.8+. Importing this module has no side effects: the host imports
-its frame codec (``encode_frame``, ``FrameDecoder``, ``ProtocolError``, ``MAX_FRAME``).
+Standard library only, Python 3.8+. Its frame codec is ``protocol.py``, whose source is sent
+ahead of this one (``agentkernel.runner_client.runner_source``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import getpass
 import importlib.machinery
 import importlib.util
 import io
-import json
 import keyword
 import linecache
 import os
@@ -36,7 +35,6 @@ import queue
 import re
 import select
 import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -44,88 +42,17 @@ import traceback
 import types
 import warnings
 
-MAX_FRAME = 64 * 1024 * 1024
+try:  # imported as a package module (tests); run as ``python3 -c``, protocol.py came first
+    from .protocol import FrameDecoder, ProtocolError, encode_frame
+except ImportError:
+    pass
+
 CHUNK = 64 * 1024  # bytes read from an output pipe at a time
 DRAIN_READS = 16  # rounds of reads when draining, so a writer that never stops cannot starve us
 LINGER = 0.001  # seconds the pump waits for the rest of a burst of output
 EXIT_GRACE = 2.0  # seconds the pump gets to write pending frames before the runner exits
 
-_HEADER = struct.Struct(">I")
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _RUNNER_GLOBALS = globals()  # frames running with these globals are the runner's, not the user's
-
-
-class ProtocolError(Exception):
-    """A byte stream that is not a valid sequence of frames (the message is one line)."""
-
-
-def encode_frame(obj: dict) -> bytes:
-    """Return ``obj`` as one frame: 4-byte big-endian length, then UTF-8 JSON."""
-    try:
-        body = _ENCODER.encode(obj).encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates: JSON can carry them escaped
-        body = _ASCII_ENCODER.encode(obj).encode("ascii")
-    if len(body) > MAX_FRAME:
-        raise ProtocolError(
-            f"{obj.get('type')} frame of {len(body)} bytes exceeds the {MAX_FRAME}-byte limit"
-        )
-    return _HEADER.pack(len(body)) + body
-
-
-def _decode_body(body: bytearray) -> dict:
-    """Parse one frame body; raise ProtocolError unless it is a JSON object with a str "type"."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"frame is not valid UTF-8: {exc}") from None
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise ProtocolError(f"frame is not valid JSON: {exc}") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-        raise ProtocolError('frame is not a JSON object with a string "type"')
-    return obj
-
-
-class FrameDecoder:
-    """Incremental frame decoder: feed bytes as they arrive, get the complete frames back.
-
-    After a ProtocolError the stream cannot be resynchronised: every later feed raises again.
-    """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self._error: str | None = None
-
-    def pending(self) -> int:
-        """Bytes received that do not yet make a whole frame."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[dict]:
-        """Append ``data`` and return every frame completed by it, in order."""
-        if self._error is not None:
-            raise ProtocolError(self._error)
-        buf = self._buf
-        buf += data
-        frames = []
-        pos = 0
-        try:
-            while len(buf) - pos >= 4:
-                (size,) = _HEADER.unpack_from(buf, pos)
-                if size > MAX_FRAME:
-                    raise ProtocolError(f"frame length {size} exceeds the {MAX_FRAME}-byte limit")
-                end = pos + 4 + size
-                if end > len(buf):
-                    break
-                frames.append(_decode_body(buf[pos + 4 : end]))
-                pos = end
-        except ProtocolError as exc:
-            self._error = str(exc)
-            raise
-        finally:
-            del buf[:pos]
-        return frames
 
 
 # --- small helpers -----------------------------------------------------------------------------

@@ -1,0 +1,217 @@
+"""Every sandbox option, declared once.
+
+Each :class:`Option` gives one setting its name, help, trait (``c.SandboxConfig.<name>`` in
+config files), command-line spelling (the same for ``%sandbox start`` and ``agentkernel run``),
+parser of typed text and environment variable. :class:`~agentkernel.config.SandboxConfig` takes
+its traits from :data:`OPTIONS`, :func:`add_arguments` puts the flags on an argparse parser, and
+:func:`given` reads back only the options a command line set. What an option does to the
+container is written once more, in :mod:`agentkernel.sandbox.request`.
+
+Adding an option: one entry here, plus its effect in the create request.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitType, Unicode
+
+from ..errors import ConfigError
+from . import specs
+from .profiles import DEFAULT_PROFILE, PROFILES
+
+Kind = Literal["value", "list", "map", "switch", "tristate"]
+DEFAULT_IMAGE = "python:3.12-slim"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One sandbox setting.
+
+    ``kind`` says how a command line gives it: ``value`` (``--cpus 2``), ``list`` (repeatable
+    ``-p SPEC``, kept as text), ``map`` (repeatable ``-e K=V``), ``switch`` (``--persistent``)
+    or ``tristate`` (``--network`` / ``--no-network``; not given means the profile decides).
+    ``parse`` turns command-line text into the value (raising ConfigError); for ``list``
+    options it validates each spec, which is kept as typed. ``flags`` empty: config files only.
+    """
+
+    name: str
+    help: str
+    trait: Callable[[], TraitType]
+    kind: Kind = "value"
+    flags: tuple[str, ...] = ()
+    parse: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    env: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """The option's main spelling, for messages: its last (long) flag."""
+        return self.flags[-1] if self.flags else self.name
+
+
+def _profile(text: str) -> str:
+    if text not in PROFILES:
+        raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {text!r}")
+    return text
+
+
+def _labels(text: str) -> dict[str, str]:
+    """``key=value`` pairs separated by commas (AGENTKERNEL_LABELS)."""
+    labels = {}
+    for pair in filter(None, text.split(",")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"invalid AGENTKERNEL_LABELS entry {pair!r}: expected key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _keep(check: Callable[[str], Any]) -> Callable[[str], str]:
+    """A parser that validates a spec with ``check`` and keeps the text as typed."""
+
+    def parse(text: str) -> str:
+        check(text)
+        return text
+
+    return parse
+
+
+def _nullable(trait: type[TraitType]) -> Callable[[], TraitType]:
+    return lambda: trait(None, allow_none=True)
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("image", "container image", lambda: Unicode(DEFAULT_IMAGE), flags=("--image",),
+           metavar="I", env="AGENTKERNEL_IMAGE"),
+    Option("profile", f"security profile: {', '.join(PROFILES)}",
+           lambda: Enum(PROFILES, default_value=DEFAULT_PROFILE),
+           flags=("--profile",), parse=_profile, metavar="P", env="AGENTKERNEL_PROFILE"),
+    Option("cpus", "CPU limit, e.g. 0.5 or 2 (default: the profile's)", _nullable(Float),
+           flags=("--cpus",), parse=specs.parse_cpus, metavar="N"),
+    Option("memory_mb", "memory limit: 1024, 512m, 2g (default: the profile's)", _nullable(Int),
+           flags=("--memory",), parse=specs.parse_memory_mb, metavar="MB"),
+    Option("pids_limit", "most processes at once (default: the profile's)", _nullable(Int),
+           flags=("--pids-limit",), parse=specs.parse_count, metavar="N"),
+    Option("shm_size_mb", "size of /dev/shm: 64m, 1g (default: the engine's, 64 MB)",
+           _nullable(Int), flags=("--shm-size",), parse=specs.parse_memory_mb, metavar="SIZE"),
+    Option("network", "network on or off (default: the profile's)", _nullable(Bool),
+           kind="tristate", flags=("--network",)),
+    Option("ports", f"publish a port: {specs.PORT_USAGE}", lambda: List(Unicode()),
+           kind="list", flags=("-p", "--port"), parse=_keep(specs.parse_port), metavar="SPEC"),
+    Option("volumes", f"mount {specs.VOLUME_USAGE}", lambda: List(Unicode()), kind="list",
+           flags=("-v", "--volume"), parse=_keep(specs.parse_volume), metavar="SPEC"),
+    Option("mount_cwd", "mount work_dir (default: the current folder) at /workspace",
+           lambda: Bool(False), kind="switch", flags=("--mount-cwd",)),
+    Option("work_dir", "host folder that --mount-cwd mounts", _nullable(Unicode)),
+    Option("mount_home", "mount $HOME read-only at /home/user", lambda: Bool(False),
+           kind="switch", flags=("--mount-home",)),
+    Option("read_only", "read-only root file system (default: the profile's)", _nullable(Bool),
+           kind="tristate", flags=("--read-only",)),
+    Option("env", "set a variable in the sandbox", lambda: Dict(key_trait=Unicode(),
+           value_trait=Unicode()), kind="map", flags=("-e", "--env"), parse=specs.parse_env_pair,
+           metavar="K=V"),
+    Option("workdir", "working folder inside the sandbox", _nullable(Unicode),
+           flags=("--workdir",), metavar="D"),
+    Option("user", "user inside, name or uid[:gid] (default: the profile's)", _nullable(Unicode),
+           flags=("--user",), metavar="U"),
+    Option("hostname", "the sandbox's host name (default: the engine's, its short id)",
+           _nullable(Unicode), flags=("--hostname",), parse=specs.parse_hostname, metavar="H"),
+    Option("name", "sandbox name (default: generated), for %sandbox connect NAME",
+           _nullable(Unicode), flags=("--name",), metavar="N"),
+    Option("persistent", "keep the sandbox when its owner stops or exits", lambda: Bool(False),
+           kind="switch", flags=("--persistent",)),
+    Option("runtime", "OCI runtime, e.g. runsc (gVisor)", _nullable(Unicode),
+           flags=("--runtime",), metavar="R"),
+    Option("labels", "extra container labels (env AGENTKERNEL_LABELS='k=v,k2=v2')",
+           lambda: Dict(key_trait=Unicode(), value_trait=Unicode()), kind="map", parse=_labels,
+           env="AGENTKERNEL_LABELS"),
+)
+"""Every option, in the order help texts list them."""
+
+BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def traits() -> dict[str, TraitType]:
+    """A fresh trait per option, with its help, tagged ``config=True``: SandboxConfig's."""
+    made = {}
+    for option in OPTIONS:
+        trait = option.trait()
+        trait.help = option.help
+        made[option.name] = trait.tag(config=True)
+    return made
+
+
+def from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The option values set by environment variables (empty ones ignored)."""
+    values = {}
+    for option in OPTIONS:
+        text = environ.get(option.env or "")
+        if not option.env or not text:
+            continue
+        try:
+            values[option.name] = option.parse(text) if option.parse else text
+        except ConfigError as err:
+            raise ConfigError(f"invalid {option.env} {text!r}: {err}") from None
+    return values
+
+
+def argument_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse ``type=`` from one of our parsers: its ConfigError becomes argparse's
+    ArgumentTypeError, whose message argparse keeps (a ValueError's it would drop)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ConfigError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")  # argparse names it in messages
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser,
+                  names: Iterable[str] | None = None) -> None:
+    """Put the flags of every option (or of ``names``) on ``parser``; see :func:`given`."""
+    for option in (BY_NAME[n] for n in names) if names is not None else OPTIONS:
+        if not option.flags:
+            continue
+        # argparse %-formats help texts: a literal % must be doubled
+        common: dict[str, Any] = {"dest": option.name, "help": option.help.replace("%", "%%")}
+        if option.kind == "switch":
+            parser.add_argument(*option.flags, action="store_true", **common)
+        elif option.kind == "tristate":
+            group = parser.add_mutually_exclusive_group()
+            group.add_argument(*option.flags, action="store_const", const=True, default=None,
+                               **common)
+            negated = "--no-" + option.flag.removeprefix("--")
+            group.add_argument(negated, dest=option.name, action="store_const", const=False,
+                               help=f"the opposite of {option.flag}")
+        else:
+            action = "append" if option.kind in ("list", "map") else "store"
+            parse = argument_type(option.parse) if option.parse else None
+            parser.add_argument(*option.flags, action=action, type=parse,
+                                metavar=option.metavar, **common)
+
+
+def given(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The options a parsed command line set, and only those, as config values.
+
+    Not given means None (a tristate's ``--no-x`` gives False), an unset switch or an empty
+    repeat: such options are left out, so the configuration and the profile decide them.
+    """
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = getattr(namespace, option.name, None)
+        if value is None or (option.kind == "switch" and not value):
+            continue
+        if option.kind == "map":
+            value = dict(value)
+        elif option.kind == "list":
+            value = list(value)
+        values[option.name] = value
+    return values
+

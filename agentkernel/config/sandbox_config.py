@@ -1,0 +1,170 @@
+"""SandboxConfig (traitlets) and its resolution against a security profile.
+
+Precedence, lowest first: option defaults, jupyter config files (``agentkernel_config.py`` /
+``.json`` on the Jupyter config path, or any traitlets config passed in), environment variables
+(``AGENTKERNEL_IMAGE``, ``AGENTKERNEL_PROFILE``...), then keyword overrides.
+``SandboxConfig.resolve()`` applies the profile and validates everything, giving an
+``EffectiveConfig`` that :mod:`agentkernel.sandbox.request` turns into an engine request.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from traitlets.config import Config, Configurable
+from traitlets.traitlets import MetaHasTraits
+
+from ..errors import ConfigError
+from . import options, specs
+from .files import load_config_files
+from .mounts import check_binds
+from .profiles import PROFILE_TABLE, Profile
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+CONTAINER_PREFIX = "agentkernel-"
+
+
+@dataclass(frozen=True)
+class EffectiveConfig:
+    """A fully resolved, validated sandbox request: every option's value with the profile
+    applied (``eff.cpus``, ``eff.binds``...), and the profile itself."""
+
+    profile: Profile
+    values: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(f"EffectiveConfig has no value {name!r}") from None
+
+    def replace(self, **changes: Any) -> EffectiveConfig:
+        """A copy with these values changed (e.g. limits after a live resize)."""
+        return EffectiveConfig(self.profile, MappingProxyType({**self.values, **changes}))
+
+    @property
+    def container_name(self) -> str:
+        return f"{CONTAINER_PREFIX}{self.values['name']}"
+
+
+class SandboxConfigBase(Configurable):
+    """The behaviour of SandboxConfig; its traits come from :data:`options.OPTIONS`."""
+
+    def __init__(self, config: Config | None = None, **overrides: Any):
+        if config is None:
+            config = load_config_files()
+        accepted = self.class_trait_names(config=True)
+        unknown = sorted(set(overrides) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"unknown sandbox option(s) {', '.join(unknown)}: accepted are "
+                f"{', '.join(sorted(accepted))}"
+            )
+        from_env = options.from_env(os.environ)
+        try:
+            super().__init__(config=config)
+            for key, value in from_env.items():
+                setattr(self, key, {**self.labels, **value} if key == "labels" else value)
+            for key, value in overrides.items():
+                if value is not None:  # None: not given, the lower layers decide
+                    setattr(self, key, value)
+        except ConfigError:
+            raise
+        except Exception as err:  # traitlets' TraitError carries a long message
+            raise ConfigError(f"invalid sandbox option: {str(err).splitlines()[0]}") from None
+
+    def values(self) -> dict[str, Any]:
+        """Every option's value."""
+        return {name: getattr(self, name) for name in options.BY_NAME}
+
+    def copy(self, **overrides: Any) -> SandboxConfig:
+        """A new config with these values changed (None: back to the option's default)."""
+        return SandboxConfig(config=Config(), **{**self.values(), **overrides})
+
+    def resolve(self) -> EffectiveConfig:
+        """Apply the profile and validate; raises ConfigError with a one-line message."""
+        prof = PROFILE_TABLE[self.profile]
+        network = prof.network if self.network is None else self.network
+        if network and not prof.allow_network:
+            raise ConfigError(
+                f"profile {prof.name} forbids the network: drop --network or use "
+                "--profile moderate"
+            )
+        ports = tuple(specs.parse_port(p) for p in self.ports)
+        if ports and not network:
+            raise ConfigError(
+                "ports need the network: the sandbox has none (use --network, or drop the ports)"
+            )
+        read_only = prof.read_only if self.read_only is None else self.read_only
+        if prof.read_only and not read_only:
+            raise ConfigError(f"profile {prof.name} requires a read-only root filesystem")
+        name = self.name or f"sbx-{secrets.token_hex(4)}"
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"invalid sandbox name {name!r}: 1-63 letters, digits, '_', '.', '-', "
+                "starting with a letter or digit"
+            )
+        pids = prof.pids_limit if self.pids_limit is None else self.pids_limit
+        if pids is not None and pids < 1:
+            raise ConfigError(f"invalid pids_limit {pids}: must be at least 1")
+        env = dict(self.env)
+        for key in env:
+            specs.parse_env_pair(f"{key}=")
+        user = self.user or prof.user
+        if user is not None and user == prof.user:
+            env.setdefault("HOME", "/tmp")
+        workdir = self.workdir or ("/workspace" if self.mount_cwd else None)
+        if workdir is not None and not workdir.startswith("/"):
+            raise ConfigError(f"invalid workdir {workdir!r}: must be an absolute path")
+        if self.hostname is not None:
+            specs.parse_hostname(self.hostname)
+        values = {
+            **self.values(),
+            "name": name,
+            "network": network,
+            "ports": ports,
+            "binds": check_binds(self._mounts(), prof),
+            "read_only": read_only,
+            "tmpfs": prof.tmpfs or (("/tmp",) if read_only else ()),
+            "cpus": prof.cpus if self.cpus is None else specs.parse_cpus(self.cpus),
+            "memory_mb": prof.memory_mb if self.memory_mb is None
+            else specs.parse_memory_mb(self.memory_mb),
+            "shm_size_mb": None if self.shm_size_mb is None
+            else specs.parse_memory_mb(self.shm_size_mb),
+            "pids_limit": pids,
+            "env": env,
+            "user": user,
+            "workdir": workdir,
+            "labels": dict(self.labels),
+        }
+        return EffectiveConfig(prof, MappingProxyType(values))
+
+    def _mounts(self) -> list[specs.VolumeSpec]:
+        """Every mount asked for: volumes, the working folder, home."""
+        mounts = [specs.parse_volume(v) for v in self.volumes]
+        if self.mount_cwd:
+            mounts.append(specs.VolumeSpec(self.work_dir or os.getcwd(), "/workspace"))
+        if self.mount_home:
+            mounts.append(specs.VolumeSpec(str(Path.home()), "/home/user", read_only=True))
+        return mounts
+
+
+# The class is made here, not in a class statement, so that each option's trait is declared
+# once, in options.OPTIONS. Configure it as ``c.SandboxConfig.<option> = ...``.
+SandboxConfig = MetaHasTraits(
+    "SandboxConfig",
+    (SandboxConfigBase,),
+    {
+        "__doc__": "Everything that describes a sandbox. "
+                   "Configure as ``c.SandboxConfig.image = ...``.",
+        "__module__": __name__,
+        **options.traits(),
+    },
+)

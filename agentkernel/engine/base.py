@@ -1,0 +1,219 @@
+"""What a container engine backend must do, in agentkernel's own terms.
+
+``agentkernel.sandbox`` talks to an :class:`Engine` only. A backend (Docker, Podman, later a
+remote or Kubernetes one) is one module implementing this class; backends are found by kind
+through the ``agentkernel.engines`` entry points (see :func:`agentkernel.engine.backend`).
+
+Every method raises only agentkernel's errors: :class:`EngineUnavailable` when the engine does
+not answer, :class:`ContainerGone` when the container is not there or not running,
+:class:`EngineError` for any other refusal. Container requests use the Docker Engine API's
+create body (Podman's compatible API takes the same); a backend that speaks something else
+translates it.
+"""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import SandboxNotRunning, one_line
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+STDOUT, STDERR = 1, 2
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    """A port as the engine actually bound it."""
+
+    host_ip: str
+    host_port: int
+    container_port: int
+    protocol: str
+
+    def __str__(self) -> str:
+        return f"{self.host_ip}:{self.host_port} -> {self.container_port}/{self.protocol}"
+
+
+def split_reference(image: str) -> tuple[str, str]:
+    """``repo[:tag][@digest]`` -> (repo, tag-or-digest); a port in the registry is not a tag."""
+    if "@" in image:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    slash, colon = image.rfind("/"), image.rfind(":")
+    if colon > slash:
+        return image[:colon], image[colon + 1:]
+    return image, "latest"
+
+
+def not_available(image: str, reason: str) -> str:
+    return (
+        f"image {image!r} is not available locally or from its registry "
+        f"({one_line(reason, 200)}); pull or build it first "
+        "(e.g. `agentkernel image build --tag NAME`)"
+    )
+
+
+class ContainerGone(SandboxNotRunning):
+    """The container is not there (``removed``) or not running; the message says which."""
+
+    def __init__(self, message: str, removed: bool = True) -> None:
+        super().__init__(message)
+        self.removed = removed
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """A container as the engine describes it now."""
+
+    id: str
+    labels: Mapping[str, str]
+    image: str
+    state: str
+    running: bool
+    oom_killed: bool = False
+    exit_code: int | None = None
+    uptime_s: float | None = None
+    ports: tuple[PortMapping, ...] = ()
+    ip: str | None = None
+    network: bool = True
+    cpus: float | None = None
+    memory_mb: int | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class ContainerSummary:
+    """A container as the engine lists it: enough to choose which ones to look at."""
+
+    id: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    state: str = "unknown"
+
+
+class ExecStream(Protocol):
+    """A command running in a container with a two-way byte stream.
+
+    Without a TTY, ``read_frame`` gives (STDOUT or STDERR, bytes) and ``read`` stdout only
+    (stderr kept as a tail); with one, ``recv`` gives the terminal's raw bytes.
+    """
+
+    exec_id: str
+
+    def fileno(self) -> int: ...
+    def write(self, data: bytes) -> None: ...
+    def close_stdin(self) -> None: ...
+    def read_frame(self) -> tuple[int, bytes] | None: ...
+    def read(self) -> bytes: ...
+    def recv(self, size: int) -> bytes: ...
+    def pending(self) -> int: ...
+    def set_timeout(self, seconds: float | None) -> None: ...
+    def stderr_tail(self) -> str: ...
+    def exit_code(self) -> int | None: ...
+    def resize(self, width: int, height: int) -> None: ...
+    def close(self) -> None: ...
+    def forget(self) -> None: ...
+
+
+class Engine(ABC):
+    """A connected container engine."""
+
+    kind: str
+    base_url: str
+
+    @classmethod
+    @abstractmethod
+    def connect(cls, base_url: str, timeout: float = 5.0) -> Engine:
+        """Connect to the engine at ``base_url``; EngineUnavailable (the reason) if it does
+        not answer. May return a more specific backend than ``cls``."""
+
+    # -- the engine ------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def ncpu(self) -> int:
+        """CPUs of the engine's host."""
+
+    @property
+    @abstractmethod
+    def mem_total_mb(self) -> int:
+        """Memory of the engine's host in MB (0 when unknown)."""
+
+    @abstractmethod
+    def ping(self) -> bool:
+        """True when the engine answers now."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    # -- images ----------------------------------------------------------------------------
+    @abstractmethod
+    def image_present(self, image: str) -> bool:
+        """True when ``image`` is in the engine's image store."""
+
+    @abstractmethod
+    def pull(self, image: str, progress: ProgressCallback | None = None) -> None:
+        """Pull ``image`` from its registry (ImageNotAvailable when that fails)."""
+
+    @abstractmethod
+    def import_image(self, chunks: Iterable[bytes], tag: str, changes: Sequence[str]) -> str:
+        """Import a root file system tar as image ``tag``; returns the image id."""
+
+    # -- containers ------------------------------------------------------------------------
+    @abstractmethod
+    def create_container(self, request: dict[str, Any], name: str) -> str:
+        """Create a container from a create request; returns its id."""
+
+    @abstractmethod
+    def check_runtime(self, container_id: str, runtime: str | None) -> None:
+        """Raise ConfigError when the container does not run under ``runtime``."""
+
+    @abstractmethod
+    def attach_stdin(self, container_id: str) -> socket.socket:
+        """A socket to the container's main process's stdin (its lifeline)."""
+
+    @abstractmethod
+    def start_container(self, container_id: str) -> None:
+        """Start a created or stopped container."""
+
+    @abstractmethod
+    def stop_container(self, container_id: str, timeout: int = 2) -> None:
+        """Stop a container, keeping it."""
+
+    @abstractmethod
+    def remove_container(self, container_id: str) -> None:
+        """Remove a container, running or not; no error when it is already gone."""
+
+    @abstractmethod
+    def inspect_container(self, container_id: str) -> ContainerInfo | None:
+        """The container now, or None when it does not exist."""
+
+    @abstractmethod
+    def list_containers(self, labels: Sequence[str], all: bool = False) -> list[ContainerSummary]:
+        """Containers carrying every label (``key`` or ``key=value``); ``all``: stopped too."""
+
+    @abstractmethod
+    def update_limits(self, container_id: str, cpus: float, memory_mb: int) -> None:
+        """Change the CPU and memory limits of a running container."""
+
+    # -- inside a container ----------------------------------------------------------------
+    @abstractmethod
+    def open_exec(self, container_id: str, argv: Sequence[str], *, workdir: str | None = None,
+                  user: str | None = None, env: Mapping[str, str] | None = None,
+                  stdin: bool = True, tty: bool = False) -> ExecStream:
+        """Start ``argv`` in the container with a two-way stream."""
+
+    @abstractmethod
+    def adopt_exec(self, exec_id: str, fd: int) -> ExecStream:
+        """An exec started by another process whose socket this one inherited as ``fd``."""
+
+    @abstractmethod
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        """A tar stream of ``path``; SandboxNotFound when there is no such file."""
+
+    @abstractmethod
+    def put_archive(self, container_id: str, folder: str, archive: bytes) -> bool:
+        """Unpack a tar into ``folder``; False when that folder does not exist."""

@@ -1,0 +1,381 @@
+"""The Docker backend: the Docker Engine API through docker-py.
+
+Also the base of the Podman backend, whose compatible API takes the same requests. This module
+is the one place where docker-py's exceptions become agentkernel's (:func:`engine_errors`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+from ..errors import (
+    EngineError,
+    EngineUnavailable,
+    ImageNotAvailable,
+    SandboxError,
+    SandboxNotFound,
+    one_line,
+)
+from .base import (
+    ContainerGone,
+    ContainerInfo,
+    ContainerSummary,
+    Engine,
+    ExecStream,
+    PortMapping,
+    ProgressCallback,
+    not_available,
+    split_reference,
+)
+from .execstream import DockerExecStream, raw_socket
+
+# Served by Docker 20.10 and newer and by Podman 4's compatible API; fixed, so that connecting
+# costs one request (the "auto" negotiation asks /version).
+API_VERSION = "1.41"
+REQUEST_TIMEOUT = 120
+CPU_PERIOD = 100_000
+IMPORT_CHUNK = 1 << 20
+
+
+def _explanation(err: BaseException) -> str:
+    text = err.explanation if isinstance(err, APIError) and err.explanation else str(err)
+    return one_line(text) or type(err).__name__
+
+
+@contextlib.contextmanager
+def engine_errors(engine: DockerEngine, action: str) -> Iterator[None]:
+    """Translate docker-py's failures during ``action`` into agentkernel's errors."""
+    try:
+        yield
+    except SandboxError:
+        raise
+    except NotFound as err:
+        raise ContainerGone(f"{action}: {_explanation(err)}") from None
+    except APIError as err:
+        text = _explanation(err)
+        if "no such container" in text.lower():  # Podman answers 500 while removing one
+            raise ContainerGone(f"{action}: {text}") from None
+        if err.status_code == 409 and "not running" in text.lower():
+            raise ContainerGone(f"{action}: {text}", removed=False) from None
+        raise EngineError(f"{action} failed: {text}") from None
+    except (requests.ConnectionError, ConnectionError, DockerException) as err:
+        raise EngineUnavailable(
+            f"the container engine at {engine.base_url} stopped answering while {action} "
+            f"({one_line(err, 120)})"
+        ) from None
+
+
+def probe(url: str, timeout: float) -> tuple[docker.DockerClient | None, str, str]:
+    """(client, kind, "") if the engine at ``url`` answers a ping, else (None, "", reason).
+
+    The kind comes from the ping's headers (Podman adds ``Libpod-Api-Version``): Podman's
+    /version is slow (over a second), so it is never asked.
+    """
+    if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
+        return None, "", "no such socket"
+    try:
+        client = docker.DockerClient(base_url=url, version=API_VERSION, timeout=timeout)
+        response = client.api.get(f"{client.api.base_url}/_ping", timeout=timeout)
+        response.raise_for_status()
+    except Exception as err:  # docker-py's and requests' connection errors
+        return None, "", _short_reason(err)
+    client.api.timeout = REQUEST_TIMEOUT
+    kind = "podman" if "Libpod-Api-Version" in response.headers else "docker"
+    return client, kind, ""
+
+
+def _short_reason(err: BaseException) -> str:
+    text = str(err)
+    for marker in ("Connection refused", "Permission denied", "timed out", "No such file"):
+        if marker in text:
+            return marker.lower()
+    return one_line(text, 120) or type(err).__name__
+
+
+class DockerEngine(Engine):
+    """An engine reached through docker-py (Docker, or Podman's compatible API)."""
+
+    kind = "docker"
+
+    def __init__(self, base_url: str, client: docker.DockerClient) -> None:
+        self.base_url = base_url
+        self.client = client
+        self.api: docker.APIClient = client.api
+
+    @classmethod
+    def connect(cls, base_url: str, timeout: float = 5.0) -> DockerEngine:
+        """The engine at ``base_url``; Podman answers as a :class:`PodmanEngine`."""
+        client, kind, reason = probe(base_url, timeout)
+        if client is None:
+            raise EngineUnavailable(reason)
+        if kind == "podman":
+            from .podman import PodmanEngine
+
+            return PodmanEngine(base_url, client)
+        return DockerEngine(base_url, client)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.base_url}>"
+
+    def _errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return engine_errors(self, action)
+
+    # -- the engine ------------------------------------------------------------------------
+    @cached_property
+    def _info(self) -> dict[str, Any]:
+        with self._errors("asking the engine about its host"):
+            return self.client.info()
+
+    @property
+    def ncpu(self) -> int:
+        return int(self._info.get("NCPU") or os.cpu_count() or 1)
+
+    @property
+    def mem_total_mb(self) -> int:
+        return int(self._info.get("MemTotal") or 0) // (1024 * 1024)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- images ----------------------------------------------------------------------------
+    def image_present(self, image: str) -> bool:
+        with self._errors(f"checking image {image}"):
+            try:
+                self.api.inspect_image(image)
+            except (ImageNotFound, NotFound):
+                return False
+        return True
+
+    def pull(self, image: str, progress: ProgressCallback | None = None) -> None:
+        repo, tag = split_reference(image)
+        try:
+            for event in self.api.pull(repo, tag=tag, stream=True, decode=True):
+                if "error" in event:
+                    raise ImageNotAvailable(not_available(image, str(event["error"])))
+                if progress is not None:
+                    progress(event)
+        except ImageNotAvailable:
+            raise
+        except Exception as err:  # refused, connection reset mid-pull, malformed stream
+            raise ImageNotAvailable(not_available(image, _explanation(err))) from None
+
+    def import_image(self, chunks: Iterable[bytes], tag: str, changes: Sequence[str]) -> str:
+        """Import untagged, then tag: Podman 4.3's compatible import ignores the name."""
+        repo, version = split_reference(tag)
+        try:
+            answer = self.api.import_image_from_data(_rechunk(iter(chunks)),
+                                                     changes=list(changes))
+        except (APIError, requests.ConnectionError) as err:
+            raise EngineError(f"the engine refused the image import: {_explanation(err)}"
+                              ) from None
+        image_id = _imported_id(answer)
+        with self._errors(f"tagging {image_id[:19]} as {tag}"):
+            self.api.tag(image_id, self._local_repo(repo), version)
+        return image_id
+
+    def _local_repo(self, repo: str) -> str:
+        """The name an imported image is tagged with."""
+        return repo
+
+    # -- containers ------------------------------------------------------------------------
+    def create_container(self, request: dict[str, Any], name: str) -> str:
+        with self._errors(f"creating sandbox container {name}"):
+            return self.api.create_container_from_config(request, name)["Id"]
+
+    def check_runtime(self, container_id: str, runtime: str | None) -> None:
+        """Docker refuses an unknown runtime at create: nothing left to check."""
+
+    def attach_stdin(self, container_id: str) -> socket.socket:
+        with self._errors("attaching the sandbox's lifeline"):
+            return raw_socket(self.api.attach_socket(container_id,
+                                                     params={"stdin": 1, "stream": 1}))
+
+    def start_container(self, container_id: str) -> None:
+        with self._errors("starting the sandbox"):
+            self.api.start(container_id)
+
+    def stop_container(self, container_id: str, timeout: int = 2) -> None:
+        with contextlib.suppress(ContainerGone), self._errors("stopping the sandbox"):
+            self.api.stop(container_id, timeout=timeout)
+
+    def remove_container(self, container_id: str) -> None:
+        try:
+            with self._errors("removing the sandbox"):
+                self.api.remove_container(container_id, force=True)
+        except ContainerGone:
+            pass
+        except EngineError as err:
+            if "already in progress" not in str(err):  # the engine is removing it already
+                raise
+
+    def inspect_container(self, container_id: str) -> ContainerInfo | None:
+        try:
+            with self._errors("inspecting the sandbox"):
+                attrs = self.api.inspect_container(container_id)
+        except ContainerGone as gone:
+            if gone.removed:
+                return None
+            raise
+        return container_info(attrs)
+
+    def list_containers(self, labels: Sequence[str], all: bool = False) -> list[ContainerSummary]:
+        with self._errors("listing sandboxes"):
+            found = self.api.containers(all=all, filters={"label": list(labels)})
+        return [ContainerSummary(c["Id"], c.get("Labels") or {}, str(c.get("State") or
+                                                                       "unknown").lower())
+                for c in found]
+
+    def update_limits(self, container_id: str, cpus: float, memory_mb: int) -> None:
+        quota, memory = int(cpus * CPU_PERIOD), memory_mb * 1024 * 1024
+        with self._errors("resizing the sandbox"):
+            self.api.update_container(container_id, cpu_period=CPU_PERIOD, cpu_quota=quota,
+                                      mem_limit=memory, memswap_limit=memory)
+
+    # -- inside a container ----------------------------------------------------------------
+    def open_exec(self, container_id: str, argv: Sequence[str], *, workdir: str | None = None,
+                  user: str | None = None, env: Mapping[str, str] | None = None,
+                  stdin: bool = True, tty: bool = False) -> ExecStream:
+        with self._errors(f"starting {list(argv)[:3]} in the sandbox"):
+            created = self.api.exec_create(
+                container_id, list(argv), stdin=stdin, stdout=True, stderr=True, tty=tty,
+                workdir=workdir, user=user or "", environment=dict(env or {}) or None,
+            )
+            sock = raw_socket(self.api.exec_start(created["Id"], tty=tty, socket=True))
+        return DockerExecStream(self.api, created["Id"], sock, tty=tty)
+
+    def adopt_exec(self, exec_id: str, fd: int) -> ExecStream:
+        return DockerExecStream(self.api, exec_id, socket.socket(fileno=fd))
+
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        try:
+            with self._errors(f"reading {path}"):
+                stream, _stat = self.api.get_archive(container_id, path)
+        except ContainerGone:
+            if self.inspect_container(container_id) is None:
+                raise
+            raise SandboxNotFound(f"No such file in the sandbox: {path}") from None
+        return _translated(self, stream, f"reading {path}")
+
+    def put_archive(self, container_id: str, folder: str, archive: bytes) -> bool:
+        try:
+            with self._errors(f"writing into {folder}"):
+                return bool(self.api.put_archive(container_id, folder, archive))
+        except ContainerGone:
+            if self.inspect_container(container_id) is None:
+                raise
+            return False
+        except EngineError as err:
+            text = str(err).lower()
+            if "no such file" in text or "not a directory" in text:
+                return False
+            raise
+
+
+def _translated(engine: DockerEngine, chunks: Iterable[bytes], action: str) -> Iterator[bytes]:
+    """``chunks`` with the engine's failures while streaming them translated."""
+    with engine_errors(engine, action):
+        yield from chunks
+
+
+# -- requests and answers ---------------------------------------------------------------------
+def _rechunk(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Group small tar blocks into ~1 MiB pieces for the upload."""
+    pending = bytearray()
+    for chunk in chunks:
+        pending += chunk
+        if len(pending) >= IMPORT_CHUNK:
+            yield bytes(pending)
+            pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
+def _imported_id(answer: str) -> str:
+    """The image id in the import endpoint's JSON-lines answer; EngineError on its errors."""
+    events = [json.loads(line) for line in answer.splitlines() if line.strip()]
+    image_id = ""
+    for event in events:
+        if event.get("error"):
+            raise EngineError(f"the engine refused the image import: {event['error']}")
+        for key in ("id", "status"):
+            value = str(event.get(key) or "")
+            if value.startswith("sha256:"):
+                image_id = value
+    if not image_id:
+        raise EngineError(f"the image import gave no image id: {str(events)[:200]}")
+    return image_id
+
+
+def container_info(attrs: dict[str, Any]) -> ContainerInfo:
+    """A container's inspect answer in our terms."""
+    config, host, state = attrs.get("Config") or {}, attrs.get("HostConfig") or {}, attrs["State"]
+    quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or CPU_PERIOD
+    running = bool(state.get("Running"))
+    return ContainerInfo(
+        id=attrs["Id"],
+        labels=config.get("Labels") or {},
+        image=config.get("Image") or "",
+        state=state.get("Status", "unknown"),
+        running=running,
+        oom_killed=bool(state.get("OOMKilled")),
+        exit_code=state.get("ExitCode"),
+        uptime_s=_uptime(state.get("StartedAt")) if running else None,
+        ports=_port_mappings(attrs),
+        ip=_container_ip(attrs),
+        network=host.get("NetworkMode") != "none",
+        cpus=quota / period if quota > 0 else None,
+        memory_mb=(host.get("Memory") or 0) // (1024 * 1024) or None,
+        user=config.get("User") or None,
+    )
+
+
+def _port_mappings(attrs: dict[str, Any]) -> tuple[PortMapping, ...]:
+    mappings = []
+    ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
+    for key, bindings in sorted(ports.items()):
+        port, _, protocol = key.partition("/")
+        for binding in bindings or []:
+            mappings.append(PortMapping(
+                binding.get("HostIp") or "0.0.0.0", int(binding["HostPort"]), int(port),
+                protocol or "tcp",
+            ))
+    return tuple(mappings)
+
+
+def _container_ip(attrs: dict[str, Any]) -> str | None:
+    settings = attrs.get("NetworkSettings") or {}
+    if settings.get("IPAddress"):
+        return settings["IPAddress"]
+    for network in (settings.get("Networks") or {}).values():
+        if network.get("IPAddress"):
+            return network["IPAddress"]
+    return None
+
+
+def _uptime(started_at: str | None) -> float | None:
+    if not started_at:
+        return None
+    stamp = started_at.rstrip("Z")
+    stamp = stamp[: stamp.index(".") + 7] if "." in stamp else stamp
+    try:
+        started = datetime.fromisoformat(stamp.split("+")[0])
+    except ValueError:
+        return None
+    return max(0.0, (datetime.now(timezone.utc).replace(tzinfo=None) - started).total_seconds())

@@ -1,0 +1,48 @@
+"""How sandbox output and our errors look in a frontend: shared by the kernel and the extension.
+
+A runner event (stream, display, result, error) and one of our own errors (a bad magic, a dead
+sandbox) become the same thing in the Jupyter kernel and in the IPython extension; this module
+is where that is decided, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import one_line
+
+RED, RESET = "\x1b[0;31m", "\x1b[0m"
+
+
+@dataclass(frozen=True)
+class ErrorReport:
+    """An error as Jupyter shows it: its name, value and traceback lines."""
+
+    ename: str
+    evalue: str
+    traceback: list[str]
+
+    @classmethod
+    def of_ours(cls, err: Exception) -> ErrorReport:
+        """One of our own errors: one red line, no traceback from our code."""
+        message = str(err)
+        return cls(type(err).__name__, message, [f"{RED}{message}{RESET}"])
+
+    @classmethod
+    def of_internal(cls, err: BaseException) -> ErrorReport:
+        """A failure of our own code that no rule foresaw: one line, never a traceback; the
+        caller logs the details."""
+        message = (f"agentkernel internal error ({type(err).__name__}: {one_line(err, 200)}); "
+                   "the sandbox is kept, details are in the kernel's log")
+        return cls("InternalError", message, [f"{RED}{message}{RESET}"])
+
+    @classmethod
+    def of_event(cls, event: dict | None) -> ErrorReport:
+        """The runner's error event of a failed cell (a bare "Error" if it sent none)."""
+        event = event or {}
+        return cls(str(event.get("ename", "Error")), str(event.get("evalue", "")),
+                   [str(line) for line in event.get("traceback", [])])
+
+    def content(self) -> dict:
+        """The fields of Jupyter's ``error`` message and of an error reply."""
+        return {"ename": self.ename, "evalue": self.evalue, "traceback": list(self.traceback)}

@@ -1,0 +1,145 @@
+"""Files in and out of a sandbox: read, write, upload, download, folders.
+
+The engine's archive API cannot see tmpfs mounts or write a read-only root, so paths on the
+sandbox's tmpfs go through an exec stream instead.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import secrets
+import shutil
+from pathlib import Path
+
+from .. import paths, tarball
+from ..errors import SandboxError, SandboxNotFound, one_line
+from .execution import Execution
+
+
+class Files(Execution):
+    """read_file, write_file, upload, download, mkdir, exists, file_mode, remove_file."""
+
+    def _owner(self) -> tuple[int, int]:
+        """(uid, gid) that files written into the sandbox belong to."""
+        uid, _, gid = (self.effective.user or "0").partition(":")
+        if uid.isascii() and uid.isdigit():
+            return int(uid), int(gid) if gid.isascii() and gid.isdigit() else int(uid)
+        return 0, 0
+
+    def _on_tmpfs(self, path: str) -> bool:
+        """True for paths on the sandbox's tmpfs mounts, which the archive API cannot see."""
+        return any(path == t or path.startswith(t.rstrip("/") + "/") for t in self.effective.tmpfs)
+
+    def _put_archive(self, folder: str, archive: bytes) -> bool:
+        """Put an archive into ``folder``; False if the folder does not exist."""
+        with self._errors(f"writing into {folder}"):
+            return self.engine.put_archive(self.container_id, folder, archive)
+
+    def _get_archive(self, path: str):  # -> Iterator[bytes]
+        with self._errors(f"reading {path}"):
+            try:
+                return self.engine.get_archive(self.container_id, path)
+            except SandboxNotFound:
+                raise SandboxNotFound(f"No such file in sandbox {self.name}: {path}") from None
+
+    def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Write ``data`` to ``path`` in the sandbox, creating parent folders."""
+        path = paths.check_sandbox_path(path)
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        if self._on_tmpfs(path):
+            return self._write_via_exec(path, payload, mode)
+        parent, filename = posixpath.split(path)
+        archive = tarball.single_file_tar(filename, payload, mode, owner=self._owner())
+        if not self._put_archive(parent, archive):
+            self.mkdir(parent)
+            if not self._put_archive(parent, archive):
+                raise SandboxError(f"writing {path} failed: cannot create folder {parent}")
+
+    def _write_via_exec(self, path: str, payload: bytes, mode: int) -> None:
+        script = 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1" && chmod "$2" -- "$1"'
+        code, _, err = self._exec_bytes(["/bin/sh", "-c", script, "sh", path, f"{mode:o}"],
+                                        stdin=payload)
+        if code != 0:
+            raise SandboxError(f"writing {path} failed: {one_line(err.decode(errors='replace'))}")
+
+    def read_file(self, path: str) -> bytes:
+        """The bytes of the file at ``path``; SandboxNotFound says "No such file"."""
+        path = paths.check_sandbox_path(path)
+        if self._on_tmpfs(path):
+            code, out, err = self._exec_bytes(["cat", "--", path])
+            if code != 0 and b"No such file" in err:
+                raise SandboxNotFound(f"No such file in sandbox {self.name}: {path}")
+            if code != 0:
+                raise SandboxError(f"cannot read {path}: "
+                                   f"{one_line(err.decode(errors='replace'))}")
+            return out
+        with self._errors(f"reading {path}"):
+            data = tarball.read_single_file(self._get_archive(path), path)
+        if data is None:
+            raise SandboxError(f"cannot read {path}: it is not a regular file (use download())")
+        return data
+
+    def remove_file(self, path: str, recursive: bool = False) -> None:
+        """Remove a file (or, with ``recursive``, a folder tree)."""
+        path = paths.check_sandbox_path(path)
+        result = self.exec(["rm", "-rf" if recursive else "-f", "--", path], user="0")
+        if not result.ok:
+            raise SandboxError(f"cannot remove {path}: {one_line(result.stderr)}")
+
+    def file_mode(self, path: str) -> int:
+        """The permission bits of ``path`` (SandboxNotFound if it is missing)."""
+        path = paths.check_sandbox_path(path)
+        result = self.exec(["stat", "-c", "%a", "--", path])
+        if not result.ok:
+            raise SandboxNotFound(f"No such file in sandbox {self.name}: {path}")
+        return int(result.stdout.strip(), 8)
+
+    def exists(self, path: str) -> bool:
+        path = paths.check_sandbox_path(path)
+        return self.exec(["test", "-e", path]).ok
+
+    def mkdir(self, path: str, parents: bool = True) -> None:
+        """Create a folder (and its parents, by default)."""
+        path = paths.check_sandbox_path(path)
+        result = self.exec(["mkdir", "-p", "--", path] if parents else ["mkdir", "--", path])
+        if not result.ok:
+            message = one_line(result.stderr)
+            if "No such file" in message:
+                raise SandboxNotFound(f"cannot create {path}: No such file or directory (parent)")
+            raise SandboxError(f"cannot create {path}: {message}")
+
+    def upload(self, local: str | os.PathLike[str], remote: str) -> None:
+        """Copy a local file or folder to ``remote`` in the sandbox."""
+        source = Path(local).expanduser()
+        if not source.exists():
+            raise SandboxNotFound(f"No such file on the host: {source}")
+        remote = paths.check_sandbox_path(remote)
+        parent, leaf = posixpath.split(remote)
+        archive = tarball.local_tree_tar(source, leaf, owner=self._owner())
+        if not self._put_archive(parent, archive):
+            self.mkdir(parent)
+            self._put_archive(parent, archive)
+
+    def download(self, remote: str, local: str | os.PathLike[str]) -> Path:
+        """Copy a file or folder from the sandbox to ``local``; returns the local path."""
+        remote = paths.check_sandbox_path(remote)
+        dest = Path(local).expanduser()
+        chunks = self._get_archive(remote)
+        leaf = posixpath.basename(remote)
+        staging = dest.parent / f".agentkernel-{secrets.token_hex(4)}"
+        staging.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._errors(f"downloading {remote}"):
+                tarball.extract_safely(chunks, staging)
+            if not (staging / leaf).exists():  # extract_safely skips links and devices
+                raise SandboxError(
+                    f"cannot download {remote}: it is a link or a special file (links and "
+                    "devices are never copied out of a sandbox; name the file they point to)"
+                )
+            (staging / leaf).replace(dest)
+        except ValueError as err:  # an archive member that would land outside staging
+            raise SandboxError(f"cannot download {remote}: {err}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return dest

@@ -1,0 +1,149 @@
+"""Starting, stopping, adopting and finding sandboxes."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from ..config import SandboxConfig
+from ..engine import Engine, connect
+from ..errors import SandboxConflict, SandboxError, SandboxNotFound
+from .core import Attachment, SandboxCore
+from .images import ProgressCallback, ensure_image
+from .request import LABEL, LABEL_PERSISTENT, LABEL_PROFILE, create_request
+
+log = logging.getLogger(__name__)
+
+
+class Lifecycle(SandboxCore):
+    """start/stop, the lifeline, handing over, reconnecting, listing."""
+
+    def start(self, progress: ProgressCallback | None = None) -> Lifecycle:
+        """Create and start the container (pulling the image if needed). Returns self."""
+        eff = self.effective
+        self._check_limits(eff.cpus, eff.memory_mb)
+        engine = self.engine
+        ensure_image(engine, eff.image, progress)
+        self._refuse_taken_name()
+        container_id = engine.create_container(create_request(eff), eff.container_name)
+        attachment = Attachment(container_id)
+        try:
+            with self._errors(f"starting sandbox {self.name}"):
+                engine.check_runtime(container_id, eff.runtime)
+                if not eff.persistent:
+                    attachment.lifeline = engine.attach_stdin(container_id)
+                engine.start_container(container_id)
+        except SandboxError:
+            engine.remove_container(container_id)
+            if attachment.lifeline is not None:
+                attachment.lifeline.close()
+            raise
+        self._hold(attachment)
+        log.info("sandbox %s started (%s)", self.name, container_id[:12])
+        return self
+
+    def _refuse_taken_name(self) -> None:
+        try:
+            existing = self.engine.inspect_container(self.container_name)
+        except SandboxError:
+            return
+        if existing is not None:
+            raise SandboxConflict(
+                f"a sandbox named {self.name!r} already exists ({existing.state}): connect to "
+                f"it (%sandbox connect {self.name}) or choose another --name"
+            )
+
+    def stop(self) -> None:
+        """Stop the sandbox; its container is removed unless it is persistent."""
+        if self._attachment is None:
+            return
+        try:
+            if self.effective.persistent:
+                self.engine.stop_container(self.container_id)
+            else:
+                self.engine.remove_container(self.container_id)
+        except SandboxError as err:
+            log.warning("stopping sandbox %s: %s", self.name, err)
+        finally:
+            self.detach()
+
+    def remove(self) -> None:
+        """Remove the container, persistent or not, even after stop()."""
+        with contextlib.suppress(SandboxError):
+            target = self._attachment.container_id if self._attachment else self.container_name
+            self.engine.remove_container(target)
+        self.stop()
+
+    def lifeline_fd(self) -> int:
+        """The fd of the stdin socket that keeps an ephemeral container alive."""
+        if self._attachment is None or self._attachment.lifeline is None:
+            raise SandboxError(f"sandbox {self.name} has no lifeline (persistent or not started)")
+        return self._attachment.lifeline.fileno()
+
+    def detach(self) -> None:
+        """Let go of the container without removing it: drop the finalizer, close this
+        process's lifeline (another process may hold it now) and forget the container."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if self._attachment is not None and self._attachment.lifeline is not None:
+            self._attachment.lifeline.close()
+        self._attachment = None
+
+    def __enter__(self) -> Lifecycle:
+        if self._attachment is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- other processes' sandboxes --------------------------------------------------------
+    @classmethod
+    def adopt(cls, engine: Engine, container_id: str, lifeline_fd: int,
+              config_values: dict[str, Any]) -> Lifecycle:
+        """A sandbox started by another process, whose lifeline socket this one inherited."""
+        attachment = Attachment(container_id, socket.socket(fileno=lifeline_fd))
+        return cls(SandboxConfig(**config_values), engine=engine, attach=attachment)
+
+    @classmethod
+    def _described(cls, engine: Engine, container_id: str) -> Lifecycle | None:
+        """The sandbox in container ``container_id`` as its labels and limits describe it
+        (None when it has gone)."""
+        info = engine.inspect_container(container_id)
+        if info is None:
+            return None
+        config = SandboxConfig(
+            image=info.image or "unknown",
+            name=info.labels.get(LABEL),
+            persistent=info.labels.get(LABEL_PERSISTENT) == "true",
+            profile=info.labels.get(LABEL_PROFILE, "moderate"),
+        )
+        sandbox = cls(config, engine=engine, attach=Attachment(info.id))
+        sandbox.effective = sandbox.effective.replace(
+            cpus=info.cpus, memory_mb=info.memory_mb, network=info.network, user=info.user)
+        return sandbox
+
+    @classmethod
+    def connect(cls, name: str, *, engine: Engine | None = None) -> Lifecycle:
+        """Reattach to an existing (persistent) sandbox by name, starting it if stopped."""
+        engine = engine or connect()
+        found = engine.list_containers([f"{LABEL}={name}"], all=True)
+        sandbox = cls._described(engine, found[0].id) if found else None
+        if sandbox is None:
+            raise SandboxNotFound(
+                f"no sandbox named {name!r} (see `agentkernel list` for the ones that exist)"
+            )
+        if not sandbox.is_running:
+            with sandbox._errors(f"restarting sandbox {name}"):
+                engine.start_container(sandbox.container_id)
+        return sandbox
+
+    @classmethod
+    def list(cls, *, engine: Engine | None = None, all: bool = False) -> list[Lifecycle]:
+        """The sandboxes that run now (``all=True``: stopped ones too)."""
+        engine = engine or connect()
+        found = (cls._described(engine, c.id) for c in engine.list_containers([LABEL], all=all))
+        return [sandbox for sandbox in found if sandbox is not None]
