@@ -33,7 +33,7 @@ from traitlets.config import Config
 from . import commands
 from .config import SandboxConfig, load_config_files
 from .errors import SandboxError
-from .frontend import ErrorReport
+from .frontend import ErrorReport, outgoing_bundle
 from .manager import SandboxManager
 
 log = logging.getLogger(__name__)
@@ -94,14 +94,13 @@ class _CellRun:
         if kind == "stream":
             write(event["name"], event["text"])
         elif kind == "display":
-            publish_display_data(
-                event["data"], event.get("metadata") or {},
-                transient=event.get("transient") or {}, update=bool(event.get("update")),
-            )
+            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            publish_display_data(data, metadata, transient=event.get("transient") or {},
+                                 update=bool(event.get("update")))
         elif kind == "clear_output":
             clear_output(wait=bool(event.get("wait")))
         elif kind == "result":
-            self.result = SandboxResult(event["data"], event.get("metadata") or {})
+            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata")))
         elif kind == "error":
             self.error = event
 

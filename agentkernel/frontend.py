@@ -14,6 +14,16 @@ from .errors import one_line
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 
 
+def outgoing_bundle(data: dict, metadata: dict | None = None) -> tuple[dict, dict]:
+    """A mime bundle from the sandbox, made fit to show in the user's page.
+
+    Every bundle a sandbox produces goes through here before a frontend sees it: display and
+    update_display, execute_result, inspect replies, pager payloads, the extension's output.
+    (Sanitising HTML/SVG/Markdown and isolating scripts is decided here, by the output policy.)
+    """
+    return dict(data), dict(metadata or {})
+
+
 @dataclass(frozen=True)
 class ErrorReport:
     """An error as Jupyter shows it: its name, value and traceback lines."""

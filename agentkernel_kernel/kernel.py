@@ -18,7 +18,7 @@ from traitlets import Instance
 
 from agentkernel import __version__, commands
 from agentkernel.errors import SandboxError
-from agentkernel.frontend import ErrorReport
+from agentkernel.frontend import ErrorReport, outgoing_bundle
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.history import History
 
@@ -75,15 +75,16 @@ class AgentKernel(Kernel):
         if kind == "stream":
             self._out(event["name"], event["text"])
         elif kind == "display":
-            content = {"data": event["data"], "metadata": event.get("metadata", {}),
+            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            content = {"data": data, "metadata": metadata,
                        "transient": event.get("transient", {})}
             msg = "update_display_data" if event.get("update") else "display_data"
             self.send_response(self.iopub_socket, msg, content)
         elif kind == "result":
             self.history.set_output(self.execution_count, event["data"].get("text/plain", ""))
+            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
             self.send_response(self.iopub_socket, "execute_result", {
-                "execution_count": self.execution_count, "data": event["data"],
-                "metadata": event.get("metadata", {})})
+                "execution_count": self.execution_count, "data": data, "metadata": metadata})
         elif kind == "clear_output":
             self.send_response(self.iopub_socket, "clear_output", {"wait": event.get("wait")})
         elif kind == "error":
@@ -150,7 +151,8 @@ class AgentKernel(Kernel):
         if not answer.get("found"):
             self._out("stdout", f"Object `{name}` not found.\n")
             return self._ok()
-        return self._ok([{"source": "page", "data": answer["data"], "start": 0}])
+        data, _ = outgoing_bundle(answer["data"])
+        return self._ok([{"source": "page", "data": data, "start": 0}])
 
     # -- introspection -----------------------------------------------------------------------
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
@@ -162,8 +164,8 @@ class AgentKernel(Kernel):
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
         answer = self.manager.call("inspect", code, cursor_pos, detail_level) or {}
-        return {"status": "ok", "found": bool(answer.get("found")),
-                "data": answer.get("data", {}), "metadata": {}}
+        data, _ = outgoing_bundle(answer.get("data", {}))
+        return {"status": "ok", "found": bool(answer.get("found")), "data": data, "metadata": {}}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:
         answer = self.manager.call("is_complete", code)
