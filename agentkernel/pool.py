@@ -4,7 +4,10 @@ The pool lives in the process that launches kernels (Jupyter server, papermill, 
 the kernel provisioner in ``agentkernel_kernel.provisioner``. Handing a warm sandbox to a kernel
 means passing two sockets to the kernel process: the container's stdin lifeline and the runner's
 exec stream. The pool then closes its copies, so the container lives exactly as long as that
-kernel. A sandbox is handed out once and never returns to the pool.
+kernel. A sandbox is handed out once and never returns to the pool. The kernel reaches the
+engine as this process does (``Engine.endpoint()``: URL and TLS files). With a remote engine
+over TLS or SSH the runner stream (and over SSH the lifeline) is a local socket relayed by this
+process (see ``engine/relay.py``), so those kernels rely on it staying up.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import SandboxConfig
-from .engine import Engine, ExecStream, connect, connect_url
+from .engine import Endpoint, Engine, ExecStream, connect, connect_endpoint
 from .errors import SandboxError
 from .runner_client import launch_runner
 from .sandbox import Sandbox
@@ -44,7 +47,7 @@ class WarmSandbox:
         lifeline, runner = sandbox.lifeline_fd(), self.stream.fileno()
         description = {
             "engine": sandbox.engine.kind,
-            "base_url": sandbox.engine.base_url,
+            "endpoint": sandbox.engine.endpoint().to_dict(),
             "container_id": sandbox.container_id,
             "exec_id": self.stream.exec_id,
             "lifeline_fd": lifeline,
@@ -151,7 +154,7 @@ def handoff_env(description: dict[str, Any]) -> dict[str, str]:
 
 def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, Any]]:
     """In the kernel process: rebuild the sandbox and runner stream from inherited fds."""
-    engine = connect_url(description["engine"], description["base_url"])
+    engine = connect_endpoint(description["engine"], Endpoint.from_dict(description["endpoint"]))
     sandbox = Sandbox.adopt(engine, description["container_id"], description["lifeline_fd"],
                             description.get("config") or {})
     stream = engine.adopt_exec(description["exec_id"], description["runner_fd"])

@@ -12,17 +12,27 @@ import importlib
 
 from ..errors import EngineUnavailable
 from .base import ContainerGone, ContainerInfo, ContainerSummary, Engine, ExecStream
-from .discovery import ENGINE_KINDS, START_HINT, candidate_urls, requested_kind
+from .discovery import (
+    ENGINE_KINDS,
+    START_HINT,
+    Endpoint,
+    TLSFiles,
+    candidate_endpoints,
+    requested_kind,
+)
 
 __all__ = [
     "ENGINE_KINDS",
     "ContainerGone",
     "ContainerInfo",
     "ContainerSummary",
+    "Endpoint",
     "Engine",
     "ExecStream",
     "backend",
+    "TLSFiles",
     "connect",
+    "connect_endpoint",
     "connect_url",
 ]
 ENTRY_POINT_GROUP = "agentkernel.engines"
@@ -46,27 +56,33 @@ def backend(kind: str) -> type[Engine]:
                             f"{', '.join(BUILTIN_BACKENDS)})")
 
 
-def connect_url(kind: str, base_url: str, timeout: float = 5.0) -> Engine:
-    """Connect to the engine at ``base_url`` (known to be of ``kind``)."""
+def connect_endpoint(kind: str, endpoint: Endpoint, timeout: float = 5.0) -> Engine:
+    """Connect to the engine at ``endpoint`` (known to be of ``kind``), e.g. one another
+    process described with :meth:`Engine.endpoint`."""
     try:
-        return backend(kind).connect(base_url, timeout)
+        return backend(kind).connect(endpoint, timeout)
     except EngineUnavailable as err:
-        raise EngineUnavailable(f"the {kind} engine at {base_url} does not answer ({err})"
+        raise EngineUnavailable(f"the {kind} engine at {endpoint} does not answer ({err})"
                                 ) from None
+
+
+def connect_url(kind: str, base_url: str, timeout: float = 5.0) -> Engine:
+    """Connect to the engine at ``base_url`` (known to be of ``kind``; no TLS)."""
+    return connect_endpoint(kind, Endpoint(base_url), timeout)
 
 
 def connect(kind: str | None = None, timeout: float = 5.0) -> Engine:
     """Connect to the engine ``kind`` (default: AGENTKERNEL_ENGINE, else auto)."""
     kind = requested_kind(kind)
     tried = []
-    for hint, url in candidate_urls(kind):
+    for hint, endpoint in candidate_endpoints(kind):
         try:
-            engine = backend("docker" if hint == "auto" else hint).connect(url, timeout)
+            engine = backend("docker" if hint == "auto" else hint).connect(endpoint, timeout)
         except EngineUnavailable as err:
-            tried.append(f"{hint} at {url} ({err})")
+            tried.append(f"{hint} at {endpoint} ({err})")
             continue
         if kind != "auto" and engine.kind != kind:
-            tried.append(f"{hint} at {url} (answers as {engine.kind})")
+            tried.append(f"{hint} at {endpoint} (answers as {engine.kind})")
             engine.close()
             continue
         return engine

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..errors import SandboxNotRunning, one_line
+from .discovery import Endpoint
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 STDOUT, STDERR = 1, 2
@@ -27,15 +28,30 @@ STDOUT, STDERR = 1, 2
 
 @dataclass(frozen=True)
 class PortMapping:
-    """A port as the engine actually bound it."""
+    """A port as the engine actually bound it.
+
+    ``engine_host`` is set when the engine is remote: the port is served there, on
+    ``host_ip`` of that machine (all of its addresses for 0.0.0.0), not on this one.
+    """
 
     host_ip: str
     host_port: int
     container_port: int
     protocol: str
+    engine_host: str | None = None
+
+    @property
+    def address(self) -> str:
+        """Where a client reaches the port: the engine's host for 0.0.0.0 on a remote one."""
+        if self.engine_host and self.host_ip in ("0.0.0.0", "::", ""):
+            return self.engine_host
+        return self.host_ip
 
     def __str__(self) -> str:
-        return f"{self.host_ip}:{self.host_port} -> {self.container_port}/{self.protocol}"
+        text = f"{self.address}:{self.host_port} -> {self.container_port}/{self.protocol}"
+        if self.engine_host and self.address != self.engine_host:
+            text += f" (on the engine's host {self.engine_host})"
+        return text
 
 
 def split_reference(image: str) -> tuple[str, str]:
@@ -126,9 +142,20 @@ class Engine(ABC):
 
     @classmethod
     @abstractmethod
-    def connect(cls, base_url: str, timeout: float = 5.0) -> Engine:
-        """Connect to the engine at ``base_url``; EngineUnavailable (the reason) if it does
-        not answer. May return a more specific backend than ``cls``."""
+    def connect(cls, endpoint: Endpoint | str, timeout: float = 5.0) -> Engine:
+        """Connect to the engine at ``endpoint`` (a bare URL: no TLS); EngineUnavailable (the
+        reason) if it does not answer. May return a more specific backend than ``cls``."""
+
+    def endpoint(self) -> Endpoint:
+        """How another process reaches this same engine (URL, TLS files): pass it to
+        :func:`agentkernel.engine.connect_endpoint` there, or start it with ``.env()``."""
+        return Endpoint(self.base_url)
+
+    @property
+    def remote(self) -> bool:
+        """True when the engine may be on another machine (its URL is not a unix socket):
+        host paths then name that machine's files, and ports are served there."""
+        return self.endpoint().remote
 
     # -- the engine ------------------------------------------------------------------------
     @property

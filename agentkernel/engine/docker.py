@@ -2,6 +2,12 @@
 
 Also the base of the Podman backend, whose compatible API takes the same requests. This module
 is the one place where docker-py's exceptions become agentkernel's (:func:`engine_errors`).
+
+Remote engines: ``tcp://`` with TLS (the docker CLI's variables, see :mod:`.discovery`) and
+``ssh://user@host[:port]`` (docker-py over paramiko, running ``docker system dial-stdio`` on that
+host; its keys and known_hosts are the user's). Exec streams to them are opened over our own TLS
+connection (:mod:`.tlsconn`) or the SSH channel, and served to the rest of agentkernel as a
+local socket (:mod:`.relay`).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from typing import Any
 import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.tls import TLSConfig
 
 from ..errors import (
     EngineError,
@@ -38,7 +45,10 @@ from .base import (
     not_available,
     split_reference,
 )
+from .discovery import Endpoint
 from .execstream import DockerExecStream, raw_socket
+from .relay import relay
+from .tlsconn import client_context, hijack
 
 # Served by Docker 20.10 and newer and by Podman 4's compatible API; fixed, so that connecting
 # costs one request (the "auto" negotiation asks /version).
@@ -76,16 +86,32 @@ def engine_errors(engine: DockerEngine, action: str) -> Iterator[None]:
         ) from None
 
 
-def probe(url: str, timeout: float) -> tuple[docker.DockerClient | None, str, str]:
-    """(client, kind, "") if the engine at ``url`` answers a ping, else (None, "", reason).
+def new_client(endpoint: Endpoint, timeout: float) -> docker.DockerClient:
+    """A docker-py client for ``endpoint`` (TLS from its files; ssh:// over paramiko)."""
+    tls = None
+    if endpoint.tls is not None:
+        files = endpoint.tls
+        tls = TLSConfig(client_cert=(files.cert, files.key) if files.cert else None,
+                        ca_cert=files.ca if files.verify else None, verify=files.verify)
+    client = docker.DockerClient(base_url=endpoint.url, version=API_VERSION, timeout=timeout,
+                                 tls=tls or False, use_ssh_client=False)
+    if tls is not None:
+        # requests would let REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE replace the engine's CA
+        client.api.trust_env = False
+    return client
+
+
+def probe(endpoint: Endpoint, timeout: float) -> tuple[docker.DockerClient | None, str, str]:
+    """(client, kind, "") if the engine at ``endpoint`` answers a ping, else (None, "", reason).
 
     The kind comes from the ping's headers (Podman adds ``Libpod-Api-Version``): Podman's
     /version is slow (over a second), so it is never asked.
     """
+    url = endpoint.url
     if url.startswith("unix://") and not os.path.exists(url[len("unix://"):]):
         return None, "", "no such socket"
     try:
-        client = docker.DockerClient(base_url=url, version=API_VERSION, timeout=timeout)
+        client = new_client(endpoint, timeout)
         response = client.api.get(f"{client.api.base_url}/_ping", timeout=timeout)
         response.raise_for_status()
     except Exception as err:  # docker-py's and requests' connection errors
@@ -108,22 +134,29 @@ class DockerEngine(Engine):
 
     kind = "docker"
 
-    def __init__(self, base_url: str, client: docker.DockerClient) -> None:
-        self.base_url = base_url
+    def __init__(self, endpoint: Endpoint | str, client: docker.DockerClient) -> None:
+        self._endpoint = Endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        self.base_url = self._endpoint.url
         self.client = client
         self.api: docker.APIClient = client.api
+        self._tls_context = (client_context(self._endpoint.tls)
+                             if self._endpoint.tls is not None else None)
 
     @classmethod
-    def connect(cls, base_url: str, timeout: float = 5.0) -> DockerEngine:
-        """The engine at ``base_url``; Podman answers as a :class:`PodmanEngine`."""
-        client, kind, reason = probe(base_url, timeout)
+    def connect(cls, endpoint: Endpoint | str, timeout: float = 5.0) -> DockerEngine:
+        """The engine at ``endpoint``; Podman answers as a :class:`PodmanEngine`."""
+        endpoint = Endpoint(endpoint) if isinstance(endpoint, str) else endpoint
+        client, kind, reason = probe(endpoint, timeout)
         if client is None:
             raise EngineUnavailable(reason)
         if kind == "podman":
             from .podman import PodmanEngine
 
-            return PodmanEngine(base_url, client)
-        return DockerEngine(base_url, client)
+            return PodmanEngine(endpoint, client)
+        return DockerEngine(endpoint, client)
+
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
@@ -203,9 +236,19 @@ class DockerEngine(Engine):
         """Docker refuses an unknown runtime at create: nothing left to check."""
 
     def attach_stdin(self, container_id: str) -> socket.socket:
+        """Over TLS the socket is the TLS connection's own: the lifeline is never read or
+        written, only held and closed, so its file descriptor may be handed to another
+        process like a plain one."""
         with self._errors("attaching the sandbox's lifeline"):
-            return raw_socket(self.api.attach_socket(container_id,
-                                                     params={"stdin": 1, "stream": 1}))
+            hijacked = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+        return self._local_socket(hijacked)
+
+    def _local_socket(self, hijacked: Any) -> socket.socket:
+        """A hijacked connection as a socket this process (or a child) can use: an SSH
+        channel is relayed through a local socket pair."""
+        if self._endpoint.scheme == "ssh":
+            return relay(hijacked)
+        return raw_socket(hijacked)
 
     def start_container(self, container_id: str) -> None:
         with self._errors("starting the sandbox"):
@@ -233,7 +276,7 @@ class DockerEngine(Engine):
             if gone.removed:
                 return None
             raise
-        return container_info(attrs)
+        return container_info(attrs, self._endpoint.host or None)
 
     def list_containers(self, labels: Sequence[str], all: bool = False) -> list[ContainerSummary]:
         with self._errors("listing sandboxes"):
@@ -257,8 +300,21 @@ class DockerEngine(Engine):
                 container_id, list(argv), stdin=stdin, stdout=True, stderr=True, tty=tty,
                 workdir=workdir, user=user or "", environment=dict(env or {}) or None,
             )
-            sock = raw_socket(self.api.exec_start(created["Id"], tty=tty, socket=True))
+            if self._tls_context is not None:
+                sock = relay(self._tls_hijack(f"/exec/{created['Id']}/start",
+                                              {"Detach": False, "Tty": tty}))
+            else:
+                sock = self._local_socket(self.api.exec_start(created["Id"], tty=tty,
+                                                              socket=True))
         return DockerExecStream(self.api, created["Id"], sock, tty=tty)
+
+    def _tls_hijack(self, path: str, body: dict[str, Any]) -> Any:
+        """A TLS connection of our own carrying ``path``'s stream (see :mod:`.tlsconn`)."""
+        url = self.api.base_url  # https://host:port
+        host, _, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
+        assert self._tls_context is not None
+        return hijack(host.strip("[]"), int(port), self._tls_context,
+                      f"/v{API_VERSION}{path}", body, REQUEST_TIMEOUT)
 
     def adopt_exec(self, exec_id: str, fd: int) -> ExecStream:
         return DockerExecStream(self.api, exec_id, socket.socket(fileno=fd))
@@ -323,8 +379,9 @@ def _imported_id(answer: str) -> str:
     return image_id
 
 
-def container_info(attrs: dict[str, Any]) -> ContainerInfo:
-    """A container's inspect answer in our terms."""
+def container_info(attrs: dict[str, Any], engine_host: str | None = None) -> ContainerInfo:
+    """A container's inspect answer in our terms (``engine_host``: a remote engine's host,
+    where its published ports are served)."""
     config, host, state = attrs.get("Config") or {}, attrs.get("HostConfig") or {}, attrs["State"]
     quota, period = host.get("CpuQuota") or 0, host.get("CpuPeriod") or CPU_PERIOD
     running = bool(state.get("Running"))
@@ -337,7 +394,7 @@ def container_info(attrs: dict[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         exit_code=state.get("ExitCode"),
         uptime_s=_uptime(state.get("StartedAt")) if running else None,
-        ports=_port_mappings(attrs),
+        ports=_port_mappings(attrs, engine_host),
         ip=_container_ip(attrs),
         network=host.get("NetworkMode") != "none",
         cpus=quota / period if quota > 0 else None,
@@ -346,7 +403,7 @@ def container_info(attrs: dict[str, Any]) -> ContainerInfo:
     )
 
 
-def _port_mappings(attrs: dict[str, Any]) -> tuple[PortMapping, ...]:
+def _port_mappings(attrs: dict[str, Any], engine_host: str | None) -> tuple[PortMapping, ...]:
     mappings = []
     ports = (attrs.get("NetworkSettings") or {}).get("Ports") or {}
     for key, bindings in sorted(ports.items()):
@@ -354,7 +411,7 @@ def _port_mappings(attrs: dict[str, Any]) -> tuple[PortMapping, ...]:
         for binding in bindings or []:
             mappings.append(PortMapping(
                 binding.get("HostIp") or "0.0.0.0", int(binding["HostPort"]), int(port),
-                protocol or "tcp",
+                protocol or "tcp", engine_host,
             ))
     return tuple(mappings)
 

@@ -12,6 +12,7 @@ from ..engine import Engine, connect
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
 from .core import Attachment, SandboxCore
 from .images import ProgressCallback, ensure_image
+from .remote import refuse_host_mounts_on_remote_engine
 from .request import LABEL, LABEL_PERSISTENT, LABEL_PROFILE, create_request
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class Lifecycle(SandboxCore):
         eff = self.effective
         self._check_limits(eff.cpus, eff.memory_mb)
         engine = self.engine
+        refuse_host_mounts_on_remote_engine(eff, engine)
         ensure_image(engine, eff.image, progress)
         self._refuse_taken_name()
         container_id = engine.create_container(create_request(eff), eff.container_name)

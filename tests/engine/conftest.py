@@ -1,7 +1,9 @@
 """Engine fixtures: the real engines (Docker and Podman), the test image, cleanup by label.
 
 A missing engine or image is a failure, never a skip: scripts/setup.sh provides both.
-``AGENTKERNEL_TEST_ENGINES=docker`` (comma list) narrows the engines for a local run.
+``AGENTKERNEL_TEST_ENGINES=docker`` (comma list) narrows the engines for a local run. Modules
+with ``REMOTE_ENGINES_TOO = True`` also run on the TLS engine (``docker-tls``, see
+helpers/engines.py) by default.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.engines import ENGINES, RUN_ID, RUN_LABEL, TEST_IMAGE, get_engine
+from helpers.engines import RUN_ID, RUN_LABEL, TEST_IMAGE, engines_for, get_engine, use_engine
 from helpers.kernels import execute, install_kernelspec, running_kernel
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -20,10 +22,18 @@ from agentkernel.engine import Engine
 from agentkernel.sandbox import LABEL_OWNER, Sandbox
 
 
-@pytest.fixture(scope="session", params=ENGINES)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run engine tests on each engine kind their module is for (helpers.engines)."""
+    if "engine_name" in metafunc.fixturenames:
+        metafunc.parametrize("engine_name", engines_for(metafunc.module), indirect=True,
+                             scope="session")
+
+
+@pytest.fixture(scope="session")
 def engine_name(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each engine in turn; AGENTKERNEL_ENGINE is set so subprocesses use it too."""
-    os.environ["AGENTKERNEL_ENGINE"] = request.param
+    """Each engine in turn; AGENTKERNEL_ENGINE (and DOCKER_HOST for a remote one) is set so
+    subprocesses use it too."""
+    use_engine(request.param)
     get_engine(request.param)
     yield request.param
 

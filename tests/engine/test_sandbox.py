@@ -1,4 +1,5 @@
-"""The Sandbox API against the real engines (Docker and Podman), every capability and refusal."""
+"""The Sandbox API against the real engines (Docker, Podman, and Docker over TLS as a remote
+engine), every capability and refusal."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from docker.errors import APIError
 from helpers.engines import labelled
 
-from agentkernel.engine import Engine
+from agentkernel.engine import Endpoint, Engine, connect_endpoint
 from agentkernel.errors import (
     ConfigError,
     EngineUnavailable,
@@ -30,6 +31,7 @@ from agentkernel.errors import (
 from agentkernel.sandbox import LABEL, Sandbox
 
 pytestmark = pytest.mark.engine
+REMOTE_ENGINES_TOO = True  # every test here also runs against the TLS engine (docker-tls)
 
 
 # -- exec --------------------------------------------------------------------------------------
@@ -210,6 +212,9 @@ def test_volumes_and_mounts(engine: Engine, test_image: str, tmp_path: Path) -> 
     host = tmp_path / "host"
     host.mkdir()
     (host / "in.txt").write_text("from host")
+    if engine.remote:
+        _host_mounts_refused(engine, test_image, tmp_path, volume)
+        return
     try:
         with Sandbox(image=test_image, volumes=[f"{volume}:/data", f"{host}:/hostdir:ro"],
                      mount_cwd=True, work_dir=str(tmp_path), engine=engine) as sb:
@@ -225,10 +230,34 @@ def test_volumes_and_mounts(engine: Engine, test_image: str, tmp_path: Path) -> 
         engine.api.remove_volume(volume, force=True)
 
 
+def _host_mounts_refused(engine: Engine, test_image: str, tmp_path: Path, volume: str) -> None:
+    """On a remote engine a host folder names the engine host's files: refused in one line
+    before anything is created; named volumes work as on a local engine."""
+    before = {c.id for c in engine.list_containers([LABEL], all=True)}
+    for options in ({"volumes": [f"{tmp_path}:/hostdir:ro"]},
+                    {"mount_cwd": True, "work_dir": str(tmp_path)}):
+        with pytest.raises(ConfigError, match=f"cannot mount host folder {tmp_path}") as info:
+            Sandbox(image=test_image, engine=engine, **options).start()
+        assert "is remote" in str(info.value) and "upload" in str(info.value)
+        assert "\n" not in str(info.value)
+    assert {c.id for c in engine.list_containers([LABEL], all=True)} == before
+    try:
+        with Sandbox(image=test_image, volumes=[f"{volume}:/data"], engine=engine) as sb:
+            sb.exec("echo kept > /data/v.txt")
+        with Sandbox(image=test_image, volumes=[f"{volume}:/data"], engine=engine) as sb:
+            assert sb.exec("cat /data/v.txt").stdout == "kept\n"
+    finally:
+        engine.api.remove_volume(volume, force=True)
+
+
 def test_home_mount_is_read_only(engine: Engine, test_image: str, tmp_path: Path,
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "note").write_text("mine")
+    if engine.remote:
+        with pytest.raises(ConfigError, match="is remote"):
+            Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine).start()
+        return
     with Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine) as sb:
         assert sb.exec("cat /home/user/note").stdout == "mine"
         assert "Read-only" in sb.exec("touch /home/user/x").stderr
@@ -351,12 +380,24 @@ def test_bad_config_leaves_nothing(engine: Engine, test_image: str, options: dic
 
 
 class _SocketProxy:
-    """A unix-socket proxy in front of the real engine, which a test can cut."""
+    """A proxy in front of the real engine (its unix socket, or its TLS port, the TLS passing
+    through untouched), which a test can cut."""
 
-    def __init__(self, target: str, path: Path):
-        self.target, self.path = target, path
-        self.server = socket.socket(socket.AF_UNIX)
-        self.server.bind(str(path))
+    def __init__(self, engine: Engine, path: Path):
+        endpoint = engine.endpoint()
+        self.path = path
+        if endpoint.remote:
+            host, _, port = endpoint.url.split("://", 1)[1].rpartition(":")
+            self.family, self.target = socket.AF_INET, (host, int(port))
+            self.server = socket.socket(socket.AF_INET)
+            self.server.bind(("127.0.0.1", 0))
+            self.endpoint = Endpoint(f"tcp://127.0.0.1:{self.server.getsockname()[1]}",
+                                     endpoint.tls)
+        else:
+            self.family, self.target = socket.AF_UNIX, endpoint.url.removeprefix("unix://")
+            self.server = socket.socket(socket.AF_UNIX)
+            self.server.bind(str(path))
+            self.endpoint = Endpoint(f"unix://{path}")
         self.server.listen(16)
         self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -367,7 +408,7 @@ class _SocketProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
-            upstream = socket.socket(socket.AF_UNIX)
+            upstream = socket.socket(self.family)
             upstream.connect(self.target)
             self.conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -382,6 +423,8 @@ class _SocketProxy:
             pass
 
     def cut(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the accept() (a TCP port stays open else)
+            self.server.shutdown(socket.SHUT_RDWR)
         self.server.close()
         for conn in self.conns:
             try:
@@ -393,15 +436,8 @@ class _SocketProxy:
 
 
 def test_engine_stopped_midway(engine: Engine, test_image: str, tmp_path: Path) -> None:
-    from agentkernel.engine import connect
-
-    real = engine.base_url.removeprefix("unix://")
-    proxy = _SocketProxy(real, tmp_path / "engine.sock")
-    os.environ["DOCKER_HOST"] = f"unix://{tmp_path / 'engine.sock'}"
-    try:
-        proxied = connect(engine.kind)
-    finally:
-        del os.environ["DOCKER_HOST"]
+    proxy = _SocketProxy(engine, tmp_path / "engine.sock")
+    proxied = connect_endpoint(engine.kind, proxy.endpoint)
     sb = Sandbox(image=test_image, engine=proxied).start()
     container = sb.container_id
     try:

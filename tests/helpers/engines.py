@@ -1,4 +1,11 @@
-"""Engine helpers for tests: connected engines by kind, labelled containers, tiny images."""
+"""Engine helpers for tests: connected engines by kind, labelled containers, tiny images.
+
+Engine kinds under test: ``docker`` and ``podman`` (the local sockets) and ``docker-tls``: the
+second dockerd scripts/setup.sh starts on tcp://127.0.0.1:2376 with TLS, reached the way a
+remote engine is (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``). Modules that
+set ``REMOTE_ENGINES_TOO = True`` run on the remote kinds as well by default;
+``AGENTKERNEL_TEST_ENGINES`` (comma list) chooses the kinds for every module.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,15 @@ import tarfile
 
 import pytest
 
-from agentkernel.engine import ContainerSummary, Engine, connect
-from agentkernel.errors import EngineUnavailable
+from agentkernel.engine import (
+    ContainerSummary,
+    Endpoint,
+    Engine,
+    TLSFiles,
+    connect,
+    connect_endpoint,
+)
+from agentkernel.errors import ConfigError, EngineUnavailable
 from agentkernel.imagebuild import import_tar
 from agentkernel.sandbox import LABEL
 
@@ -19,17 +33,54 @@ RUN_LABEL = "agentkernel.test"
 RUN_ID = secrets.token_hex(4)
 # Every container made during this run, in this process or in kernels it starts, carries it.
 os.environ["AGENTKERNEL_LABELS"] = f"{RUN_LABEL}={RUN_ID}"
-ENGINES = [e.strip() for e in os.getenv("AGENTKERNEL_TEST_ENGINES", "docker,podman").split(",")]
+_CHOSEN = os.getenv("AGENTKERNEL_TEST_ENGINES")
+ENGINES = [e.strip() for e in (_CHOSEN or "docker,podman").split(",")]
+REMOTE_ENGINES = ["docker-tls"]
+TLS_URL = os.environ.get("AGENTKERNEL_TEST_TLS_HOST", "tcp://127.0.0.1:2376")
+TLS_CERTS = os.environ.get("AGENTKERNEL_TEST_TLS_CERTS", "/etc/agentkernel/docker-tls/client")
+SSH_PORT = int(os.environ.get("AGENTKERNEL_SSH_PORT", "2222"))
+_ENGINE_VARS = ("DOCKER_HOST", "CONTAINER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_TLS",
+                "DOCKER_CERT_PATH")
+_ORIGINAL_ENV = {name: os.environ.get(name) for name in _ENGINE_VARS}
 TEST_IMAGE = os.environ.get("AGENTKERNEL_IMAGE") or "agentkernel-test:latest"
 _engines: dict[str, Engine] = {}
+
+
+def engines_for(module: object) -> list[str]:
+    """The engine kinds a test module runs on (see the module docstring)."""
+    if _CHOSEN or not getattr(module, "REMOTE_ENGINES_TOO", False):
+        return ENGINES
+    return ENGINES + REMOTE_ENGINES
+
+
+def tls_endpoint() -> Endpoint:
+    """The TLS engine started by scripts/setup.sh."""
+    return Endpoint(TLS_URL, TLSFiles.in_folder(TLS_CERTS))
+
+
+def use_engine(name: str) -> None:
+    """Point this process's environment (and so the kernels it starts) at engine ``name``."""
+    for var, value in _ORIGINAL_ENV.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
+    if name == "docker-tls":
+        os.environ.update(tls_endpoint().env())
+        os.environ["AGENTKERNEL_ENGINE"] = "docker"
+    else:
+        os.environ["AGENTKERNEL_ENGINE"] = name
 
 
 def get_engine(name: str) -> Engine:
     """A connected engine of kind ``name``; fails the test when it does not answer."""
     if name not in _engines:
         try:
-            _engines[name] = connect(name)
-        except EngineUnavailable as err:
+            if name == "docker-tls":
+                _engines[name] = connect_endpoint("docker", tls_endpoint())
+            else:
+                _engines[name] = connect(name)
+        except (EngineUnavailable, ConfigError) as err:
             pytest.fail(f"{name} engine unavailable (run scripts/setup.sh): {err}", pytrace=False)
     return _engines[name]
 
