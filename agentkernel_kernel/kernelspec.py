@@ -5,7 +5,9 @@ directory) and :func:`install` through jupyter_client's ``KernelSpecManager``. T
 ``agentkernel_kernel/resources``; ``kernel.json`` is generated here, never kept as a file.
 
 Command line: ``python -m agentkernel_kernel install [--user | --sys-prefix | --prefix P]
-[--name N] [--display-name D]``.
+[--name N] [--display-name D] [--pool-size N] [--remote-hosts H1,H2]``. With ``--remote-hosts``
+the spec is for Jupyter Enterprise Gateway: its DistributedProcessProxy places each kernel on
+one of those hosts and starts ``agentkernel_kernel.gateway_launcher`` there.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ KERNEL_NAME = "agentkernel"
 DISPLAY_NAME = "AgentKernel Sandbox"
 RESOURCES = Path(__file__).parent / "resources"
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
+DISTRIBUTED_PROXY = "enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy"
 
 
 def make_argv(executable: str | None = None) -> list[str]:
@@ -34,11 +37,19 @@ def make_argv(executable: str | None = None) -> list[str]:
     return [executable or sys.executable, "-m", "agentkernel_kernel", "-f", "{connection_file}"]
 
 
+def gateway_argv(executable: str | None = None) -> list[str]:
+    """The command Enterprise Gateway runs on the host it chose, with its placeholders."""
+    return [executable or sys.executable, "-m", "agentkernel_kernel.gateway_launcher",
+            "--kernel-id", "{kernel_id}", "--port-range", "{port_range}",
+            "--response-address", "{response_address}", "--public-key", "{public_key}"]
+
+
 def kernel_dict(
     executable: str | None = None,
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
     pool_size: int = 0,
+    remote_hosts: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The contents of ``kernel.json``.
 
@@ -46,14 +57,21 @@ def kernel_dict(
     arrive as SIGINT (the kernel forwards them into the sandbox); ``env`` is added to the
     kernel's environment. With ``pool_size`` > 0 the kernel is launched by the warm-pool
     provisioner (``agentkernel_kernel.provisioner``), which needs agentkernel installed in the
-    process that launches kernels (the Jupyter server, papermill...).
+    process that launches kernels (the Jupyter server, papermill...). With ``remote_hosts``
+    (empty: the gateway's own ``--EnterpriseGatewayApp.remote_hosts``) Enterprise Gateway's
+    DistributedProcessProxy runs :func:`gateway_argv` on one of them.
     """
     metadata: dict[str, Any] = {"debugger": False}
     if pool_size:
         metadata["kernel_provisioner"] = {
             "provisioner_name": PROVISIONER_NAME, "config": {"pool_size": pool_size}}
+    argv = make_argv(executable)
+    if remote_hosts is not None:
+        hosts = {"remote_hosts": ",".join(remote_hosts)} if remote_hosts else {}
+        metadata["process_proxy"] = {"class_name": DISTRIBUTED_PROXY, "config": hosts}
+        argv = gateway_argv(executable)
     return {
-        "argv": make_argv(executable),
+        "argv": argv,
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
@@ -68,6 +86,7 @@ def write_kernel_spec(
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
     pool_size: int = 0,
+    remote_hosts: Sequence[str] | None = None,
 ) -> str:
     """Write ``kernel.json`` and the logos into ``path`` (a new temporary directory if None).
 
@@ -77,7 +96,7 @@ def write_kernel_spec(
     target.mkdir(parents=True, exist_ok=True)
     for logo in LOGOS:
         shutil.copyfile(RESOURCES / logo, target / logo)
-    spec = kernel_dict(executable, display_name, env, pool_size)
+    spec = kernel_dict(executable, display_name, env, pool_size, remote_hosts)
     (target / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     return str(target)
 
@@ -91,6 +110,7 @@ def install(
     env: Mapping[str, str] | None = None,
     kernel_spec_manager: KernelSpecManager | None = None,
     pool_size: int = 0,
+    remote_hosts: Sequence[str] | None = None,
 ) -> str:
     """Install the kernelspec and return the directory it went to.
 
@@ -103,7 +123,7 @@ def install(
     manager = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory(suffix="_kernels") as staging:
         source = write_kernel_spec(Path(staging) / kernel_name, display_name=display_name,
-                                   env=env, pool_size=pool_size)
+                                   env=env, pool_size=pool_size, remote_hosts=remote_hosts)
         return manager.install_kernel_spec(
             source,
             kernel_name=kernel_name,
@@ -143,6 +163,11 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
         "--pool-size", metavar="N", type=int, default=0,
         help="keep N warm sandboxes in the launching process (default 0: no pool)",
     )
+    parser.add_argument(
+        "--remote-hosts", metavar="H1,H2", default=None,
+        help="a spec for Enterprise Gateway: its DistributedProcessProxy places kernels on these "
+             "hosts ('' for the gateway's own --EnterpriseGatewayApp.remote_hosts)",
+    )
 
 
 def install_from_args(args: argparse.Namespace) -> str:
@@ -155,6 +180,8 @@ def install_from_args(args: argparse.Namespace) -> str:
         kernel_name=args.name,
         display_name=args.display_name,
         pool_size=args.pool_size,
+        remote_hosts=None if args.remote_hosts is None
+        else [h.strip() for h in args.remote_hosts.split(",") if h.strip()],
     )
     print(f"Installed kernelspec {args.name} in {dest}")
     return dest

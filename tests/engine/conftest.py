@@ -1,9 +1,9 @@
 """Engine fixtures: the real engines (Docker and Podman), the test image, cleanup by label.
 
 A missing engine or image is a failure, never a skip: scripts/setup.sh provides both.
-``AGENTKERNEL_TEST_ENGINES=docker`` (comma list) narrows the engines for a local run. Modules
-with ``REMOTE_ENGINES_TOO = True`` also run on the TLS engine (``docker-tls``, see
-helpers/engines.py) by default.
+``AGENTKERNEL_TEST_ENGINES=docker`` (comma list) narrows the engines for a local run. A module
+may name its own engines in ``TEST_ENGINES`` (e.g. the TLS engine ``docker-tls`` too, see
+helpers/engines.py).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from docker.errors import APIError
-from helpers.engines import labelled
+from helpers.engines import ENGINES, REMOTE_ENGINES, labelled
 
 from agentkernel.engine import Endpoint, Engine, connect_endpoint
 from agentkernel.errors import (
@@ -31,7 +31,7 @@ from agentkernel.errors import (
 from agentkernel.sandbox import LABEL, Sandbox
 
 pytestmark = pytest.mark.engine
-REMOTE_ENGINES_TOO = True  # every test here also runs against the TLS engine (docker-tls)
+TEST_ENGINES = [*ENGINES, *REMOTE_ENGINES]  # the Sandbox API on the TLS engine too
 
 
 # -- exec --------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 Engine kinds under test: ``docker`` and ``podman`` (the local sockets) and ``docker-tls``: the
 second dockerd scripts/setup.sh starts on tcp://127.0.0.1:2376 with TLS, reached the way a
-remote engine is (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``). Modules that
-set ``REMOTE_ENGINES_TOO = True`` run on the remote kinds as well by default;
-``AGENTKERNEL_TEST_ENGINES`` (comma list) chooses the kinds for every module.
+remote engine is (``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``). A module runs on
+``ENGINES`` (docker, podman) unless it names its own list in ``TEST_ENGINES`` (the Sandbox API
+adds ``docker-tls``; the gateway tests use one engine); ``AGENTKERNEL_TEST_ENGINES`` (comma list)
+chooses the kinds for every module.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ _engines: dict[str, Engine] = {}
 
 def engines_for(module: object) -> list[str]:
     """The engine kinds a test module runs on (see the module docstring)."""
-    if _CHOSEN or not getattr(module, "REMOTE_ENGINES_TOO", False):
+    if _CHOSEN:
         return ENGINES
-    return ENGINES + REMOTE_ENGINES
+    return list(getattr(module, "TEST_ENGINES", ENGINES))
 
 
 def tls_endpoint() -> Endpoint:
