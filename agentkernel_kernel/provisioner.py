@@ -20,7 +20,7 @@ from agentkernel.config import SandboxConfig
 from agentkernel.errors import SandboxError
 from agentkernel.pool import MAX_POOL_SIZE, WarmPool, WarmSandbox, handoff_env
 
-PoolKey = tuple[str, str, str]
+PoolKey = tuple[str, str, str, str]
 
 
 class PoolProvisioner(LocalProvisioner):
@@ -69,7 +69,9 @@ class PoolProvisioner(LocalProvisioner):
                      "profile": env.get("AGENTKERNEL_PROFILE") or None}
         config = SandboxConfig(**{k: v for k, v in overrides.items() if v})
         engine = env.get("AGENTKERNEL_ENGINE") or "auto"
-        key = (engine, config.image, config.profile)
+        # the engine's address too: one kind of engine may be local or remote (DOCKER_HOST)
+        where = env.get("DOCKER_HOST") or env.get("CONTAINER_HOST") or ""
+        key = (engine, where, config.image, config.profile)
         if key not in self._pools:
             try:
                 self._pools[key] = WarmPool(self.pool_size, config, engine_kind=engine)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up from nothing: container engines, the test image, a venv with the package.
 # Idempotent: every step is skipped when its result is already there.
-#   scripts/setup.sh            engines (Docker, and Podman unless AGENTKERNEL_SETUP_PODMAN=0), image, venv
+#   scripts/setup.sh            engines (Docker, and Podman unless AGENTKERNEL_SETUP_PODMAN=0), image, venv,
+#                               and the scale-out set-up (unless AGENTKERNEL_SETUP_SCALEOUT=0)
 # Prints the venv's python path on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,4 +86,9 @@ engines=(docker)
 [ "$WANT_PODMAN" = 1 ] && engines+=(podman)
 "$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing --engines "${engines[@]}" \
   --packages python3 python3-matplotlib python3-pandas iproute2 procps >&2
+
+# --- scale-out: sshd on loopback, a TLS engine, Enterprise Gateway (docs/scale-out.md) -------
+if [ "${AGENTKERNEL_SETUP_SCALEOUT:-1}" = 1 ]; then
+  scripts/setup-scaleout.sh "$VENV" "$IMAGE"
+fi
 echo "$VENV/bin/python"

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.engines import ENGINES, REMOTE_ENGINES
 from helpers.kernels import execute, kernel_containers, running_kernel, wait_until
 
 from agentkernel.engine import Engine
@@ -18,6 +19,7 @@ from agentkernel_kernel.kernelspec import install
 from agentkernel_kernel.provisioner import PoolProvisioner
 
 pytestmark = pytest.mark.engine
+TEST_ENGINES = [*ENGINES, *REMOTE_ENGINES]  # the handoff over TLS relays the runner stream
 POOL_KERNEL = "agentkernel-pool-test"
 
 
@@ -103,7 +105,7 @@ def test_pool_close_removes_warm_sandboxes(engine_name: str, engine: Engine,
                                            test_image: str) -> None:
     from agentkernel.config import SandboxConfig
 
-    pool = WarmPool(2, SandboxConfig(image=test_image), engine_kind=engine_name)
+    pool = WarmPool(2, SandboxConfig(image=test_image), engine_kind=engine.kind)
     wait_until(lambda: pool.available == 2, 90)
     ids = [w.sandbox.container_id for w in pool._ready]
     pool.close()

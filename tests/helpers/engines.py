@@ -59,13 +59,17 @@ def tls_endpoint() -> Endpoint:
     return Endpoint(TLS_URL, TLSFiles.in_folder(TLS_CERTS))
 
 
-def use_engine(name: str) -> None:
-    """Point this process's environment (and so the kernels it starts) at engine ``name``."""
-    for var, value in _ORIGINAL_ENV.items():
+def _set_engine_vars(values: dict[str, str | None]) -> None:
+    for var, value in values.items():
         if value is None:
             os.environ.pop(var, None)
         else:
             os.environ[var] = value
+
+
+def use_engine(name: str) -> None:
+    """Point this process's environment (and so the kernels it starts) at engine ``name``."""
+    _set_engine_vars(_ORIGINAL_ENV)
     if name == "docker-tls":
         os.environ.update(tls_endpoint().env())
         os.environ["AGENTKERNEL_ENGINE"] = "docker"
@@ -79,8 +83,13 @@ def get_engine(name: str) -> Engine:
         try:
             if name == "docker-tls":
                 _engines[name] = connect_endpoint("docker", tls_endpoint())
-            else:
-                _engines[name] = connect(name)
+            else:  # the local engine, whichever engine the environment points at now
+                now = {var: os.environ.get(var) for var in _ENGINE_VARS}
+                _set_engine_vars(_ORIGINAL_ENV)
+                try:
+                    _engines[name] = connect(name)
+                finally:
+                    _set_engine_vars(now)
         except (EngineUnavailable, ConfigError) as err:
             pytest.fail(f"{name} engine unavailable (run scripts/setup.sh): {err}", pytrace=False)
     return _engines[name]
