@@ -8,6 +8,8 @@ Each row is a ratio to a baseline measured in this same process:
   5. printing 50 MB from a cell         vs a local ipykernel (throughput; kernel peak RSS)
   6. write_file of 100 MB               vs `ENGINE cp` of the same file
   7. 20 kernels at once, each answering cells: p50/p99 latency and host memory per kernel
+  8. through Jupyter Enterprise Gateway (bench/gateway.py, Docker only): `pass` round trip and
+     start to first result vs the direct kernel's above; 50 kernels at once through it
 Prints the table, writes bench/results/bench.json and bench/results/bench.png.
 """
 
@@ -29,6 +31,7 @@ from typing import Any
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from helpers.kernels import install_kernelspec  # noqa: E402
 
 from agentkernel.sandbox import Sandbox  # noqa: E402
@@ -213,7 +216,8 @@ def _collect_into(texts: list[str]) -> Callable[[dict], None]:
     return hook
 
 
-def measure(engine: str, image: str, n: int, kernels: int) -> dict[str, Any]:
+def measure(engine: str, image: str, n: int, kernels: int,
+            gateway_kernels: int = -1) -> dict[str, Any]:
     os.environ["AGENTKERNEL_ENGINE"] = engine
     os.environ["AGENTKERNEL_IMAGE"] = image
     results: dict[str, Any] = {"engine": engine, "image": image, "samples": n}
@@ -252,6 +256,27 @@ def measure(engine: str, image: str, n: int, kernels: int) -> dict[str, Any]:
     ]
     if kernels:
         results["many_kernels"] = many_kernels(kernels, rounds=10)
+    if gateway_kernels >= 0 and engine == "docker":
+        from gateway import measure_gateway
+
+        gw = measure_gateway(n, gateway_kernels)
+        results["rows"] += [
+            row("pass cell round trip, via gateway", gw["pass_rt_s"] * 1e3, "ms",
+                "direct (row 1)", sandbox_rt * 1e3, "<= 1.5x", gw["pass_rt_s"] / sandbox_rt,
+                gw["pass_rt_s"] / sandbox_rt <= 1.5,
+                note=f"a client that ACKs at once: {gw['pass_rt_quick_ack_s'] * 1e3:.2f} ms; "
+                f"distributed kernel: {gw['pass_rt_distributed_s'] * 1e3:.2f} ms"),
+            row("start to first result, via gateway", gw["start_local_proxy_s"], "s",
+                "direct cold start (row 3)", cold_start, "<= 1.5x",
+                gw["start_local_proxy_s"] / cold_start, gw["start_local_proxy_s"] / cold_start
+                <= 1.5, note="the gateway's LocalProcessProxy, our kernelspec as is"),
+            row("start, via gateway, distributed", gw["start_distributed_s"], "s",
+                "direct cold start (row 3)", cold_start, "<= 2x",
+                gw["start_distributed_s"] / cold_start, gw["start_distributed_s"] / cold_start
+                <= 2, note="DistributedProcessProxy + gateway_launcher"),
+        ]
+        if "many" in gw:
+            results["gateway_kernels"] = gw["many"]
     return results
 
 
@@ -278,6 +303,18 @@ def table(results: dict[str, Any]) -> str:
             f"p50 {many['p50_ms']:.1f} ms, p99 {many['p99_ms']:.1f} ms, all up in "
             f"{many['all_started_s']:.1f} s; per kernel {many['kernel_rss_mb_per_kernel']:.0f} MB "
             f"kernel RSS + {many['container_mb_per_kernel']:.0f} MB in its container")
+    gw = results.get("gateway_kernels")
+    if gw:
+        lines.append(
+            f"{gw['kernels']} kernels at once through the gateway (placed {gw['placed']}): "
+            f"{gw['cells_answered']} cells answered, p50 {gw['p50_ms']:.1f} ms, p99 "
+            f"{gw['p99_ms']:.1f} ms, all up in {gw['all_started_s']:.1f} s; per kernel "
+            f"{gw['kernel_rss_mb_per_kernel']:.0f} MB kernel RSS + "
+            f"{gw['container_mb_per_kernel']:.0f} MB container + "
+            f"{gw['gateway_mb_per_kernel']:.1f} MB gateway; idle CPU per kernel+sandbox "
+            f"{gw['idle_cpu_per_kernel'] * 100:.2f}% of a core (the gateway itself "
+            f"{gw['idle_cpu_gateway'] * 100:.1f}%); a busy `pass` cell costs "
+            f"{gw['busy_cpu_s_per_cell'] * 1e3:.1f} ms CPU ({gw['busy_cell_ms']:.1f} ms wall)")
     return "\n".join(lines)
 
 
@@ -313,13 +350,16 @@ def main(argv: list[str] | None = None) -> int:
                                                           "agentkernel-test:latest"))
     parser.add_argument("-n", type=int, default=200, help="round trips per kernel")
     parser.add_argument("--kernels", type=int, default=20, help="kernels at once (0: skip)")
+    parser.add_argument("--gateway-kernels", type=int, default=50,
+                        help="kernels at once through Enterprise Gateway (0: only its rows, "
+                             "-1: no gateway rows)")
     args = parser.parse_args(argv)
     prefix = Path(tempfile.mkdtemp(prefix="agentkernel-bench-"))
     install_kernelspec(prefix)
     install(prefix=str(prefix), kernel_name=POOL_KERNEL, pool_size=1)
     all_results = []
     for engine in args.engine or ["docker"]:
-        results = measure(engine, args.image, args.n, args.kernels)
+        results = measure(engine, args.image, args.n, args.kernels, args.gateway_kernels)
         print(table(results), end="\n\n", flush=True)
         all_results.append(results)
     RESULTS.mkdir(exist_ok=True)

@@ -176,6 +176,9 @@ class GatewayKernel:
     def __init__(self, gateway: Gateway, kernel_id: str, timeout: float = 60):
         self.gateway, self.id = gateway, kernel_id
         self.session = uuid.uuid4().hex
+        # ACK at once instead of delaying: the gateway's websocket writes wait for ACKs
+        # (Nagle, no TCP_NODELAY there); see docs/scale-out.md
+        self.quick_ack = False
         ws_url = gateway.url.replace("http://", "ws://")
         self.ws = websocket.create_connection(f"{ws_url}/api/kernels/{kernel_id}/channels",
                                               timeout=timeout)
@@ -190,6 +193,8 @@ class GatewayKernel:
 
     def receive(self, timeout: float) -> dict[str, Any]:
         self.ws.settimeout(timeout)
+        if self.quick_ack:
+            self.ws.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         return json.loads(self.ws.recv())
 
     def wait_reply(self, msg_id: str, timeout: float = 120) -> Run:

@@ -1,0 +1,195 @@
+"""Through Jupyter Enterprise Gateway: the bench rows of docs/scale-out.md, and the figures its
+capacity table is projected from. Called by bench.py (its baselines are the direct kernel's,
+measured in the same run).
+
+- a `pass` cell round trip through the gateway's websocket (median), with a client that delays
+  its ACKs (Linux's default, browsers) and with one that ACKs at once (TCP_QUICKACK);
+- kernel start to first result through the gateway: LocalProcessProxy (our kernelspec as is)
+  and DistributedProcessProxy (our launcher, placed on 127.0.0.1 or over SSH on 127.0.0.2);
+- N kernels started at once through the gateway (DistributedProcessProxy): all answer, p50/p99
+  of cells sent to all of them at once, host memory per kernel (kernel process RSS, its
+  container's cgroup, the gateway's growth), CPU per idle kernel+sandbox and per busy cell.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from helpers.gateway import (
+    DISTRIBUTED_SPEC,
+    LOCAL_SPEC,
+    Gateway,
+    GatewayKernel,
+    running_gateway,
+)
+
+from agentkernel.engine import connect
+from agentkernel.sandbox import LABEL_OWNER
+
+LAUNCH_ENV = {"KERNEL_LAUNCH_TIMEOUT": "600"}  # many launches at once on a small machine
+CLK_TCK = 100
+IDLE_WINDOW_S = 20.0
+
+
+def _ok(kernel: GatewayKernel, code: str) -> float:
+    start = time.perf_counter()
+    run = kernel.execute(code, timeout=600)
+    if run.status != "ok":
+        raise RuntimeError(f"{code!r} through the gateway failed: {run.error}")
+    return time.perf_counter() - start
+
+
+def start_to_first_result(gateway: Gateway, spec: str) -> tuple[float, GatewayKernel]:
+    start = time.perf_counter()
+    kernel = gateway.connect(gateway.start_kernel(spec, LAUNCH_ENV, timeout=600))
+    _ok(kernel, "1")
+    return time.perf_counter() - start, kernel
+
+
+def round_trips(kernel: GatewayKernel, n: int) -> float:
+    for _ in range(10):
+        _ok(kernel, "pass")
+    return statistics.median(_ok(kernel, "pass") for _ in range(n))
+
+
+# -- what a kernel costs the host -------------------------------------------------------------
+def kernel_pid(kernel_id: str) -> int:
+    """The kernel process of ``kernel_id`` (its command line names the id)."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue
+        if kernel_id.encode() in cmdline and b"agentkernel_kernel" in cmdline:
+            return int(proc.name)
+    raise RuntimeError(f"no kernel process for {kernel_id}")
+
+
+def proc_status_mb(pid: int, field: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def cgroup_value(container_id: str, controller: str, name: str) -> int:
+    """A cgroup v1 value of a container of the main Docker (cgroupfs driver)."""
+    return int(Path(f"/sys/fs/cgroup/{controller}/docker/{container_id}/{name}").read_text())
+
+
+def container_of_pid(engine: Any, pid: int) -> str:
+    owners = engine.list_containers([f"{LABEL_OWNER}={socket.gethostname()}:{pid}"])
+    if len(owners) != 1:
+        raise RuntimeError(f"kernel {pid} owns {len(owners)} containers")
+    return owners[0].id
+
+
+def many_kernels(gateway: Gateway, count: int, rounds: int) -> dict[str, float]:
+    """``count`` kernels started at once through the gateway; each answers ``rounds`` cells
+    sent to all kernels at once; then what they cost, idle and busy."""
+    engine = connect("docker")
+    gateway_rss_before = proc_status_mb(gateway.process.pid)
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        started = time.perf_counter()
+        ids = list(pool.map(lambda _: gateway.start_kernel(DISTRIBUTED_SPEC, LAUNCH_ENV, 900),
+                            range(count)))
+        kernels = list(pool.map(gateway.connect, ids))
+        list(pool.map(lambda k: _ok(k, "1"), kernels))
+        all_up = time.perf_counter() - started
+
+        def answer(kernel: GatewayKernel) -> list[float]:
+            return [_ok(kernel, "sum(range(1000))") for _ in range(rounds)]
+
+        latencies = sorted(t for times in pool.map(answer, kernels) for t in times)
+        pids = [kernel_pid(k.id) for k in kernels]
+        containers = [container_of_pid(engine, pid) for pid in pids]
+        rss = [proc_status_mb(pid) for pid in pids]
+        container_mb = [cgroup_value(c, "memory", "memory.usage_in_bytes") / 2**20
+                        for c in containers]
+        gateway_rss = proc_status_mb(gateway.process.pid)
+
+        # idle: CPU the kernels, their containers and the gateway use doing nothing
+        cpu0 = _cpu(pids, containers, gateway)
+        time.sleep(IDLE_WINDOW_S)
+        cpu1 = _cpu(pids, containers, gateway)
+        idle = {k: (cpu1[k] - cpu0[k]) / IDLE_WINDOW_S for k in cpu0}
+
+        # busy: one kernel runs `pass` cells back to back; CPU seconds per cell
+        busy_cells = 200
+        one = kernels[0]
+        b0 = _cpu(pids[:1], containers[:1], gateway)
+        t0 = time.perf_counter()
+        for _ in range(busy_cells):
+            _ok(one, "pass")
+        busy_wall = time.perf_counter() - t0
+        b1 = _cpu(pids[:1], containers[:1], gateway)
+        busy = {k: (b1[k] - b0[k]) / busy_cells for k in b0}
+        hosts = {}
+        for kid in ids:
+            host = _placement(gateway, kid)
+            hosts[host] = hosts.get(host, 0) + 1
+        for kernel in kernels:
+            kernel.close()
+        list(pool.map(lambda k: gateway.request("DELETE", f"/api/kernels/{k}", timeout=300),
+                      ids))
+    return {
+        "kernels": count,
+        "placed": hosts,
+        "cells_answered": len(latencies),
+        "all_started_s": all_up,
+        "p50_ms": latencies[len(latencies) // 2] * 1e3,
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
+        "kernel_rss_mb_per_kernel": statistics.mean(rss),
+        "container_mb_per_kernel": statistics.mean(container_mb),
+        "gateway_mb_per_kernel": (gateway_rss - gateway_rss_before) / count,
+        "idle_cpu_per_kernel": (idle["kernels"] + idle["containers"]) / count,
+        "idle_cpu_gateway": idle["gateway"],
+        "busy_cpu_s_per_cell": busy["kernels"] + busy["containers"] + busy["gateway"],
+        "busy_cell_ms": busy_wall / busy_cells * 1e3,
+    }
+
+
+def _cpu(pids: list[int], containers: list[str], gateway: Gateway) -> dict[str, float]:
+    return {
+        "kernels": sum(proc_cpu_s(pid) for pid in pids),
+        "containers": sum(cgroup_value(c, "cpuacct", "cpuacct.usage") for c in containers) / 1e9,
+        "gateway": proc_cpu_s(gateway.process.pid),
+    }
+
+
+def _placement(gateway: Gateway, kernel_id: str) -> str:
+    marker = "Kernel launched on '"
+    for line in gateway.log().splitlines():
+        if marker in line and kernel_id in line:
+            return line.split(marker, 1)[1].split("'", 1)[0]
+    return "?"
+
+
+def measure_gateway(n: int, count: int) -> dict[str, Any]:
+    """Everything above, with one gateway on 127.0.0.1."""
+    results: dict[str, Any] = {}
+    with running_gateway(Path(tempfile.mkdtemp(prefix="agentkernel-bench-gw-"))) as gateway:
+        local_start, kernel = start_to_first_result(gateway, LOCAL_SPEC)
+        results["start_local_proxy_s"] = local_start
+        results["pass_rt_s"] = round_trips(kernel, n)
+        kernel.quick_ack = True
+        results["pass_rt_quick_ack_s"] = round_trips(kernel, n)
+        kernel.shutdown()
+        distributed_start, kernel = start_to_first_result(gateway, DISTRIBUTED_SPEC)
+        results["start_distributed_s"] = distributed_start
+        results["pass_rt_distributed_s"] = round_trips(kernel, n)
+        kernel.shutdown()
+        if count:
+            results["many"] = many_kernels(gateway, count, rounds=10)
+    return results
