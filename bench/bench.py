@@ -99,6 +99,26 @@ def round_trips(kernel: Kernel, n: int) -> float:
     return statistics.median(times)
 
 
+def pass_cpu_ms(kernel: Kernel, engine: str, cells: int = 200) -> float:
+    """CPU ms a `pass` cell costs the kernel process and its container (cgroup v1 Docker)."""
+    if engine != "docker":
+        return float("nan")
+    from gateway import cgroup_value, container_of_pid, proc_cpu_s
+
+    from agentkernel.engine import connect
+
+    container = container_of_pid(connect("docker"), kernel.pid)
+
+    def used() -> float:
+        return proc_cpu_s(kernel.pid) + cgroup_value(container, "cpuacct",
+                                                     "cpuacct.usage") / 1e9
+
+    before = used()
+    for _ in range(cells):
+        kernel.run("pass")
+    return (used() - before) / cells * 1e3
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -227,6 +247,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
     local.stop()
     cold_start, sandboxed = start_to_first_result("agentkernel")
     sandbox_rt = round_trips(sandboxed, n)
+    direct_cpu_ms = pass_cpu_ms(sandboxed, engine)
     sandbox_flood, sandbox_rss = flood(sandboxed)
     sandboxed.stop()
     warmer = Kernel(POOL_KERNEL)  # fills the pool of this process
@@ -277,6 +298,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
         ]
         if "many" in gw:
             results["gateway_kernels"] = gw["many"]
+        results["direct_pass_cpu_ms"] = direct_cpu_ms
     return results
 
 
@@ -350,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
                                                           "agentkernel-test:latest"))
     parser.add_argument("-n", type=int, default=200, help="round trips per kernel")
     parser.add_argument("--kernels", type=int, default=20, help="kernels at once (0: skip)")
+    parser.add_argument("--results", default="bench",
+                        help="name of the results files (bench: bench.json and bench.png)")
     parser.add_argument("--gateway-kernels", type=int, default=50,
                         help="kernels at once through Enterprise Gateway (0: only its rows, "
                              "-1: no gateway rows)")
@@ -363,9 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results), end="\n\n", flush=True)
         all_results.append(results)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench.json").write_text(json.dumps(all_results, indent=2) + "\n")
-    chart(all_results, RESULTS / "bench.png")
-    print(f"written {RESULTS / 'bench.json'} and {RESULTS / 'bench.png'}")
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(all_results, indent=2) + "\n")
+    chart(all_results, RESULTS / f"{args.results}.png")
+    print(f"written {RESULTS / args.results}.json and .png")
     return 0
 
 

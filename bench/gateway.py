@@ -35,6 +35,11 @@ from agentkernel.sandbox import LABEL_OWNER
 LAUNCH_ENV = {"KERNEL_LAUNCH_TIMEOUT": "600"}  # many launches at once on a small machine
 CLK_TCK = 100
 IDLE_WINDOW_S = 20.0
+WORKING_SET_CODE = (
+    "import numpy as np, pandas as pd, matplotlib.pyplot as plt\n"
+    "df = pd.DataFrame(np.random.rand(200000, 10))\nr = df.describe()\n"
+    "plt.plot(range(100)); plt.show()"
+)
 
 
 def _ok(kernel: GatewayKernel, code: str) -> float:
@@ -135,6 +140,11 @@ def many_kernels(gateway: Gateway, count: int, rounds: int) -> dict[str, float]:
         busy_wall = time.perf_counter() - t0
         b1 = _cpu(pids[:1], containers[:1], gateway)
         busy = {k: (b1[k] - b0[k]) / busy_cells for k in b0}
+        shim_mb = shim_rss_mb(containers) / count
+        # a working sandbox: pandas, numpy and matplotlib loaded, a 200000 x 10 frame in memory
+        _ok(one, WORKING_SET_CODE)
+        working = (proc_status_mb(pids[0]),
+                   cgroup_value(containers[0], "memory", "memory.usage_in_bytes") / 2**20)
         hosts = {}
         for kid in ids:
             host = _placement(gateway, kid)
@@ -157,7 +167,23 @@ def many_kernels(gateway: Gateway, count: int, rounds: int) -> dict[str, float]:
         "idle_cpu_gateway": idle["gateway"],
         "busy_cpu_s_per_cell": busy["kernels"] + busy["containers"] + busy["gateway"],
         "busy_cell_ms": busy_wall / busy_cells * 1e3,
+        "shim_mb_per_kernel": shim_mb,
+        "working_kernel_rss_mb": working[0],
+        "working_container_mb": working[1],
     }
+
+
+def shim_rss_mb(containers: list[str]) -> float:
+    """RSS of the engine's per-container processes (containerd-shim) of ``containers``."""
+    total = 0.0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"containerd-shim" in cmdline and any(c.encode() in cmdline for c in containers):
+            total += proc_status_mb(int(proc.name))
+    return total
 
 
 def _cpu(pids: list[int], containers: list[str], gateway: Gateway) -> dict[str, float]:

@@ -64,10 +64,10 @@ if ! (exec 3<>/dev/tcp/127.0.0.2/"$SSH_PORT") 2>/dev/null; then
   /usr/sbin/sshd -f "$SSHD_CONF"
   for _ in $(seq 1 20); do (exec 3<>/dev/tcp/127.0.0.2/"$SSH_PORT") 2>/dev/null && break; sleep 0.2; done
 fi
-for host in 127.0.0.1 127.0.0.2; do
-  if ! ssh-keygen -F "[$host]:$SSH_PORT" >/dev/null 2>&1; then
-    ssh-keyscan -p "$SSH_PORT" -t ed25519 "$host" 2>/dev/null >>/root/.ssh/known_hosts
-  fi
+touch /root/.ssh/known_hosts
+for host in 127.0.0.1 127.0.0.2; do  # this sshd's key, fresh (an older one may linger)
+  ssh-keygen -R "[$host]:$SSH_PORT" >/dev/null 2>&1 || true
+  ssh-keyscan -p "$SSH_PORT" -t ed25519 "$host" 2>/dev/null >>/root/.ssh/known_hosts
 done
 ssh -o BatchMode=yes -p "$SSH_PORT" root@127.0.0.2 true \
   || { log "ssh root@127.0.0.2:$SSH_PORT with the key failed"; exit 1; }
