@@ -19,8 +19,10 @@ import atexit
 import functools
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import StdinNotImplementedError
@@ -32,6 +34,8 @@ from traitlets.config import Config
 
 from . import commands
 from .config import SandboxConfig, load_config_files
+from .config.files import load_config_file
+from .config.policy import POLICY_ENV, SandboxPolicy
 from .errors import SandboxError
 from .frontend import ErrorReport, outgoing_bundle
 from .manager import SandboxManager
@@ -124,9 +128,13 @@ def ask(prompt: str, password: bool) -> str:
 
 
 def shell_config(shell: InteractiveShell) -> Config:
-    """``agentkernel_config`` files overlaid with the shell's own config."""
+    """``agentkernel_config`` files overlaid with the shell's own config, then the policy file
+    named by AGENTKERNEL_POLICY (the operator's word is last)."""
     merged = load_config_files()
     merged.merge(shell.config)
+    named = os.environ.get(POLICY_ENV)
+    if named:
+        merged.merge(load_config_file(Path(named)))
     return merged
 
 
@@ -140,9 +148,10 @@ class SandboxMagics(Magics):
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell=shell)
-        self.manager = SandboxManager(
-            SandboxConfig(config=shell_config(shell)), max_transfer_mb=self.max_transfer_mb
-        )
+        config = shell_config(shell)
+        self.manager = SandboxManager(SandboxConfig(config=config),
+                                      policy=SandboxPolicy(config=config),
+                                      max_transfer_mb=self.max_transfer_mb)
 
     @observe("max_transfer_mb")
     def _max_transfer_changed(self, change: dict[str, Any]) -> None:
