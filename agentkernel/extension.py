@@ -183,6 +183,8 @@ class SandboxMagics(Magics):
             self.manager.handle(command, write, namespace=self.shell.user_ns)
         except SandboxError as err:
             raise failure(ErrorReport.of_ours(err)) from None
+        except SandboxFailure:  # the cell's own error, already in the user's terms
+            raise
         except Exception as err:  # a bug of ours: one line for the user, details in the log
             log.exception("%%sandbox magic failed")
             raise failure(ErrorReport.of_internal(err)) from None

@@ -85,8 +85,12 @@ def tree_tar(root: Path, path: Path, arcname: str, owner: Owner,
     names = _parts(root, path)
     buf = io.BytesIO()
     budget = [float("inf") if max_bytes is None else max_bytes]
+    try:
+        parent_fd = open_folder(root, names[:-1])
+    except SandboxNotFound:
+        raise SandboxNotFound(f"No such file on the host: {path}") from None
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar, \
-            _fd(open_folder(root, names[:-1])) as parent:
+            _fd(parent_fd) as parent:
         leaf = names[-1] if names else "."
         _add(tar, parent, leaf, arcname, owner, budget, path)
     return buf.getvalue()

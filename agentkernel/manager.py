@@ -27,6 +27,7 @@ from .errors import (
     SandboxDied,
     SandboxError,
 )
+from .paths import check_sandbox_path
 from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner
 from .sandbox import Sandbox
 
@@ -352,6 +353,7 @@ class SandboxManager:
 
     def _upload(self, cmd: commands.UploadCommand, out: Out) -> None:
         """A host file or folder into the sandbox: only from a folder the policy allows."""
+        check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
         folder, path = self.policy.host_folder(cmd.local, write=False)
         self._current().upload(path, cmd.remote, within=folder.path,
                                max_bytes=self.policy.max_upload_mb * MB)
@@ -360,6 +362,7 @@ class SandboxManager:
     def _download(self, cmd: commands.DownloadCommand, out: Out) -> None:
         """A sandbox file or folder to the host: only into a folder the policy makes
         writable, at most max_download_mb."""
+        check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
         folder, path = self.policy.host_folder(cmd.local, write=True)
         local = self._current().download(cmd.remote, path, within=folder.path,
                                          max_bytes=self.policy.max_download_mb * MB)

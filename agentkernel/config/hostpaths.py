@@ -2,10 +2,10 @@
 
 Never, not even read-only: the root and system folders, the engines' data and sockets, any
 folder holding a listening unix socket at any depth (a socket in a mounted folder is a door to a
-host service), Jupyter's runtime folder (every kernel's connection file and key) and config
-folders, IPython's folder, and credentials under the home folder. Never writable: Jupyter's data
-folders (a kernelspec's argv runs on the host) and the Python that runs the kernel (a ``.pth``
-file in site-packages runs at every start). A host path is refused when it is one of these,
+host service), Jupyter's runtime folder (every kernel's connection file and key), the user's
+Jupyter config folder, IPython's folder, and credentials under the home folder. Never writable:
+every Jupyter config and data folder (config files and a kernelspec's argv run on the host) and
+the Python that runs the kernel (a ``.pth`` file in site-packages runs at every start). A host path is refused when it is one of these,
 lies inside one, or holds one: mounting ``$HOME`` would expose ``~/.ssh``.
 """
 
@@ -50,12 +50,19 @@ def engine_sockets() -> list[str]:
 
 
 def _jupyter() -> tuple[list[str], list[str]]:
-    """(never reachable, never writable): Jupyter's runtime and config folders and IPython's;
-    Jupyter's data folders."""
-    from jupyter_core.paths import jupyter_config_path, jupyter_path, jupyter_runtime_dir
+    """(never reachable, never writable): Jupyter's runtime folder (connection files), the
+    user's Jupyter config folder (tokens, passwords) and IPython's (history); every Jupyter
+    config and data folder (config and kernelspecs run code on the host)."""
+    from jupyter_core.paths import (
+        jupyter_config_dir,
+        jupyter_config_path,
+        jupyter_path,
+        jupyter_runtime_dir,
+    )
 
     ipython = os.environ.get("IPYTHONDIR") or str(Path.home() / ".ipython")
-    return [jupyter_runtime_dir(), *jupyter_config_path(), ipython], jupyter_path()
+    never = [jupyter_runtime_dir(), jupyter_config_dir(), ipython]
+    return never, [*jupyter_config_path(), *jupyter_path()]
 
 
 def protected_paths(write: bool) -> list[tuple[Path, str]]:
@@ -68,7 +75,7 @@ def protected_paths(write: bool) -> list[tuple[Path, str]]:
     protected += [(p, "Jupyter's or IPython's own folder") for p in never]
     protected += [(str(home / s), "credentials") for s in HOME_SECRETS]
     if write:
-        protected += [(p, "Jupyter's data folder (kernelspecs)") for p in not_writable]
+        protected += [(p, "a Jupyter config or data folder") for p in not_writable]
         protected += [(p, "the Python that runs this kernel")
                       for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
     seen: dict[Path, str] = {}
