@@ -5,8 +5,9 @@ folder holding a listening unix socket at any depth (a socket in a mounted folde
 host service), Jupyter's runtime folder (every kernel's connection file and key), the user's
 Jupyter config folder, IPython's folder, and credentials under the home folder. Never writable:
 every Jupyter config and data folder (config files and a kernelspec's argv run on the host) and
-the Python that runs the kernel (a ``.pth`` file in site-packages runs at every start). A host path is refused when it is one of these,
-lies inside one, or holds one: mounting ``$HOME`` would expose ``~/.ssh``.
+the Python that runs the kernel (a ``.pth`` file in site-packages runs at every start). A host
+path is refused when it is one of these, lies inside one, or holds one: mounting ``$HOME``
+would expose ``~/.ssh``.
 """
 
 from __future__ import annotations
