@@ -88,9 +88,10 @@ class SandboxResult:
 class _CellRun:
     """Shows the events of one ``%%sandbox`` cell and keeps its result and error."""
 
-    def __init__(self) -> None:
+    def __init__(self, trusted: bool = False) -> None:
         self.result: SandboxResult | None = None
         self.error: dict[str, Any] | None = None
+        self.trusted = trusted  # the operator's policy trusts sandbox output
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Show a stream or display event now; keep the result and the error for the end."""
@@ -98,13 +99,14 @@ class _CellRun:
         if kind == "stream":
             write(event["name"], event["text"])
         elif kind == "display":
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = outgoing_bundle(event["data"], event.get("metadata"), self.trusted)
             publish_display_data(data, metadata, transient=event.get("transient") or {},
                                  update=bool(event.get("update")))
         elif kind == "clear_output":
             clear_output(wait=bool(event.get("wait")))
         elif kind == "result":
-            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata")))
+            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata"),
+                                                         self.trusted))
         elif kind == "error":
             self.error = event
 
@@ -193,7 +195,7 @@ class SandboxMagics(Magics):
     def _run_cell(self, command: commands.CellCommand) -> SandboxResult | None:
         """Run a ``%%sandbox`` body in the runner; a failing cell raises with the user's lines."""
         code = f"%%sh\n{command.body}" if command.shell else command.body
-        run = _CellRun()
+        run = _CellRun(trusted=self.manager.policy.trust_output)
         done = self.manager.execute(code, on_event=run.on_event, on_input=ask, out=write)
         if done.get("status") == "error":
             raise failure(ErrorReport.of_event(run.error))

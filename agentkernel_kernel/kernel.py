@@ -70,19 +70,23 @@ class AgentKernel(Kernel):
             self.send_response(self.iopub_socket, "error", report.content())
         return {"status": "error", "execution_count": self.execution_count, **report.content()}
 
+    def _bundle(self, data: dict, metadata: dict | None = None) -> tuple[dict, dict]:
+        """A sandbox mime bundle as the page may see it (the operator's output policy)."""
+        return outgoing_bundle(data, metadata, trusted=self.manager.policy.trust_output)
+
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "stream":
             self._out(event["name"], event["text"])
         elif kind == "display":
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = self._bundle(event["data"], event.get("metadata"))
             content = {"data": data, "metadata": metadata,
                        "transient": event.get("transient", {})}
             msg = "update_display_data" if event.get("update") else "display_data"
             self.send_response(self.iopub_socket, msg, content)
         elif kind == "result":
             self.history.set_output(self.execution_count, event["data"].get("text/plain", ""))
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = self._bundle(event["data"], event.get("metadata"))
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": self.execution_count, "data": data, "metadata": metadata})
         elif kind == "clear_output":
@@ -151,7 +155,7 @@ class AgentKernel(Kernel):
         if not answer.get("found"):
             self._out("stdout", f"Object `{name}` not found.\n")
             return self._ok()
-        data, _ = outgoing_bundle(answer["data"])
+        data, _ = self._bundle(answer["data"])
         return self._ok([{"source": "page", "data": data, "start": 0}])
 
     # -- introspection -----------------------------------------------------------------------
@@ -164,7 +168,7 @@ class AgentKernel(Kernel):
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
         answer = self.manager.call("inspect", code, cursor_pos, detail_level) or {}
-        data, _ = outgoing_bundle(answer.get("data", {}))
+        data, _ = self._bundle(answer.get("data", {}))
         return {"status": "ok", "found": bool(answer.get("found")), "data": data, "metadata": {}}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:
