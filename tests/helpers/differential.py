@@ -5,8 +5,8 @@ cell becomes a ``CellRun``. ``cell_view`` reduces a cell to what a user sees, af
 only what legitimately differs between two runs of the same kernel: memory addresses, timings,
 the run's folder and temporary cell files, installation paths of Python and its packages, the
 host name, random ids, PNG bytes (only their presence counts) and execution counts (not compared).
-``compare_cells`` names the first difference; ``causes.cause_of`` files each differing cell under
-a cause, and ``Report`` tallies them.
+``compare_cells`` names the first difference; ``differential_causes.cause_of`` files each
+differing cell under a cause, and ``Report`` tallies them.
 
 A cell's view: its reply status, then its outputs in order, where a run of consecutive stream
 outputs is one item holding the text of each stream (stdout and stderr travel on separate
@@ -130,18 +130,12 @@ def run_notebook(path: Path, kernel_name: str, folder: Path,
 
 
 def run_corpus(kernel_name: str, workroot: Path, env: dict[str, str] | None = None,
-               corpus: Path = CORPUS,
-               env_for: Callable[[Path], dict[str, str]] | None = None) -> list[NotebookRun]:
-    """Every corpus notebook on ``kernel_name``, each in its own fresh copy of the corpus.
-
-    ``env_for(folder)``, when given, adds variables that depend on the run's folder.
-    """
+               corpus: Path = CORPUS) -> list[NotebookRun]:
+    """Every corpus notebook on ``kernel_name``, each in its own fresh copy of the corpus."""
     runs = []
     for path in corpus_notebooks(corpus):
         folder = fresh_copy(corpus, workroot, path.stem)
-        extra = env_for(folder) if env_for else {}
-        full_env = {**env, **extra} if env is not None else (extra or None)
-        runs.append(run_notebook(folder / path.name, kernel_name, folder, full_env))
+        runs.append(run_notebook(folder / path.name, kernel_name, folder, env))
     return runs
 
 
