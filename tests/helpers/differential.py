@@ -4,7 +4,8 @@ A notebook runs with nbclient in a fresh copy of the corpus folder (``run_notebo
 cell becomes a ``CellRun``. ``cell_view`` reduces a cell to what a user sees, after normalising
 only what legitimately differs between two runs of the same kernel: memory addresses, timings,
 the run's folder and temporary cell files, installation paths of Python and its packages, the
-host name, random ids, PNG bytes (only their presence counts) and execution counts (not compared).
+host name, random ids, PNG bytes (only their presence counts); execution counts and output
+metadata are not compared.
 ``compare_cells`` names the first difference; ``differential_causes.cause_of`` files each
 differing cell under a cause, and ``Report`` tallies them.
 
