@@ -105,9 +105,13 @@ class SandboxManager:
             assert self.session is not None
             return self.session
 
-    def _start(self, config: SandboxConfig, out: Out) -> None:
-        """Start a sandbox of ``config`` as the policy allows it, with its runner."""
+    def _start(self, config: SandboxConfig, out: Out, replace: bool = False) -> None:
+        """Start a sandbox of ``config`` as the policy allows it, with its runner; with
+        ``replace``, the current one goes first, once the new one has passed the policy (a
+        refused start leaves the current sandbox as it was)."""
         concrete, notes = self.policy.apply(config, self.operator)
+        if replace:
+            self._drop_current()
         self.notes += notes
         sandbox = Sandbox(concrete)
         sandbox.start(progress=_pull_reporter(out))
@@ -148,8 +152,7 @@ class SandboxManager:
         """Start a sandbox from ``config``, replacing the current one."""
         self.wait_background()
         with self._lock:
-            self._drop_current()
-            self._start(config, out)
+            self._start(config, out, replace=True)
             self.config = config
         out("stdout", f"{self._describe()}\n")
 
@@ -172,8 +175,7 @@ class SandboxManager:
                 self._drop_current()
                 self._attach(Sandbox.connect(old.name, engine=old.engine))
             else:
-                self._drop_current()
-                self._start(self.config, out)
+                self._start(self.config, out, replace=True)
         out("stdout", f"{self._describe()}\n")
 
     def connect(self, name: str, out: Out = _ignore) -> None:
@@ -275,7 +277,7 @@ class SandboxManager:
         user namespace (the extension), for push and pull."""
         handlers: dict[type, Callable[..., None]] = {
             commands.HelpRequest: lambda cmd: out("stdout", cmd.text.rstrip("\n") + "\n"),
-            commands.StartCommand: lambda cmd: self.start(self.config.copy(**cmd.options), out),
+            commands.StartCommand: lambda cmd: self.start(self.operator.copy(**cmd.options), out),
             commands.StopCommand: lambda _cmd: self.stop(out),
             commands.RestartCommand: lambda _cmd: self.restart(out),
             commands.ConnectCommand: lambda cmd: self.connect(cmd.name, out),
