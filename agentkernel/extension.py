@@ -19,8 +19,10 @@ import atexit
 import functools
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import StdinNotImplementedError
@@ -32,6 +34,8 @@ from traitlets.config import Config
 
 from . import commands
 from .config import SandboxConfig, load_config_files
+from .config.files import load_config_file
+from .config.policy import POLICY_ENV, SandboxPolicy
 from .errors import SandboxError
 from .frontend import ErrorReport, outgoing_bundle
 from .manager import SandboxManager
@@ -84,9 +88,10 @@ class SandboxResult:
 class _CellRun:
     """Shows the events of one ``%%sandbox`` cell and keeps its result and error."""
 
-    def __init__(self) -> None:
+    def __init__(self, trusted: bool = False) -> None:
         self.result: SandboxResult | None = None
         self.error: dict[str, Any] | None = None
+        self.trusted = trusted  # the operator's policy trusts sandbox output
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Show a stream or display event now; keep the result and the error for the end."""
@@ -94,13 +99,14 @@ class _CellRun:
         if kind == "stream":
             write(event["name"], event["text"])
         elif kind == "display":
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = outgoing_bundle(event["data"], event.get("metadata"), self.trusted)
             publish_display_data(data, metadata, transient=event.get("transient") or {},
                                  update=bool(event.get("update")))
         elif kind == "clear_output":
             clear_output(wait=bool(event.get("wait")))
         elif kind == "result":
-            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata")))
+            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata"),
+                                                         self.trusted))
         elif kind == "error":
             self.error = event
 
@@ -124,9 +130,13 @@ def ask(prompt: str, password: bool) -> str:
 
 
 def shell_config(shell: InteractiveShell) -> Config:
-    """``agentkernel_config`` files overlaid with the shell's own config."""
+    """``agentkernel_config`` files overlaid with the shell's own config, then the policy file
+    named by AGENTKERNEL_POLICY (the operator's word is last)."""
     merged = load_config_files()
     merged.merge(shell.config)
+    named = os.environ.get(POLICY_ENV)
+    if named:
+        merged.merge(load_config_file(Path(named)))
     return merged
 
 
@@ -140,9 +150,10 @@ class SandboxMagics(Magics):
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell=shell)
-        self.manager = SandboxManager(
-            SandboxConfig(config=shell_config(shell)), max_transfer_mb=self.max_transfer_mb
-        )
+        config = shell_config(shell)
+        self.manager = SandboxManager(SandboxConfig(config=config),
+                                      policy=SandboxPolicy(config=config),
+                                      max_transfer_mb=self.max_transfer_mb)
 
     @observe("max_transfer_mb")
     def _max_transfer_changed(self, change: dict[str, Any]) -> None:
@@ -174,6 +185,8 @@ class SandboxMagics(Magics):
             self.manager.handle(command, write, namespace=self.shell.user_ns)
         except SandboxError as err:
             raise failure(ErrorReport.of_ours(err)) from None
+        except SandboxFailure:  # the cell's own error, already in the user's terms
+            raise
         except Exception as err:  # a bug of ours: one line for the user, details in the log
             log.exception("%%sandbox magic failed")
             raise failure(ErrorReport.of_internal(err)) from None
@@ -182,7 +195,7 @@ class SandboxMagics(Magics):
     def _run_cell(self, command: commands.CellCommand) -> SandboxResult | None:
         """Run a ``%%sandbox`` body in the runner; a failing cell raises with the user's lines."""
         code = f"%%sh\n{command.body}" if command.shell else command.body
-        run = _CellRun()
+        run = _CellRun(trusted=self.manager.policy.trust_output)
         done = self.manager.execute(code, on_event=run.on_event, on_input=ask, out=write)
         if done.get("status") == "error":
             raise failure(ErrorReport.of_event(run.error))

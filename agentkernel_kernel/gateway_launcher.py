@@ -15,7 +15,8 @@ response address. This launcher speaks EG's launcher protocol (version 1, as EG'
 4. run the kernel until it is shut down.
 
 ``python -m agentkernel_kernel.gateway_launcher --kernel-id ID --response-address IP:PORT
---public-key KEY [--port-range LO..HI] [--ip ADDRESS]``
+--public-key KEY [--port-range LO..HI] [--ip ADDRESS] [--agentkernel-policy FILE]`` (the policy
+option as for ``python -m agentkernel_kernel``).
 """
 
 from __future__ import annotations
@@ -161,11 +162,15 @@ def serve_requests(listener: socket.socket) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(levelname)1.1s %(name)s] %(message)s")
-    args = parse_args(argv)
+    from agentkernel.config.policy import take_policy_option
+
+    arguments = ["launcher", *(sys.argv[1:] if argv is None else argv)]
+    policy_file = take_policy_option(arguments)
+    args = parse_args(arguments[1:])
     # The sandbox comes up while ipykernel imports, as with ``python -m agentkernel_kernel``.
     from agentkernel.manager import SandboxManager
 
-    manager = SandboxManager()
+    manager = SandboxManager(policy_file=policy_file)
     if os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
         manager.start_in_background()
     from agentkernel_kernel.app import AgentKernelApp

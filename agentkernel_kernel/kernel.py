@@ -70,19 +70,23 @@ class AgentKernel(Kernel):
             self.send_response(self.iopub_socket, "error", report.content())
         return {"status": "error", "execution_count": self.execution_count, **report.content()}
 
+    def _bundle(self, data: dict, metadata: dict | None = None) -> tuple[dict, dict]:
+        """A sandbox mime bundle as the page may see it (the operator's output policy)."""
+        return outgoing_bundle(data, metadata, trusted=self.manager.policy.trust_output)
+
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "stream":
             self._out(event["name"], event["text"])
         elif kind == "display":
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = self._bundle(event["data"], event.get("metadata"))
             content = {"data": data, "metadata": metadata,
                        "transient": event.get("transient", {})}
             msg = "update_display_data" if event.get("update") else "display_data"
             self.send_response(self.iopub_socket, msg, content)
         elif kind == "result":
             self.history.set_output(self.execution_count, event["data"].get("text/plain", ""))
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = self._bundle(event["data"], event.get("metadata"))
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": self.execution_count, "data": data, "metadata": metadata})
         elif kind == "clear_output":
@@ -151,10 +155,40 @@ class AgentKernel(Kernel):
         if not answer.get("found"):
             self._out("stdout", f"Object `{name}` not found.\n")
             return self._ok()
-        data, _ = outgoing_bundle(answer["data"])
+        data, _ = self._bundle(answer["data"])
         return self._ok([{"source": "page", "data": data, "start": 0}])
 
     # -- introspection -----------------------------------------------------------------------
+    async def complete_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        await self._checked_request(super().complete_request, "complete_reply", stream, ident,
+                                    parent, cursor=True)
+
+    async def inspect_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        await self._checked_request(super().inspect_request, "inspect_reply", stream, ident,
+                                    parent, cursor=True)
+
+    async def is_complete_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        await self._checked_request(super().is_complete_request, "is_complete_reply", stream,
+                                    ident, parent, cursor=False)
+
+    async def _checked_request(self, handle: Any, reply_type: str, stream: Any, ident: Any,
+                               parent: dict, cursor: bool) -> None:
+        """Answer a request whose content is malformed (or whose handling fails) with an error
+        reply naming the problem, instead of the silence ipykernel would leave."""
+        content = parent.get("content")
+        problem = request_problem(content if isinstance(content, dict) else None, cursor)
+        if problem is None:
+            try:
+                await handle(stream, ident, parent)
+                return
+            except Exception as err:  # a bug of ours: the client still gets its reply
+                self.log.exception("%s failed", reply_type)
+                problem = ErrorReport.of_internal(err).evalue
+        if problem is not None:
+            self.session.send(stream, reply_type, {"status": "error", "ename": "ValueError",
+                                                    "evalue": problem, "traceback": []},
+                              parent, ident)
+
     async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
         answer = self.manager.call("complete", code, cursor_pos) or {}
         return {"status": "ok", "matches": answer.get("matches", []),
@@ -164,7 +198,7 @@ class AgentKernel(Kernel):
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
         answer = self.manager.call("inspect", code, cursor_pos, detail_level) or {}
-        data, _ = outgoing_bundle(answer.get("data", {}))
+        data, _ = self._bundle(answer.get("data", {}))
         return {"status": "ok", "found": bool(answer.get("found")), "data": data, "metadata": {}}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:
@@ -186,6 +220,28 @@ class AgentKernel(Kernel):
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.manager.shutdown()
         return {"status": "ok", "restart": restart}
+
+
+def request_problem(content: dict | None, cursor: bool) -> str | None:
+    """What is wrong with a complete/inspect/is_complete request's content, or None.
+
+    ``code`` must be a string; ``cursor_pos`` (when asked) an integer from 0 to the length of
+    the code, or null (the end of the code, as ipykernel takes it)."""
+    if content is None or not isinstance(content.get("code"), str):
+        return "the request needs 'code', a string"
+    if not cursor:
+        return None
+    if "cursor_pos" not in content:
+        return "the request needs 'cursor_pos'"
+    position = content["cursor_pos"]
+    if position is None:
+        content["cursor_pos"] = len(content["code"])
+        return None
+    if isinstance(position, bool) or not isinstance(position, int) or not (
+            0 <= position <= len(content["code"])):
+        return (f"invalid cursor_pos {str(position)[:40]!r}: expected an integer from 0 to "
+                f"{len(content['code'])} (the length of the code), or null")
+    return None
 
 
 def _local_is_complete(code: str) -> dict[str, Any]:

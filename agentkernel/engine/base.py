@@ -147,7 +147,8 @@ class Engine(ABC):
         reason) if it does not answer. May return a more specific backend than ``cls``."""
 
     def endpoint(self) -> Endpoint:
-        """How another process reaches this same engine (URL, TLS files): pass it to
+        """How another process (the host-side reaper, a kernel taking a warm sandbox) reaches
+        this same engine (URL, TLS files): pass it to
         :func:`agentkernel.engine.connect_endpoint` there, or start it with ``.env()``."""
         return Endpoint(self.base_url)
 

@@ -28,17 +28,17 @@ from helpers.gateway import (
     GatewayKernel,
     running_gateway,
 )
-from helpers.kernels import wait_until
-from helpers.lab import (
-    ARTIFACTS,
+from helpers.jupyterlab import (
     Lab,
-    chromium_page,
+    browser_page,
     output_text,
     run_in_cell,
     running_lab,
+    shoot,
     shut_down_kernel,
     wait_kernel_idle,
 )
+from helpers.kernels import wait_until
 
 from agentkernel.engine import Engine
 from agentkernel_kernel.kernelspec import DISPLAY_NAME
@@ -188,14 +188,8 @@ def test_jupyterlab_runs_a_cell_through_the_gateway(gateway: Gateway, engine: En
     opens it: the gateway's jupyter_server 1.x stalls a websocket that collides with one
     JupyterLab opened and dropped while the kernel was still starting (docs/scale-out.md).
     """
-    def shoot(page: Any, step: str) -> None:
-        page.screenshot(path=str(ARTIFACTS / f"jupyterlab-gateway-{step}.png"))
-
-    empty = tmp_path / "no-kernels"  # every kernelspec comes from the gateway
-    empty.mkdir()
-    with running_lab(tmp_path, empty, ARTIFACTS / "jupyterlab-gateway.log",
-                     [f"--gateway-url={gateway.url}"]) as lab, \
-            chromium_page(lambda page: shoot(page, "final")) as page:
+    with running_lab("gateway", tmp_path, options_extra=[f"--gateway-url={gateway.url}"]) as lab, \
+            browser_page("gateway") as page:
         lab_api(lab, "PUT", "/api/contents/gateway.ipynb",
                 {"type": "notebook", "format": "json", "content": NOTEBOOK})
         session = lab_api(lab, "POST", "/api/sessions", {
@@ -210,6 +204,6 @@ def test_jupyterlab_runs_a_cell_through_the_gateway(gateway: Gateway, engine: En
         wait_kernel_idle(page)
         cell = run_in_cell(page, 0, "import socket; print(socket.gethostname())")
         assert sandbox.startswith(output_text(cell, r"[0-9a-f]{12}"))
-        shoot(page, "hostname")
+        shoot(page, "gateway", "hostname")
         shut_down_kernel(page)
         wait_gone(engine, sandbox, "Shut Down Kernel in JupyterLab")

@@ -21,18 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers.engines import RUN_ID, RUN_LABEL
-from helpers.kernels import install_kernelspec
-from helpers.lab import (
-    ARTIFACTS,
+from helpers.jupyterlab import (
+    CONTAINER_GONE_TIMEOUT,
+    DOCS_SCREENSHOT,
     UI_TIMEOUT,
     Lab,
-    chromium_page,
+    browser_page,
     launcher_card,
     output_text,
     run_in_cell,
     running_lab,
+    running_run_containers,
+    shoot,
     shut_down_kernel,
+    wait_gone,
     wait_kernel_idle,
 )
 
@@ -41,48 +43,17 @@ from agentkernel_kernel.kernelspec import DISPLAY_NAME
 
 pytestmark = pytest.mark.engine
 
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "jupyterlab.png"
-CONTAINER_GONE_TIMEOUT = 15.0
-
 
 @pytest.fixture
 def lab(engine_name: str, test_image: str, tmp_path: Path) -> Iterator[Lab]:
-    """JupyterLab on 127.0.0.1 with the AgentKernel Sandbox kernelspec installed."""
-    prefix = tmp_path / "prefix"
-    install_kernelspec(prefix)
-    with running_lab(tmp_path, prefix / "share" / "jupyter",
-                     ARTIFACTS / f"jupyterlab-{engine_name}.log") as server:
+    with running_lab(engine_name, tmp_path) as server:
         yield server
 
 
 @pytest.fixture
 def page(engine_name: str) -> Iterator[Any]:
-    """A Chromium page (1100x600) whose requests stay on 127.0.0.1."""
-    with chromium_page(lambda page: shoot(page, engine_name, "final")) as page:
-        yield page
-
-
-# -- steps --------------------------------------------------------------------------------------
-def shoot(page: Any, engine_name: str, step: str) -> Path:
-    """Save a screenshot of the page as tests/artifacts/jupyterlab-<engine>-<step>.png."""
-    path = ARTIFACTS / f"jupyterlab-{engine_name}-{step}.png"
-    page.screenshot(path=str(path))
-    return path
-
-
-def running_run_containers(engine: Engine) -> list[dict]:
-    """Running containers made during this test run."""
-    return engine.api.containers(filters={"label": f"{RUN_LABEL}={RUN_ID}"})
-
-
-def wait_gone(engine: Engine, container_id: str, since: float, timeout: float) -> float:
-    """Seconds from ``since`` until ``container_id`` no longer runs; fails after ``timeout``."""
-    while time.monotonic() - since < timeout:
-        if all(c["Id"] != container_id for c in running_run_containers(engine)):
-            return time.monotonic() - since
-        time.sleep(0.25)
-    pytest.fail(f"container {container_id[:12]} still running {timeout:.0f} s after the "
-                "kernel was shut down", pytrace=False)
+    with browser_page(engine_name) as browser:
+        yield browser
 
 
 # -- the test -----------------------------------------------------------------------------------

@@ -48,6 +48,29 @@ def test_sigkilled_kernel_takes_its_remote_sandbox(engine_name: str, engine: Eng
     print(f"sandbox gone {took:.2f} s after SIGKILL")
 
 
+STOP_LIFELINE = (
+    "import os, signal\n"
+    "for pid in os.listdir('/proc'):\n"
+    "    try:\n        cmd = open(f'/proc/{pid}/cmdline', 'rb').read()\n"
+    "    except OSError:\n        continue\n"
+    "    if b'while read' in cmd and pid != '1':\n"
+    "        os.kill(int(pid), signal.SIGSTOP); print('stopped', pid)\n"
+)
+
+
+def test_the_reaper_reaches_a_remote_engine(engine_name: str, engine: Engine, test_image: str,
+                                            kernelspec: None) -> None:
+    """With the container's own lifeline stopped, the host-side reaper removes the sandbox of
+    a SIGKILLed kernel, reaching the engine the way the kernel did (Engine.endpoint: TLS)."""
+    with running_kernel() as (km, kc):
+        hostname = execute(kc, "import socket; print(socket.gethostname())").stream().strip()
+        assert "stopped" in execute(kc, STOP_LIFELINE).stream()
+        (ours,) = [cid for cid in running_ids(engine) if cid.startswith(hostname)]
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        wait_until(lambda: engine.inspect_container(ours) is None, GONE_TIMEOUT,
+                   "the reaper removed the sandbox")
+
+
 def test_ports_name_the_engine_host(engine: Engine, test_image: str) -> None:
     """A remote engine serves published ports on its own host (the one its URL names)."""
     with Sandbox(image=test_image, ports=["8000"], engine=engine) as sb:
@@ -108,14 +131,20 @@ def test_ssh_engine_runs_sandboxes(ssh_engine: Engine, test_image: str, tmp_path
         Sandbox(image=test_image, mount_cwd=True, work_dir=str(tmp_path),
                 engine=ssh_engine).start()
 
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, SSH_URL, test_image],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        container = holder.stdout.readline().strip()
-        assert container in running_ids(local)
-        holder.kill()
-        wait_until(lambda: container not in running_ids(local), GONE_TIMEOUT,
-                   "the sandbox of a SIGKILLed owner over ssh:// removed")
-    finally:
-        holder.kill()
-        holder.wait()
+    for stop_lifeline in (False, True):  # the lifeline, then the reaper over ssh
+        holder = subprocess.Popen([sys.executable, "-c", HOLDER, SSH_URL, test_image],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            container = holder.stdout.readline().strip()
+            assert container in running_ids(local)
+            if stop_lifeline:
+                stream = local.open_exec(container, ["python3", "-c", STOP_LIFELINE],
+                                         stdin=False)
+                assert b"stopped" in stream.read()
+                stream.close()
+            holder.kill()
+            wait_until(lambda container=container: local.inspect_container(container) is None,
+                       GONE_TIMEOUT, "the sandbox of a SIGKILLed owner over ssh:// removed")
+        finally:
+            holder.kill()
+            holder.wait()

@@ -221,6 +221,15 @@ def host_binds(mountinfo: list[str]) -> dict[str, str]:
     return binds
 
 
+def mount_options(mountinfo: list[str], point: str) -> list[str]:
+    """The per-mount options of the mount at ``point`` (``ro`` or ``rw`` first)."""
+    for line in mountinfo:
+        fields = line.split()
+        if fields[4] == point:
+            return fields[5].split(",")
+    raise AssertionError(f"nothing mounted at {point}")
+
+
 def mount_of(mountinfo: list[str], point: str) -> tuple[str, str]:
     """(file system type, super options) of the mount at ``point``."""
     for line in mountinfo:
@@ -236,8 +245,13 @@ def mount_of(mountinfo: list[str], point: str) -> tuple[str, str]:
 def test_profile_isolation_inside(kc: BlockingKernelClient, profile: str) -> None:
     seen = probe(kc, profile)
     binds = host_binds(seen["mountinfo"])
+    workspace = binds.pop("/workspace", None)
     assert set(binds) <= ENGINE_FILES, f"host mounts in a {profile} sandbox: {binds}"
     assert not [line for line in seen["mountinfo"] if ".sock" in line]
+    if profile == "restrictive":  # no host mount at all, the notebook's folder included
+        assert workspace is None
+    else:  # the notebook's folder (the kernel's working directory), read-only
+        assert workspace is not None and mount_options(seen["mountinfo"], "/workspace")[0] == "ro"
     if profile == "restrictive":
         assert seen["interfaces"] == ["lo"] and not seen["root_writable"]
         assert seen["cap_eff"] == 0 and seen["no_new_privs"] == 1 and seen["uid"] == 65534

@@ -20,6 +20,8 @@ SEAMS = {
     "jupyter_client": {"agentkernel_kernel"},
     "zmq": {"agentkernel_kernel"},
     "IPython": {"extension", "agentkernel_kernel"},
+    "nh3": {"sanitize"},
+    "markdown_it": {"sanitize"},
 }
 
 

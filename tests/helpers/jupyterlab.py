@@ -1,6 +1,8 @@
-"""JupyterLab in Debian's Chromium, for browser tests: a server on 127.0.0.1 with its state in a
-temporary directory, a Playwright page that may only reach 127.0.0.1, and the steps of a notebook
-(launcher card, cells, outputs, menus). A missing Playwright or browser fails; nothing skips.
+"""A real JupyterLab and a real browser for tests: the server on 127.0.0.1 with its state in a
+temporary folder, and Debian's Chromium driven by Playwright, kept to 127.0.0.1.
+
+A missing Playwright or browser fails the test; nothing is skipped. Screenshots go to
+``tests/artifacts/``.
 """
 
 from __future__ import annotations
@@ -25,9 +27,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from agentkernel.engine import Engine
 from agentkernel_kernel.kernelspec import DISPLAY_NAME, KERNEL_NAME
+from helpers.engines import RUN_ID, RUN_LABEL
+from helpers.kernels import install_kernelspec
 
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+ARTIFACTS = ROOT / "tests" / "artifacts"
+DOCS_SCREENSHOT = ROOT / "docs" / "jupyterlab.png"
 CHROMIUM = os.environ.get("AGENTKERNEL_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -36,6 +43,7 @@ CHROMIUM_ARGS = [
 LAB_START_TIMEOUT = 180.0
 KERNEL_READY_TIMEOUT = 180_000  # ms: the kernel starts its sandbox before it answers
 UI_TIMEOUT = 60_000  # ms, for anything the page itself does
+CONTAINER_GONE_TIMEOUT = 15.0
 QUIET_LAB_SETTINGS = {
     # no news, no update checks: the page makes no request beyond 127.0.0.1
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
@@ -129,20 +137,26 @@ def stop_lab(lab: Lab) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(workdir: Path, jupyter_path: Path, log: Path,
-                extra_options: Sequence[str] = ()) -> Iterator[Lab]:
-    """JupyterLab on a free port of 127.0.0.1 (token auth), its state under ``workdir``, the
-    kernelspecs of ``jupyter_path`` first; its output in ``log``; stopped afterwards."""
-    env, options = lab_home(workdir / "lab", jupyter_path)
+def running_lab(engine_name: str, tmp_path: Path,
+                env_extra: dict[str, str] | None = None,
+                options_extra: Sequence[str] = ()) -> Iterator[Lab]:
+    """JupyterLab on 127.0.0.1 with the AgentKernel Sandbox kernelspec installed; its kernels
+    get ``env_extra`` on top of this process's environment; ``options_extra`` go to the
+    server (``--gateway-url=...``: its kernels are a gateway's)."""
+    prefix = tmp_path / "prefix"
+    install_kernelspec(prefix)
+    env, options = lab_home(tmp_path / "lab", prefix / "share" / "jupyter")
+    env.update(env_extra or {})
     port, token = free_port(), secrets.token_hex(16)
-    log.parent.mkdir(parents=True, exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = ARTIFACTS / f"jupyterlab-{engine_name}.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", *options,
-             *extra_options],
-            env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=workdir,
+             *options_extra],
+            env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path,
         )
     server = Lab(process, f"http://127.0.0.1:{port}", token, log)
     try:
@@ -186,9 +200,8 @@ def local_only(blocked: list[str]) -> Callable[[Any], None]:
 
 
 @contextlib.contextmanager
-def chromium_page(on_exit: Callable[[Any], Any] | None = None) -> Iterator[Any]:
-    """A Chromium page (1100x600) whose requests stay on 127.0.0.1; ``on_exit(page)`` (a last
-    screenshot) runs before it closes."""
+def browser_page(engine_name: str) -> Iterator[Any]:
+    """A Chromium page (1100x600) whose requests stay on 127.0.0.1."""
     sync_api = playwright_api()
     executable = chromium_path()
     blocked: list[str] = []
@@ -202,32 +215,37 @@ def chromium_page(on_exit: Callable[[Any], Any] | None = None) -> Iterator[Any]:
         try:
             yield page
         finally:
-            if on_exit is not None:
-                with contextlib.suppress(Exception):  # a failed screenshot must not hide errors
-                    on_exit(page)
+            with contextlib.suppress(Exception):  # a failed screenshot must not hide the error
+                shoot(page, engine_name, "final")
             context.close()
             browser.close()
     if blocked:
         print(f"blocked requests beyond 127.0.0.1: {blocked}")
 
 
-def launcher_card(page: Any, display_name: str = DISPLAY_NAME,
-                  kernel_name: str = KERNEL_NAME) -> Any:
+# -- steps --------------------------------------------------------------------------------------
+def shoot(page: Any, engine_name: str, step: str) -> Path:
+    """Save a screenshot of the page as tests/artifacts/jupyterlab-<engine>-<step>.png."""
+    path = ARTIFACTS / f"jupyterlab-{engine_name}-{step}.png"
+    page.screenshot(path=str(path))
+    return path
+
+
+def launcher_card(page: Any) -> Any:
     """The Launcher's notebook card of our kernel, checked to show the kernelspec's logo."""
-    card = page.locator(f'.jp-LauncherCard[data-category="Notebook"][title="{display_name}"]')
+    card = page.locator(f'.jp-LauncherCard[data-category="Notebook"][title="{DISPLAY_NAME}"]')
     card.wait_for(state="visible")
     logo = card.locator("img")
     src = logo.get_attribute("src") or ""
-    assert f"kernelspecs/{kernel_name}/logo" in src, f"launcher card logo src is {src!r}"
+    assert f"kernelspecs/{KERNEL_NAME}/logo" in src, f"launcher card logo src is {src!r}"
     page.wait_for_function("img => img.complete && img.naturalWidth > 0",
                            arg=logo.element_handle())
     return card
 
 
-def wait_kernel_idle(page: Any, timeout: float = KERNEL_READY_TIMEOUT,
-                     display_name: str = DISPLAY_NAME) -> None:
+def wait_kernel_idle(page: Any, timeout: float = KERNEL_READY_TIMEOUT) -> None:
     """Wait until the status bar shows our kernel connected and idle (its sandbox is up)."""
-    status = page.locator(".jp-StatusBar-Item", has_text=f"{display_name} | Idle")
+    status = page.locator(".jp-StatusBar-Item", has_text=f"{DISPLAY_NAME} | Idle")
     status.wait_for(state="visible", timeout=timeout)
 
 
@@ -240,9 +258,12 @@ def run_in_cell(page: Any, index: int, code: str) -> Any:
     """Type ``code`` into cell ``index`` and run it with Shift+Enter; returns the cell."""
     target = cell(page, index)
     editor = target.locator(".cm-content")
+    editor.scroll_into_view_if_needed()
     editor.click()
+    page.wait_for_function("e => e.contains(document.activeElement)",
+                           arg=editor.element_handle())
     page.keyboard.insert_text(code)
-    assert editor.inner_text().strip() == code
+    assert editor.inner_text().strip() == code, editor.inner_text()
     page.keyboard.press("Shift+Enter")
     return target
 
@@ -275,3 +296,20 @@ def shut_down_kernel(page: Any) -> float:
         accept.click()
     no_kernel.wait_for(state="visible")
     return clicked
+
+
+def running_run_containers(engine: Engine) -> list[dict]:
+    """Running containers made during this test run."""
+    return engine.api.containers(filters={"label": f"{RUN_LABEL}={RUN_ID}"})
+
+
+def wait_gone(engine: Engine, container_id: str, since: float, timeout: float) -> float:
+    """Seconds from ``since`` until ``container_id`` no longer runs; fails after ``timeout``."""
+    while time.monotonic() - since < timeout:
+        if all(c["Id"] != container_id for c in running_run_containers(engine)):
+            return time.monotonic() - since
+        time.sleep(0.25)
+    pytest.fail(f"container {container_id[:12]} still running {timeout:.0f} s after the "
+                "kernel was shut down", pytrace=False)
+
+
