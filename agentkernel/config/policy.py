@@ -31,6 +31,7 @@ from typing import Any
 from traitlets import Bool, Enum, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
 
+from ..engine.discovery import remote_engine_url
 from ..errors import ConfigError, PolicyRefused
 from .files import load_config_file, load_config_files
 from .hostpaths import forbidden_reason
@@ -211,6 +212,9 @@ class SandboxPolicy(Configurable):
         if config.mount_cwd:
             folder, path = self.host_folder(config.work_dir or self.notebook_dir, write=False)
             volumes.append(f"{path}:/workspace:{folder.mode}")
+        elif workspace and self._wants_workspace(config, volumes) and remote_engine_url():
+            notes.append(f"the notebook's folder is not mounted at /workspace: the engine at "
+                         f"{remote_engine_url()} is remote (copy files in with %sandbox upload)")
         elif workspace and self._wants_workspace(config, volumes):
             try:
                 folder, path = self.host_folder(self.notebook_dir, write=False)

@@ -126,6 +126,14 @@ def endpoint_from_env(url: str, environ: Mapping[str, str] | None = None) -> End
     return Endpoint(url, TLSFiles.in_folder(folder, verify))
 
 
+def remote_engine_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The engine URL the environment names (DOCKER_HOST, CONTAINER_HOST) when that engine is
+    remote (not ``unix://``), else None: what a default host mount must not assume."""
+    environ = os.environ if environ is None else environ
+    host = environ.get("DOCKER_HOST") or environ.get("CONTAINER_HOST")
+    return host if host and Endpoint(host).remote else None
+
+
 def podman_socket_urls() -> list[str]:
     """Where a Podman API socket usually lives, rootful first."""
     runtime_dir = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"

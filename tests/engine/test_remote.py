@@ -51,6 +51,7 @@ def test_sigkilled_kernel_takes_its_remote_sandbox(engine_name: str, engine: Eng
 STOP_LIFELINE = (
     "import os, signal\n"
     "for pid in os.listdir('/proc'):\n"
+    "    if not pid.isdigit() or int(pid) == os.getpid():\n        continue\n"
     "    try:\n        cmd = open(f'/proc/{pid}/cmdline', 'rb').read()\n"
     "    except OSError:\n        continue\n"
     "    if b'while read' in cmd and pid != '1':\n"
