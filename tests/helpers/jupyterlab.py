@@ -28,9 +28,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from agentkernel.engine import Engine
-from agentkernel_kernel.kernelspec import DISPLAY_NAME, KERNEL_NAME
+from agentkernel_kernel.kernelspec import DISPLAY_NAME, KERNEL_NAME, install
 from helpers.engines import RUN_ID, RUN_LABEL
-from helpers.kernels import install_kernelspec
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -144,7 +143,7 @@ def running_lab(engine_name: str, tmp_path: Path,
     get ``env_extra`` on top of this process's environment; ``options_extra`` go to the
     server (``--gateway-url=...``: its kernels are a gateway's)."""
     prefix = tmp_path / "prefix"
-    install_kernelspec(prefix)
+    install(prefix=str(prefix))  # on the server's JUPYTER_PATH only, not this process's
     env, options = lab_home(tmp_path / "lab", prefix / "share" / "jupyter")
     env.update(env_extra or {})
     port, token = free_port(), secrets.token_hex(16)

@@ -104,17 +104,15 @@ def test_a_pandas_table_keeps_its_table_and_style():
 
 
 def test_a_matplotlib_svg_stays_a_valid_drawing():
-    import matplotlib
+    from matplotlib.figure import Figure  # not pyplot: with an IPython shell in this process
+    # (the extension's tests) matplotlib 3.6's pyplot imports what IPython 9 no longer has
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(2, 1.5))
+    figure = Figure(figsize=(2, 1.5))
+    axes = figure.subplots()
     axes.plot([1, 3, 2], "o-")
     axes.set_title("t")
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")
-    plt.close(figure)
     original = buffer.getvalue()
     shown = safe_bundle({"image/svg+xml": original}, {})[0]["image/svg+xml"]
     def elements(svg: str) -> collections.Counter:
