@@ -11,7 +11,14 @@ from __future__ import annotations
 import importlib
 
 from ..errors import EngineUnavailable
-from .base import ContainerGone, ContainerInfo, ContainerSummary, Engine, ExecStream
+from .base import (
+    ContainerGone,
+    ContainerInfo,
+    ContainerSummary,
+    Engine,
+    ExecStream,
+    VolumeSummary,
+)
 from .discovery import ENGINE_KINDS, START_HINT, candidate_urls, requested_kind
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "ContainerSummary",
     "Engine",
     "ExecStream",
+    "VolumeSummary",
     "backend",
     "connect",
     "connect_url",
