@@ -173,6 +173,8 @@ class SandboxMagics(Magics):
             if isinstance(command, commands.CellCommand):
                 return self._run_cell(command)
             self.manager.handle(command, write, namespace=self.shell.user_ns)
+        except SandboxFailure:  # the sandbox cell's own error
+            raise
         except SandboxError as err:
             raise failure(ErrorReport.of_ours(err)) from None
         except Exception as err:  # a bug of ours: one line for the user, details in the log

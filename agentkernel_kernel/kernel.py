@@ -25,7 +25,7 @@ from agentkernel_kernel.history import History
 
 COMM_TYPES = ("comm_open", "comm_msg", "comm_close")
 # Seconds the kernel waits for a completion, inspection or is_complete answer before it replies
-# with an empty one (the runner stops such a request after 4 s; see runner/introspection.py).
+# with an empty one (the runner stops such a request after 10 s; see runner/introspection.py).
 INTROSPECTION_TIMEOUT = 5.0
 # ``%sandbox`` commands that replace the runner, and with it IPython's execution count.
 NEW_RUNNER = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)

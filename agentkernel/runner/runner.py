@@ -32,7 +32,9 @@ from .protocol import FrameDecoder, ProtocolError, encode_frame
 from .pump import CHUNK, Pump, guarded_thread, redirect_fds, write_all
 
 EXIT_GRACE = 2.0  # seconds the pump gets to write pending frames before the runner exits
-INTROSPECTION_LIMIT = 4.0  # seconds a completion/inspection may run before it is stopped
+# Seconds a completion/inspection may run before it is stopped (Jedi's first completion in a
+# fresh sandbox takes about 2 s on one CPU); AGENTKERNEL_INTROSPECTION_LIMIT overrides it.
+INTROSPECTION_LIMIT = 10.0
 FATAL_EXIT = 3  # exit code after a ``fatal`` frame: no usable IPython in the sandbox
 MAIN_REQUESTS = ("execute", "push", "pull", "comm_open", "comm_msg", "comm_close", "comm_info")
 INTROSPECTION_REQUESTS = ("complete", "inspect", "is_complete")
@@ -151,8 +153,8 @@ class Runner:
 
         self.shell = make_shell(self)
         comms.install(self, FrameLogHandler(self._log))
-        self._introspector = introspection.Introspector(self.shell, self._reply,
-                                                        INTROSPECTION_LIMIT)
+        limit = float(os.environ.get("AGENTKERNEL_INTROSPECTION_LIMIT") or INTROSPECTION_LIMIT)
+        self._introspector = introspection.Introspector(self.shell, self._reply, limit)
 
     def fatal(self, message: str) -> None:
         """Tell the host why the runner cannot run, and exit."""

@@ -620,7 +620,14 @@ def test_is_complete(session, code, answer):
     assert session.is_complete(code, timeout=TIMEOUT) == answer
 
 
-def test_stuck_introspection_never_wedges_the_runner(fresh):
+def test_stuck_introspection_never_wedges_the_runner():
+    env = {**os.environ, "AGENTKERNEL_INTROSPECTION_LIMIT": "4"}
+    with RunnerSession(LocalProcessTransport(env=env)) as fresh:
+        fresh.wait_ready(TIMEOUT)
+        stuck_introspection(fresh)
+
+
+def stuck_introspection(fresh: RunnerSession) -> None:
     Cell(fresh, "import time\nclass Spins:\n    def __repr__(self):\n        while True: pass\n"
                 "class Sleeps:\n    def __dir__(self):\n        time.sleep(60); return []\n"
                 "spins, sleeps = Spins(), Sleeps()")
