@@ -142,7 +142,7 @@ def _no_runner_reason(sandbox: Sandbox, detail: str) -> str:
     if not has_python:
         return (
             f"image {sandbox.effective.image!r} has no python3: AgentKernel runs cells with "
-            "the image's python3 (3.8 or newer); use a Python image such as "
+            "the image's python3 (3.10 or newer); use a Python image such as "
             "python:3.12-slim, or install python3 in yours"
         )
     return f"the runner did not start in sandbox {sandbox.name}: {detail}"
