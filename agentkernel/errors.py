@@ -31,8 +31,17 @@ class CommandError(ConfigError):
     """A malformed ``%sandbox`` command (the message names the problem and the usage)."""
 
 
+class PolicyRefused(ConfigError):
+    """The operator's policy does not allow what was asked (the message names the rule and
+    where the operator sets it)."""
+
+
 class PathRefused(SandboxError, ValueError):
     """A path given to the file API breaks one of the path rules."""
+
+
+class TooLarge(SandboxError):
+    """More bytes than a limit allows (a download, an upload, a read, a pulled value)."""
 
 
 class EngineUnavailable(SandboxError):

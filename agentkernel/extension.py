@@ -19,8 +19,10 @@ import atexit
 import functools
 import getpass
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from IPython.core import page
@@ -33,6 +35,8 @@ from traitlets.config import Config
 
 from . import commands
 from .config import SandboxConfig, load_config_files
+from .config.files import load_config_file
+from .config.policy import POLICY_ENV, SandboxPolicy
 from .errors import SandboxError
 from .frontend import ErrorReport, outgoing_bundle
 from .manager import SandboxManager
@@ -85,9 +89,10 @@ class SandboxResult:
 class _CellRun:
     """Shows the events of one ``%%sandbox`` cell and keeps its result and error."""
 
-    def __init__(self) -> None:
+    def __init__(self, trusted: bool = False) -> None:
         self.result: SandboxResult | None = None
         self.error: dict[str, Any] | None = None
+        self.trusted = trusted  # the operator's policy trusts sandbox output
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Show a stream or display event now; keep the result and the error for the end."""
@@ -95,13 +100,14 @@ class _CellRun:
         if kind == "stream":
             write(event["name"], event["text"])
         elif kind == "display":
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = outgoing_bundle(event["data"], event.get("metadata"), self.trusted)
             publish_display_data(data, metadata, transient=event.get("transient") or {},
                                  update=bool(event.get("update")))
         elif kind == "clear_output":
             clear_output(wait=bool(event.get("wait")))
         elif kind == "result":
-            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata")))
+            self.result = SandboxResult(*outgoing_bundle(event["data"], event.get("metadata"),
+                                                         self.trusted))
         elif kind == "error":
             self.error = event
 
@@ -125,9 +131,13 @@ def ask(prompt: str, password: bool) -> str:
 
 
 def shell_config(shell: InteractiveShell) -> Config:
-    """``agentkernel_config`` files overlaid with the shell's own config."""
+    """``agentkernel_config`` files overlaid with the shell's own config, then the policy file
+    named by AGENTKERNEL_POLICY (the operator's word is last)."""
     merged = load_config_files()
     merged.merge(shell.config)
+    named = os.environ.get(POLICY_ENV)
+    if named:
+        merged.merge(load_config_file(Path(named)))
     return merged
 
 
@@ -141,9 +151,10 @@ class SandboxMagics(Magics):
 
     def __init__(self, shell: InteractiveShell) -> None:
         super().__init__(shell=shell)
-        self.manager = SandboxManager(
-            SandboxConfig(config=shell_config(shell)), max_transfer_mb=self.max_transfer_mb
-        )
+        config = shell_config(shell)
+        self.manager = SandboxManager(SandboxConfig(config=config),
+                                      policy=SandboxPolicy(config=config),
+                                      max_transfer_mb=self.max_transfer_mb)
 
     @observe("max_transfer_mb")
     def _max_transfer_changed(self, change: dict[str, Any]) -> None:
@@ -173,10 +184,10 @@ class SandboxMagics(Magics):
             if isinstance(command, commands.CellCommand):
                 return self._run_cell(command)
             self.manager.handle(command, write, namespace=self.shell.user_ns)
-        except SandboxFailure:  # the sandbox cell's own error
-            raise
         except SandboxError as err:
             raise failure(ErrorReport.of_ours(err)) from None
+        except SandboxFailure:  # the cell's own error, already in the user's terms
+            raise
         except Exception as err:  # a bug of ours: one line for the user, details in the log
             log.exception("%%sandbox magic failed")
             raise failure(ErrorReport.of_internal(err)) from None
@@ -186,11 +197,11 @@ class SandboxMagics(Magics):
         """Run a ``%%sandbox`` body in the sandbox's IPython; a failing cell raises with the
         user's lines. Its pager output (``obj?``) goes to this shell's pager."""
         code = f"%%sh\n{command.body}" if command.shell else command.body
-        run = _CellRun()
+        run = _CellRun(trusted=self.manager.policy.trust_output)
         done = self.manager.execute(code, on_event=run.on_event, on_input=ask, out=write)
         for payload in done.get("payload") or []:
             if payload.get("source") == "page" and isinstance(payload.get("data"), dict):
-                page.page(outgoing_bundle(payload["data"])[0])
+                page.page(outgoing_bundle(payload["data"], None, run.trusted)[0])
             elif payload.get("source") == "set_next_input":
                 self.shell.set_next_input(str(payload.get("text", "")))
         if done.get("status") == "error":

@@ -10,18 +10,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import one_line
+from .sanitize import safe_bundle
 
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 
 
-def outgoing_bundle(data: dict, metadata: dict | None = None) -> tuple[dict, dict]:
+def outgoing_bundle(data: dict, metadata: dict | None = None,
+                    trusted: bool = False) -> tuple[dict, dict]:
     """A mime bundle from the sandbox, made fit to show in the user's page.
 
     Every bundle a sandbox produces goes through here before a frontend sees it: display and
     update_display, execute_result, inspect replies, pager payloads, the extension's output.
-    (Sanitising HTML/SVG/Markdown and isolating scripts is decided here, by the output policy.)
+    Unless the operator's policy trusts sandbox output (``trusted``), HTML, SVG and Markdown
+    are sanitised and anything that needs scripts runs in an isolated frame
+    (:mod:`agentkernel.sanitize`).
     """
-    return dict(data), dict(metadata or {})
+    if trusted:
+        return dict(data), dict(metadata or {})
+    return safe_bundle(data, dict(metadata or {}))
 
 
 @dataclass(frozen=True)

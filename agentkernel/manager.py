@@ -6,7 +6,6 @@ Shared by the Jupyter kernel and the IPython extension; knows neither. Output go
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import pickle
 import signal
@@ -15,16 +14,20 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from traitlets.config import Config
+
 from . import commands
 from .config import SandboxConfig
+from .config.policy import SandboxPolicy, load_policy_config
 from .errors import (
     ConfigError,
+    PolicyRefused,
     RunnerError,
     RunnerGone,
     SandboxDied,
     SandboxError,
-    SandboxNotFound,
 )
+from .paths import check_sandbox_path
 from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner
 from .sandbox import Sandbox
 
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 
 Out = Callable[[str, str], None]
 RESTART_HINT = "%sandbox restart to continue"
+MB = 1024 * 1024
 
 
 def _ignore(_name: str, _text: str) -> None:
@@ -39,10 +43,28 @@ def _ignore(_name: str, _text: str) -> None:
 
 
 class SandboxManager:
-    """Owns at most one sandbox and the runner session inside it."""
+    """Owns at most one sandbox and the runner session inside it.
 
-    def __init__(self, config: SandboxConfig | None = None, *, max_transfer_mb: int = 64):
-        self.config = config or SandboxConfig()
+    ``config`` is the operator's configuration (files, environment) and ``policy`` the
+    operator's limits; what a cell asks for (``%sandbox start ...``) is applied on top of the
+    configuration and checked against the policy, so a cell chooses only within it.
+    """
+
+    def __init__(self, config: SandboxConfig | None = None, *,
+                 policy: SandboxPolicy | None = None, policy_file: str | None = None,
+                 max_transfer_mb: int = 64):
+        self.broken: SandboxError | None = None  # an operator configuration that cannot work
+        try:
+            self.operator = config or SandboxConfig()
+            self.policy = policy or SandboxPolicy(config=load_policy_config(policy_file))
+        except SandboxError as err:
+            self.broken = SandboxError(f"the operator's sandbox configuration or policy is "
+                                       f"unusable, so no sandbox starts: {err}")
+            self.operator, self.policy = SandboxConfig(config=Config()), SandboxPolicy(
+                config=Config())
+        self.config = self.operator
+        self.created: set[str] = set()  # names of the sandboxes this manager started
+        self.notes: list[str] = []  # what the user should read at the next cell
         self.max_transfer_mb = max_transfer_mb
         self.sandbox: Sandbox | None = None
         self.session: RunnerSession | None = None
@@ -77,6 +99,8 @@ class SandboxManager:
     def ensure_session(self, out: Out = _ignore) -> RunnerSession:
         """The live runner session, starting the default sandbox on first use."""
         with self._lock:
+            if self.broken is not None:
+                raise self.broken
             if self.dead_reason:
                 raise SandboxDied(self.dead_reason)
             if self.session is None:
@@ -84,9 +108,17 @@ class SandboxManager:
             assert self.session is not None
             return self.session
 
-    def _start(self, config: SandboxConfig, out: Out) -> None:
-        sandbox = Sandbox(config)
+    def _start(self, config: SandboxConfig, out: Out, replace: bool = False) -> None:
+        """Start a sandbox of ``config`` as the policy allows it, with its runner; with
+        ``replace``, the current one goes first, once the new one has passed the policy (a
+        refused start leaves the current sandbox as it was)."""
+        concrete, notes = self.policy.apply(config, self.operator)
+        if replace:
+            self._drop_current()
+        self.notes += notes
+        sandbox = Sandbox(concrete)
         sandbox.start(progress=_pull_reporter(out), ipython=True)
+        self.created.add(sandbox.name)
         try:
             self._attach(sandbox)
         except SandboxError:
@@ -122,6 +154,7 @@ class SandboxManager:
                 log.warning("could not take over the warm sandbox: %s", err)
                 return False
             self.config = sandbox.config
+            self.created.add(sandbox.name)
             self._make_current(sandbox, self._session(stream, ready), ready)
         return True
 
@@ -129,8 +162,7 @@ class SandboxManager:
         """Start a sandbox from ``config``, replacing the current one."""
         self.wait_background()
         with self._lock:
-            self._drop_current()
-            self._start(config, out)
+            self._start(config, out, replace=True)
             self.config = config
         out("stdout", f"{self._describe()}\n")
 
@@ -153,12 +185,18 @@ class SandboxManager:
                 self._drop_current()
                 self._attach(Sandbox.connect(old.name, engine=old.engine))
             else:
-                self._drop_current()
-                self._start(self.config, out)
+                self._start(self.config, out, replace=True)
         out("stdout", f"{self._describe()}\n")
 
     def connect(self, name: str, out: Out = _ignore) -> None:
+        """Attach to the persistent sandbox ``name`` (one this manager started, unless the
+        policy allows others)."""
         self.wait_background()
+        if name not in self.created and not self.policy.allow_connect:
+            raise PolicyRefused(
+                f"connecting to sandbox {name!r} refused: it was not started by this kernel, "
+                "and the policy allows only those (c.SandboxPolicy.allow_connect, in "
+                "agentkernel_config.py or the AGENTKERNEL_POLICY file)")
         with self._lock:
             sandbox = Sandbox.connect(name)
             self._drop_current()
@@ -203,6 +241,8 @@ class SandboxManager:
         """Run a cell in the runner (see RunnerSession.execute); a dead sandbox raises
         SandboxDied with the cause."""
         session = self.ensure_session(out)
+        while self.notes:
+            out("stderr", f"[agentkernel] {self.notes.pop(0)}\n")
         try:
             return session.execute(code, on_event=on_event, on_input=on_input, silent=silent,
                                    store_history=store_history,
@@ -264,7 +304,7 @@ class SandboxManager:
         user namespace (the extension), for push and pull."""
         handlers: dict[type, Callable[..., None]] = {
             commands.HelpRequest: lambda cmd: out("stdout", cmd.text.rstrip("\n") + "\n"),
-            commands.StartCommand: lambda cmd: self.start(self.config.copy(**cmd.options), out),
+            commands.StartCommand: lambda cmd: self.start(self.operator.copy(**cmd.options), out),
             commands.StopCommand: lambda _cmd: self.stop(out),
             commands.RestartCommand: lambda _cmd: self.restart(out),
             commands.ConnectCommand: lambda cmd: self.connect(cmd.name, out),
@@ -311,38 +351,50 @@ class SandboxManager:
         out("stdout", "\n".join(str(p) for p in ports) + "\n" if ports else "no published ports\n")
 
     def _list(self, out: Out) -> None:
+        """The sandboxes on the engine: those this manager started, unless the policy allows
+        seeing all of them."""
+        visible = [s for s in Sandbox.list()
+                   if s.name in self.created or self.policy.allow_connect]
         rows = [
             "\t".join([s.name, s.effective.image, s.effective.profile.name]
                       + (["persistent"] if s.effective.persistent else []))
-            for s in Sandbox.list()
+            for s in visible
         ]
         out("stdout", "\n".join(rows) + "\n" if rows else "no sandboxes are running\n")
 
     def _resize(self, cmd: commands.ResizeCommand, out: Out) -> None:
         sandbox = self._current()
+        self.policy.check_limits(cmd.cpus, cmd.memory_mb, sandbox.effective.pids_limit,
+                                 self.operator)
         sandbox.resize(cmd.cpus, cmd.memory_mb)
         out("stdout", f"sandbox {sandbox.name} resized: {cmd.cpus:g} CPU, {cmd.memory_mb} MB "
                       "(verified in the cgroup)\n")
 
     def _write_file(self, cmd: commands.FileCommand, out: Out) -> None:
         sandbox = self._current()
-        data, mode = cmd.body.encode(), cmd.mode
-        if cmd.append:
-            with contextlib.suppress(SandboxNotFound):
-                data = sandbox.read_file(cmd.path) + data
-                if mode is None:
-                    mode = sandbox.file_mode(cmd.path)
-        sandbox.write_file(cmd.path, data,
-                           mode=commands.DEFAULT_FILE_MODE if mode is None else mode)
+        mode = commands.DEFAULT_FILE_MODE if cmd.mode is None else cmd.mode
+        if cmd.append:  # inside the sandbox: nothing is read back to the host
+            sandbox.append_file(cmd.path, cmd.body, mode=mode)
+        else:
+            sandbox.write_file(cmd.path, cmd.body, mode=mode)
         verb = "appended to" if cmd.append else "wrote"
         out("stdout", f"{verb} {cmd.path} ({len(cmd.body.encode())} bytes)\n")
 
     def _upload(self, cmd: commands.UploadCommand, out: Out) -> None:
-        self._current().upload(cmd.local, cmd.remote)
+        """A host file or folder into the sandbox: only from a folder the policy allows."""
+        check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
+        folder, path = self.policy.host_folder(cmd.local, write=False)
+        self._current().upload(path, cmd.remote, within=folder.path,
+                               max_bytes=self.policy.max_upload_mb * MB)
         out("stdout", f"uploaded {cmd.local} -> {cmd.remote}\n")
 
     def _download(self, cmd: commands.DownloadCommand, out: Out) -> None:
-        local = self._current().download(cmd.remote, cmd.local)
+        """A sandbox file or folder to the host: only into a folder the policy makes
+        writable, at most max_download_mb."""
+        check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
+        folder, path = self.policy.host_folder(cmd.local, write=True)
+        local = self._current().download(cmd.remote, path, within=folder.path,
+                                         max_bytes=self.policy.max_download_mb * MB)
         out("stdout", f"downloaded {cmd.remote} -> {local}\n")
 
     def _exec(self, cmd: commands.ExecCommand, out: Out) -> None:
@@ -365,7 +417,8 @@ class SandboxManager:
 
     def _pull(self, cmd: commands.PullCommand, out: Out, ns: dict[str, Any] | None) -> None:
         namespace = _host_namespace(ns, "pull")
-        namespace.update(self._runner_call("pull", list(cmd.names)))
+        namespace.update(self._runner_call("pull", list(cmd.names),
+                                           self.policy.max_pull_mb * MB))
         out("stdout", f"pulled {', '.join(cmd.names)}\n")
 
     def _check_transferable(self, name: str, value: Any) -> None:

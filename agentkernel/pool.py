@@ -41,18 +41,20 @@ class WarmSandbox:
     def handoff(self) -> tuple[dict[str, Any], list[int]]:
         """The description a kernel process needs, and the fds it must inherit."""
         sandbox = self.sandbox
-        lifeline, runner = sandbox.lifeline_fd(), self.stream.fileno()
+        lifeline, reaper_fd = sandbox.lifeline_fds()
+        runner = self.stream.fileno()
         description = {
             "engine": sandbox.engine.kind,
             "base_url": sandbox.engine.base_url,
             "container_id": sandbox.container_id,
             "exec_id": self.stream.exec_id,
             "lifeline_fd": lifeline,
+            "reaper_fd": reaper_fd,
             "runner_fd": runner,
             "ready": self.ready,
             "config": {**sandbox.config.values(), "name": sandbox.name},
         }
-        return description, [lifeline, runner]
+        return description, [lifeline, reaper_fd, runner]
 
     def release(self) -> None:
         """Close this process's copies of the sockets (after the kernel inherited them)."""
@@ -152,7 +154,8 @@ def handoff_env(description: dict[str, Any]) -> dict[str, str]:
 def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, Any]]:
     """In the kernel process: rebuild the sandbox and runner stream from inherited fds."""
     engine = connect_url(description["engine"], description["base_url"])
-    sandbox = Sandbox.adopt(engine, description["container_id"], description["lifeline_fd"],
+    sandbox = Sandbox.adopt(engine, description["container_id"],
+                            (description["lifeline_fd"], description["reaper_fd"]),
                             description.get("config") or {})
     stream = engine.adopt_exec(description["exec_id"], description["runner_fd"])
     return sandbox, stream, description["ready"]

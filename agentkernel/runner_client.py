@@ -427,18 +427,20 @@ class RunnerSession:
                 raise RunnerError(f"cannot pickle {name!r}: {type(exc).__name__}: {exc}") from exc
         self._call({"type": "push", "names": blobs}, timeout)
 
-    def pull(self, names: Iterable[str], *, timeout: float | None = None) -> dict[str, Any]:
-        """Values of ``names`` from the runner's namespace.
+    def pull(self, names: Iterable[str], max_bytes: int = 16 * 1024 * 1024, *,
+             timeout: float | None = None) -> dict[str, Any]:
+        """Values of ``names`` from the runner's namespace, each at most ``max_bytes`` pickled.
 
-        The values are unpickled here with :func:`agentkernel.safepickle.loads`, which
-        rebuilds only plain data, numpy and pandas values and refuses any other class, so a
-        pickle made in the sandbox cannot run code on this host.
+        The values are rebuilt here with :func:`agentkernel.safepickle.loads_bounded`, which
+        resolves only plain data, numpy and pandas values, in a process bounded in memory and
+        CPU, so a pickle made in the sandbox can neither run code on this host nor exhaust it.
         """
-        reply = self._call({"type": "pull", "names": list(names)}, timeout)
+        reply = self._call({"type": "pull", "names": list(names), "max_bytes": max_bytes},
+                           timeout)
         values = {}
         for name, blob in reply["values"].items():
             try:
-                values[name] = safepickle.loads(base64.b64decode(blob))
+                values[name] = safepickle.loads_bounded(base64.b64decode(blob), max_bytes)
             except Exception as exc:
                 raise RunnerError(f"cannot unpickle {name!r}: {type(exc).__name__}: {exc}") from exc
         return values

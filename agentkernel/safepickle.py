@@ -10,13 +10,25 @@ such as a class defined in the sandbox, is refused with :class:`UnpicklingRefuse
 The list holds data types and reconstructors, never a function that reaches files, processes or
 imports, so an allowed name called with any arguments builds a value and nothing more. numpy and
 pandas are imported only when a pickle names them, and must then be installed on the host.
+
+A value built from allowed names can still be expensive: ``Fraction('1e100000000')`` burns CPU
+for ever, ``bytearray(10**10)`` or ``list(range(10**9))`` takes all memory. So
+:func:`loads_bounded` rebuilds the value in a separate process limited in memory and CPU time;
+that process sends back the value re-pickled from the objects it rebuilt (honest data, whose
+size is what it holds), and only that is loaded here, through the same restricted unpickler.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickle
+import resource
+import subprocess
+import sys
 from typing import Any
+
+from .errors import TooLarge, one_line
 
 _PLAIN = {
     "builtins": {
@@ -124,3 +136,60 @@ class RestrictedUnpickler(pickle.Unpickler):
 def loads(data: bytes) -> Any:
     """Unpickle ``data``, refusing every name that is not in :data:`ALLOWED`."""
     return RestrictedUnpickler(io.BytesIO(data)).load()
+
+
+WORKER_BASE_MB = 256  # an interpreter with numpy and pandas imported, one thread each
+WORKER_CPU_S = 10
+WORKER_WALL_S = 30
+
+
+def loads_bounded(data: bytes, max_bytes: int) -> Any:
+    """Unpickle untrusted ``data`` (at most ``max_bytes``) with bounded memory and CPU.
+
+    The value is rebuilt in a child process allowed ``WORKER_BASE_MB`` plus 8 times
+    ``max_bytes`` of memory and ``WORKER_CPU_S`` seconds of CPU; refused names raise
+    UnpicklingRefused, and a value that needs more than that raises TooLarge.
+    """
+    if len(data) > max_bytes:
+        raise TooLarge(f"the value is {len(data)} bytes pickled, over the {max_bytes}-byte limit")
+    memory = (WORKER_BASE_MB << 20) + 8 * max_bytes
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (WORKER_CPU_S, WORKER_CPU_S + 1))
+
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", __name__], input=data, capture_output=True,
+                              preexec_fn=limit, env=env, timeout=WORKER_WALL_S)
+    except subprocess.TimeoutExpired:
+        raise TooLarge(f"rebuilding the value took more than {WORKER_WALL_S} s") from None
+    if done.returncode == 0 and len(done.stdout) <= 8 * max_bytes + (1 << 20):
+        return loads(done.stdout)
+    lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+    message = one_line(lines[-1]) if lines else ""
+    if done.returncode == 3:
+        raise UnpicklingRefused(message)
+    raise TooLarge(
+        f"rebuilding the value needs more than {memory >> 20} MB of memory or "
+        f"{WORKER_CPU_S} s of CPU (limits from max_pull_mb){': ' + message if message else ''}"
+    )
+
+
+def _worker() -> None:
+    """``python -m agentkernel.safepickle``: restricted-unpickle stdin, re-pickle to stdout."""
+    data = sys.stdin.buffer.read()
+    try:
+        value = loads(data)
+    except UnpicklingRefused as refused:
+        print(refused, file=sys.stderr)
+        sys.exit(3)
+    except Exception as err:
+        print(f"{type(err).__name__}: {one_line(err, 200)}", file=sys.stderr)
+        sys.exit(4)
+    sys.stdout.buffer.write(pickle.dumps(value, protocol=4))
+
+
+if __name__ == "__main__":
+    _worker()

@@ -14,10 +14,11 @@ def main() -> None:
         return
     # Start the sandbox first, so the container comes up while ipykernel is still importing;
     # or take over the warm one the launching process handed us.
+    from agentkernel.config.policy import take_policy_option
     from agentkernel.manager import SandboxManager
     from agentkernel.pool import take_handoff
 
-    manager = SandboxManager()
+    manager = SandboxManager(policy_file=take_policy_option(sys.argv))
     handoff = take_handoff()
     adopted = handoff is not None and manager.adopt(handoff)
     if not adopted and os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":

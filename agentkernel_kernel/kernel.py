@@ -91,13 +91,17 @@ class AgentKernel(Kernel):
     def _reply_count(self) -> int:
         return max(0, self._next_count - 1)
 
+    def _bundle(self, data: dict, metadata: dict | None = None) -> tuple[dict, dict]:
+        """A sandbox mime bundle as the page may see it (the operator's output policy)."""
+        return outgoing_bundle(data, metadata, trusted=self.manager.policy.trust_output)
+
     def _on_event(self, event: dict[str, Any]) -> None:
         """Send one runner event to the frontend, as an iopub message."""
         kind = event.get("type")
         if kind == "stream":
             self._out(event["name"], event["text"])
         elif kind == "display":
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = self._bundle(event["data"], event.get("metadata"))
             content = {"data": data, "metadata": metadata,
                        "transient": event.get("transient", {})}
             msg = "update_display_data" if event.get("update") else "display_data"
@@ -106,7 +110,7 @@ class AgentKernel(Kernel):
             count = event.get("execution_count")
             count = count if isinstance(count, int) else self._reply_count()
             self.history.set_output(count, event["data"].get("text/plain", ""))
-            data, metadata = outgoing_bundle(event["data"], event.get("metadata"))
+            data, metadata = self._bundle(event["data"], event.get("metadata"))
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": count, "data": data, "metadata": metadata})
         elif kind == "clear_output":
@@ -185,13 +189,13 @@ class AgentKernel(Kernel):
         count = done.get("execution_count")
         if isinstance(count, int):
             self._next_count = count + 1
-        payload = [_outgoing_payload(p) for p in done.get("payload") or []]
+        payload = [self._outgoing_payload(p) for p in done.get("payload") or []]
         if any(p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payload):
             self.io_loop.call_later(0.1, self.io_loop.stop)  # ``exit``: as ipykernel, end
         if done.get("status") == "error":
             reply = self._error_reply(ErrorReport.of_event(done), publish=False)
             return {**reply, "payload": payload, "user_expressions": {}}
-        expressions = {name: _outgoing_expression(value) for name, value in
+        expressions = {name: self._outgoing_expression(value) for name, value in
                        (done.get("user_expressions") or {}).items()}
         return self._ok(payload, expressions)
 
@@ -229,6 +233,36 @@ class AgentKernel(Kernel):
                           parent, ident)
 
     # -- introspection -----------------------------------------------------------------------
+    async def complete_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        await self._checked_request(super().complete_request, "complete_reply", stream, ident,
+                                    parent, cursor=True)
+
+    async def inspect_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        await self._checked_request(super().inspect_request, "inspect_reply", stream, ident,
+                                    parent, cursor=True)
+
+    async def is_complete_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        await self._checked_request(super().is_complete_request, "is_complete_reply", stream,
+                                    ident, parent, cursor=False)
+
+    async def _checked_request(self, handle: Any, reply_type: str, stream: Any, ident: Any,
+                               parent: dict, cursor: bool) -> None:
+        """Answer a request whose content is malformed (or whose handling fails) with an error
+        reply naming the problem, instead of the silence ipykernel would leave."""
+        content = parent.get("content")
+        problem = request_problem(content if isinstance(content, dict) else None, cursor)
+        if problem is None:
+            try:
+                await handle(stream, ident, parent)
+                return
+            except Exception as err:  # a bug of ours: the client still gets its reply
+                self.log.exception("%s failed", reply_type)
+                problem = ErrorReport.of_internal(err).evalue
+        if problem is not None:
+            self.session.send(stream, reply_type, {"status": "error", "ename": "ValueError",
+                                                    "evalue": problem, "traceback": []},
+                              parent, ident)
+
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
         answer = self.manager.call("complete", code, cursor_pos,
@@ -242,7 +276,7 @@ class AgentKernel(Kernel):
                          omit_sections: Any = ()) -> dict[str, Any]:
         answer = self.manager.call("inspect", code, cursor_pos, detail_level,
                                    timeout=INTROSPECTION_TIMEOUT) or {}
-        data, metadata = outgoing_bundle(answer.get("data", {}), answer.get("metadata"))
+        data, metadata = self._bundle(answer.get("data", {}), answer.get("metadata"))
         return {"status": "ok", "found": bool(answer.get("found")), "data": data,
                 "metadata": metadata}
 
@@ -259,24 +293,45 @@ class AgentKernel(Kernel):
                                       unique=unique)
         return {"status": "ok", "history": history}
 
+    def _outgoing_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A payload of the sandbox's reply; a pager's mime bundle goes through the output
+        policy."""
+        if payload.get("source") == "page" and isinstance(payload.get("data"), dict):
+            data, _ = self._bundle(payload["data"])
+            return {**payload, "data": data}
+        return dict(payload)
+
+    def _outgoing_expression(self, value: Any) -> Any:
+        """A user_expressions result; its mime bundle goes through the output policy."""
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else None
+            data, metadata = self._bundle(value["data"], metadata)
+            return {**value, "data": data, "metadata": metadata}
+        return value
+
     # -- lifetime ----------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         self.manager.shutdown()
         return {"status": "ok", "restart": restart}
 
 
-def _outgoing_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    """A payload of the sandbox's reply; a pager's mime bundle goes through outgoing_bundle."""
-    if payload.get("source") == "page" and isinstance(payload.get("data"), dict):
-        data, _ = outgoing_bundle(payload["data"])
-        return {**payload, "data": data}
-    return dict(payload)
+def request_problem(content: dict | None, cursor: bool) -> str | None:
+    """What is wrong with a complete/inspect/is_complete request's content, or None.
 
-
-def _outgoing_expression(value: Any) -> Any:
-    """A user_expressions result; its mime bundle goes through outgoing_bundle."""
-    if isinstance(value, dict) and isinstance(value.get("data"), dict):
-        data, metadata = outgoing_bundle(value["data"], value.get("metadata")
-                                         if isinstance(value.get("metadata"), dict) else None)
-        return {**value, "data": data, "metadata": metadata}
-    return value
+    ``code`` must be a string; ``cursor_pos`` (when asked) an integer from 0 to the length of
+    the code, or null (the end of the code, as ipykernel takes it)."""
+    if content is None or not isinstance(content.get("code"), str):
+        return "the request needs 'code', a string"
+    if not cursor:
+        return None
+    if "cursor_pos" not in content:
+        return "the request needs 'cursor_pos'"
+    position = content["cursor_pos"]
+    if position is None:
+        content["cursor_pos"] = len(content["code"])
+        return None
+    if isinstance(position, bool) or not isinstance(position, int) or not (
+            0 <= position <= len(content["code"])):
+        return (f"invalid cursor_pos {str(position)[:40]!r}: expected an integer from 0 to "
+                f"{len(content['code'])} (the length of the code), or null")
+    return None

@@ -22,6 +22,8 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from agentkernel.config.policy import POLICY_OPTION
+
 PROVISIONER_NAME = "agentkernel-pool"
 KERNEL_NAME = "agentkernel"
 DISPLAY_NAME = "AgentKernel Sandbox"
@@ -29,9 +31,12 @@ RESOURCES = Path(__file__).parent / "resources"
 LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
 
 
-def make_argv(executable: str | None = None) -> list[str]:
-    """The command Jupyter runs to start the kernel, with the ``{connection_file}`` placeholder."""
-    return [executable or sys.executable, "-m", "agentkernel_kernel", "-f", "{connection_file}"]
+def make_argv(executable: str | None = None, policy_file: str | None = None) -> list[str]:
+    """The command Jupyter runs to start the kernel, with the ``{connection_file}`` placeholder;
+    with ``policy_file`` (a file name in the kernelspec's folder) the kernel reads its policy
+    from there (``{resource_dir}`` is that folder)."""
+    argv = [executable or sys.executable, "-m", "agentkernel_kernel", "-f", "{connection_file}"]
+    return argv + ([POLICY_OPTION, f"{{resource_dir}}/{policy_file}"] if policy_file else [])
 
 
 def kernel_dict(
@@ -39,6 +44,7 @@ def kernel_dict(
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
     pool_size: int = 0,
+    policy_file: str | None = None,
 ) -> dict[str, Any]:
     """The contents of ``kernel.json``.
 
@@ -53,7 +59,7 @@ def kernel_dict(
         metadata["kernel_provisioner"] = {
             "provisioner_name": PROVISIONER_NAME, "config": {"pool_size": pool_size}}
     return {
-        "argv": make_argv(executable),
+        "argv": make_argv(executable, policy_file),
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
@@ -68,16 +74,23 @@ def write_kernel_spec(
     display_name: str = DISPLAY_NAME,
     env: Mapping[str, str] | None = None,
     pool_size: int = 0,
+    policy: str | Path | None = None,
 ) -> str:
-    """Write ``kernel.json`` and the logos into ``path`` (a new temporary directory if None).
+    """Write ``kernel.json`` and the logos into ``path`` (a new temporary directory if None),
+    and a copy of the operator's ``policy`` file (checked first) when given.
 
     Returns the directory, ready for ``KernelSpecManager.install_kernel_spec``.
     """
     target = Path(path) if path else Path(tempfile.mkdtemp(suffix="_kernels")) / KERNEL_NAME
     target.mkdir(parents=True, exist_ok=True)
+    policy_file = None
+    if policy is not None:
+        policy_file = f"policy{Path(policy).suffix or '.json'}"
+        check_policy_file(Path(policy))
+        shutil.copyfile(policy, target / policy_file)
     for logo in LOGOS:
         shutil.copyfile(RESOURCES / logo, target / logo)
-    spec = kernel_dict(executable, display_name, env, pool_size)
+    spec = kernel_dict(executable, display_name, env, pool_size, policy_file)
     (target / "kernel.json").write_text(json.dumps(spec, indent=1) + "\n", encoding="utf-8")
     return str(target)
 
@@ -91,6 +104,7 @@ def install(
     env: Mapping[str, str] | None = None,
     kernel_spec_manager: KernelSpecManager | None = None,
     pool_size: int = 0,
+    policy: str | Path | None = None,
 ) -> str:
     """Install the kernelspec and return the directory it went to.
 
@@ -103,13 +117,25 @@ def install(
     manager = kernel_spec_manager or KernelSpecManager()
     with tempfile.TemporaryDirectory(suffix="_kernels") as staging:
         source = write_kernel_spec(Path(staging) / kernel_name, display_name=display_name,
-                                   env=env, pool_size=pool_size)
+                                   env=env, pool_size=pool_size, policy=policy)
         return manager.install_kernel_spec(
             source,
             kernel_name=kernel_name,
             user=user,
             prefix=sys.prefix if sys_prefix else prefix,
         )
+
+
+def check_policy_file(path: Path) -> None:
+    """Refuse (SystemExit with one line) a policy file that cannot be read or used."""
+    from agentkernel.config.files import load_config_file
+    from agentkernel.config.policy import SandboxPolicy
+    from agentkernel.errors import SandboxError
+
+    try:
+        SandboxPolicy(config=load_config_file(path))
+    except SandboxError as err:
+        raise SystemExit(f"error: the policy file is not usable: {err}") from None
 
 
 def _is_root() -> bool:
@@ -143,6 +169,11 @@ def add_install_arguments(parser: argparse.ArgumentParser) -> None:
         "--pool-size", metavar="N", type=int, default=0,
         help="keep N warm sandboxes in the launching process (default 0: no pool)",
     )
+    parser.add_argument(
+        "--policy", metavar="FILE",
+        help="the operator's policy for these kernels (JSON or Python traitlets config with "
+             "c.SandboxPolicy.*), copied into the kernelspec; no cell can loosen it",
+    )
 
 
 def install_from_args(args: argparse.Namespace) -> str:
@@ -155,6 +186,7 @@ def install_from_args(args: argparse.Namespace) -> str:
         kernel_name=args.name,
         display_name=args.display_name,
         pool_size=args.pool_size,
+        policy=args.policy,
     )
     print(f"Installed kernelspec {args.name} in {dest}")
     return dest

@@ -126,11 +126,25 @@ class ExecStream(Protocol):
     def forget(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class EngineEndpoint:
+    """How another process reaches the same engine: its URL, and for TLS the folder holding
+    ca.pem, cert.pem and key.pem."""
+
+    url: str
+    tls_dir: str | None = None
+
+
 class Engine(ABC):
     """A connected container engine."""
 
     kind: str
     base_url: str
+
+    def endpoint(self) -> EngineEndpoint:
+        """How another process (the host-side reaper, a kernel taking a warm sandbox) reaches
+        this engine."""
+        return EngineEndpoint(self.base_url)
 
     @classmethod
     @abstractmethod

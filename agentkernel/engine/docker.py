@@ -11,7 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
@@ -426,4 +426,4 @@ def _uptime(started_at: str | None) -> float | None:
         started = datetime.fromisoformat(stamp.split("+")[0])
     except ValueError:
         return None
-    return max(0.0, (datetime.now(timezone.utc).replace(tzinfo=None) - started).total_seconds())
+    return max(0.0, (datetime.now(UTC).replace(tzinfo=None) - started).total_seconds())

@@ -1,24 +1,98 @@
 """The Podman backend: Podman's Docker-compatible API, and where it differs, its libpod API.
 
-Podman 4.3 (Debian 12) differs in three ways that matter here: it serves no compatible
+Podman 4.3 (Debian 12) differs in four ways that matter here: it serves no compatible
 ``update`` endpoint (live resize goes through ``/libpod/containers/{id}/update``), its
-compatible create ignores ``HostConfig.Runtime`` (checked after create), and an image name
-without a registry lives under ``localhost/``.
+compatible create ignores ``HostConfig.Runtime`` (checked after create), an image name without
+a registry lives under ``localhost/``, and its default seccomp profile lets a container create
+user and mount namespaces (``unshare(CLONE_NEWUSER)``), which Docker's refuses. Sandboxes on
+Podman get Podman's own profile with namespace creation refused as Docker does
+(:func:`confined_profile`); the compatible API takes a profile by path on the engine's host, so
+this needs a local Podman (for a remote one, SECURITY.md says what is missing).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, EngineError, one_line
 from .base import ContainerGone
 from .docker import API_VERSION, CPU_PERIOD, DockerEngine
 
+log = logging.getLogger(__name__)
+
+# clone(2) flags that create namespaces: CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER,
+# NEWPID, NEWNET (the mask Docker's default profile uses)
+NAMESPACE_FLAGS = 0x7E020000
+ENOSYS, EPERM = 38, 1
+PROFILE_FOLDER = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentkernel"
+
+
+def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
+    """Podman's default seccomp profile with namespace creation refused: ``unshare`` and
+    ``setns`` fail with EPERM, ``clone`` is allowed only without namespace flags, and
+    ``clone3`` (whose flags seccomp cannot see) answers ENOSYS so the C library falls back
+    to ``clone``."""
+    profile = json.loads(json.dumps(default))
+    gated = {"unshare", "setns", "clone", "clone3"}
+    for rule in profile["syscalls"]:
+        if rule.get("action") == "SCMP_ACT_ALLOW":
+            rule["names"] = [name for name in rule["names"] if name not in gated]
+    profile["syscalls"] = [rule for rule in profile["syscalls"] if rule["names"]]
+    profile["syscalls"] += [
+        {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": 0, "value": NAMESPACE_FLAGS, "valueTwo": 0,
+                   "op": "SCMP_CMP_MASKED_EQ"}]},
+        {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+        {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
+    ]
+    return profile
+
 
 class PodmanEngine(DockerEngine):
     """Podman through its compatible API, with its own endpoints where that falls short."""
 
     kind = "podman"
+
+    def create_container(self, request: dict[str, Any], name: str) -> str:
+        """Create with the confined seccomp profile, when this Podman can be given one."""
+        profile = self._confined_profile_path
+        host = request.get("HostConfig", {})
+        if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
+            host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
+            request = {**request, "HostConfig": host}
+        return super().create_container(request, name)
+
+    @cached_property
+    def _confined_profile_path(self) -> str | None:
+        """Where the confined profile is written for this Podman, or None when it cannot be
+        (a Podman reached over the network reads profiles from its own host)."""
+        if not self.base_url.startswith("unix://"):
+            log.warning("podman at %s: sandboxes keep podman's default seccomp profile "
+                        "(namespace creation allowed): the engine is not local", self.base_url)
+            return None
+        try:
+            info = self._libpod("get", "/info", "reading podman's security settings")
+            default = Path(info["host"]["security"]["seccompProfilePath"])
+            profile = confined_profile(json.loads(default.read_text()))
+        except (OSError, KeyError, ValueError, EngineError) as err:
+            log.warning("podman: sandboxes keep podman's default seccomp profile (namespace "
+                        "creation allowed): %s", one_line(err, 200))
+            return None
+        text = json.dumps(profile, sort_keys=True)
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        path = PROFILE_FOLDER / f"podman-seccomp-{digest}.json"
+        if not path.exists():
+            PROFILE_FOLDER.mkdir(parents=True, exist_ok=True)
+            staging = path.with_suffix(f".{os.getpid()}.tmp")
+            staging.write_text(text)
+            staging.replace(path)
+        return str(path)
 
     def update_limits(self, container_id: str, cpus: float, memory_mb: int) -> None:
         try:

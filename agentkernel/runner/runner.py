@@ -416,9 +416,16 @@ class Runner:
                 problems.append(f"name {name!r} is not defined")
                 continue
             try:
-                values[name] = base64.b64encode(pickle.dumps(namespace[name])).decode("ascii")
+                data = pickle.dumps(namespace[name])
             except Exception as exc:
                 problems.append(f"cannot pickle {name!r}: {type(exc).__name__}: {exc}")
+                continue
+            limit = request.get("max_bytes")
+            if isinstance(limit, int) and len(data) > limit:
+                problems.append(f"{name!r} is {len(data)} bytes pickled, over the {limit}-byte "
+                                "limit (the operator's max_pull_mb)")
+                continue
+            values[name] = base64.b64encode(data).decode("ascii")
         if problems:
             raise RequestFailed("; ".join(problems))
         return {"values": values}

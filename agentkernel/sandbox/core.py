@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import weakref
 from collections.abc import Iterator
@@ -19,20 +20,31 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Attachment:
-    """The container a Sandbox object stands for, and the lifeline socket it holds (None for
-    a persistent container, or one this process does not own)."""
+    """The container a Sandbox object stands for, and what ties its life to this process: the
+    lifeline socket to its main process's stdin, and the pipe to its host-side reaper (both
+    None for a persistent container, or one this process does not own)."""
 
     container_id: str
     lifeline: socket.socket | None = None
+    reaper_fd: int | None = None
+
+    def release(self) -> None:
+        """Close this process's lifeline and reaper pipe (another process may hold them)."""
+        if self.lifeline is not None:
+            with contextlib.suppress(OSError):
+                self.lifeline.close()
+            self.lifeline = None
+        if self.reaper_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.reaper_fd)
+            self.reaper_fd = None
 
 
-def _force_remove(engine: Engine, container_id: str, lifeline: socket.socket | None) -> None:
+def _force_remove(engine: Engine, container_id: str, attachment: Attachment) -> None:
     """Finalizer: remove an ephemeral container even if the owner forgot to stop it."""
     with contextlib.suppress(Exception):
         engine.remove_container(container_id)
-    if lifeline is not None:
-        with contextlib.suppress(Exception):
-            lifeline.close()
+    attachment.release()
 
 
 class SandboxCore:
@@ -65,7 +77,7 @@ class SandboxCore:
         self._attachment = attachment
         if attachment.lifeline is not None:
             self._finalizer = weakref.finalize(
-                self, _force_remove, self.engine, attachment.container_id, attachment.lifeline)
+                self, _force_remove, self.engine, attachment.container_id, attachment)
 
     # -- identity ------------------------------------------------------------------------
     @property

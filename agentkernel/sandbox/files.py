@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import os
 import posixpath
-import secrets
-import shutil
 from pathlib import Path
 
-from .. import paths, tarball
-from ..errors import SandboxError, SandboxNotFound, one_line
+from .. import hostfiles, paths, tarball
+from ..errors import SandboxError, SandboxNotFound, TooLarge, one_line
 from .execution import Execution
+
+READ_LIMIT = 256 * 1024 * 1024
+"""Largest file read_file() returns unless asked for more."""
+READ_SCRIPT = ('if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then '
+               'echo "not a regular file" >&2; exit 3; fi; head -c "$2" -- "$1"')
+APPEND_SCRIPT = ('if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then '
+                 'echo "not a regular file (links and devices are refused)" >&2; exit 3; fi; '
+                 'mkdir -p -- "$(dirname -- "$1")" && '
+                 'if [ ! -e "$1" ]; then : > "$1" && chmod "$2" -- "$1"; fi && cat >> "$1"')
 
 
 class Files(Execution):
@@ -63,22 +70,42 @@ class Files(Execution):
         if code != 0:
             raise SandboxError(f"writing {path} failed: {one_line(err.decode(errors='replace'))}")
 
-    def read_file(self, path: str) -> bytes:
-        """The bytes of the file at ``path``; SandboxNotFound says "No such file"."""
+    def read_file(self, path: str, max_bytes: int = READ_LIMIT) -> bytes:
+        """The bytes of the regular file at ``path`` (at most ``max_bytes``: TooLarge beyond);
+        SandboxNotFound says "No such file". Links to devices and other special files are
+        refused, so a read always ends."""
         path = paths.check_sandbox_path(path)
         if self._on_tmpfs(path):
-            code, out, err = self._exec_bytes(["cat", "--", path])
+            code, out, err = self._exec_bytes(
+                ["/bin/sh", "-c", READ_SCRIPT, "sh", path, str(max_bytes + 1)])
+            if code == 0 and len(out) > max_bytes:
+                raise TooLarge(f"cannot read {path}: larger than {max_bytes} bytes")
             if code != 0 and b"No such file" in err:
                 raise SandboxNotFound(f"No such file in sandbox {self.name}: {path}")
             if code != 0:
                 raise SandboxError(f"cannot read {path}: "
                                    f"{one_line(err.decode(errors='replace'))}")
             return out
-        with self._errors(f"reading {path}"):
-            data = tarball.read_single_file(self._get_archive(path), path)
+        try:
+            with self._errors(f"reading {path}"):
+                data = tarball.read_single_file(self._get_archive(path), path, max_bytes)
+        except ValueError as err:
+            raise TooLarge(f"cannot read {path}: {err}") from None
         if data is None:
             raise SandboxError(f"cannot read {path}: it is not a regular file (use download())")
         return data
+
+    def append_file(self, path: str, data: bytes | str, mode: int = 0o644) -> None:
+        """Append ``data`` to the file at ``path`` in the sandbox (created, with ``mode``,
+        when missing; its folders too). Done inside the sandbox: nothing is read back, and a
+        path that is not a regular file is refused."""
+        path = paths.check_sandbox_path(path)
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        code, _, err = self._exec_bytes(["/bin/sh", "-c", APPEND_SCRIPT, "sh", path, f"{mode:o}"],
+                                        stdin=payload)
+        if code != 0:
+            raise SandboxError(f"appending to {path} failed: "
+                               f"{one_line(err.decode(errors='replace'))}")
 
     def remove_file(self, path: str, recursive: bool = False) -> None:
         """Remove a file (or, with ``recursive``, a folder tree)."""
@@ -109,37 +136,46 @@ class Files(Execution):
                 raise SandboxNotFound(f"cannot create {path}: No such file or directory (parent)")
             raise SandboxError(f"cannot create {path}: {message}")
 
-    def upload(self, local: str | os.PathLike[str], remote: str) -> None:
-        """Copy a local file or folder to ``remote`` in the sandbox."""
-        source = Path(local).expanduser()
-        if not source.exists():
-            raise SandboxNotFound(f"No such file on the host: {source}")
+    def upload(self, local: str | os.PathLike[str], remote: str, *,
+               within: str | os.PathLike[str] | None = None,
+               max_bytes: int | None = None) -> None:
+        """Copy a host file or folder to ``remote`` in the sandbox.
+
+        The host path is read below the folder ``within`` (default: its own parent) without
+        following any link on the way; links inside a folder travel as links. At most
+        ``max_bytes`` of file content (TooLarge beyond).
+        """
+        root, source = _host_paths(local, within)
         remote = paths.check_sandbox_path(remote)
         parent, leaf = posixpath.split(remote)
-        archive = tarball.local_tree_tar(source, leaf, owner=self._owner())
+        archive = hostfiles.tree_tar(root, source, leaf, self._owner(), max_bytes)
         if not self._put_archive(parent, archive):
             self.mkdir(parent)
             self._put_archive(parent, archive)
 
-    def download(self, remote: str, local: str | os.PathLike[str]) -> Path:
-        """Copy a file or folder from the sandbox to ``local``; returns the local path."""
+    def download(self, remote: str, local: str | os.PathLike[str], *,
+                 within: str | os.PathLike[str] | None = None,
+                 max_bytes: int | None = None) -> Path:
+        """Copy a file or folder from the sandbox to the host path ``local``; returns it.
+
+        ``local`` is written below the folder ``within`` (default: its own parent), its
+        missing folders created, without following any link on the way; links and devices
+        in the sandbox's copy are dropped. At most ``max_bytes`` written (TooLarge beyond).
+        """
         remote = paths.check_sandbox_path(remote)
-        dest = Path(local).expanduser()
+        root, dest = _host_paths(local, within)
         chunks = self._get_archive(remote)
-        leaf = posixpath.basename(remote)
-        staging = dest.parent / f".agentkernel-{secrets.token_hex(4)}"
-        staging.mkdir(parents=True, exist_ok=True)
         try:
             with self._errors(f"downloading {remote}"):
-                tarball.extract_safely(chunks, staging)
-            if not (staging / leaf).exists():  # extract_safely skips links and devices
-                raise SandboxError(
-                    f"cannot download {remote}: it is a link or a special file (links and "
-                    "devices are never copied out of a sandbox; name the file they point to)"
-                )
-            (staging / leaf).replace(dest)
-        except ValueError as err:  # an archive member that would land outside staging
+                hostfiles.extract_into(root, dest, chunks, posixpath.basename(remote), max_bytes)
+        except ValueError as err:  # an archive member that would land outside, or not fit
             raise SandboxError(f"cannot download {remote}: {err}") from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return dest
+
+
+def _host_paths(local: str | os.PathLike[str],
+                within: str | os.PathLike[str] | None) -> tuple[Path, Path]:
+    """(the folder to walk from, the host path inside it), both absolute."""
+    path = Path(local).expanduser().absolute()
+    root = Path(within).resolve() if within is not None else path.parent.resolve()
+    return root, root / path.name if within is None else path

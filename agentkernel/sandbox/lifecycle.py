@@ -7,6 +7,7 @@ import logging
 import socket
 from typing import Any
 
+from .. import reaper
 from ..config import SandboxConfig
 from ..engine import Engine, connect
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
@@ -37,15 +38,19 @@ class Lifecycle(SandboxCore):
         container_id = engine.create_container(create_request(eff, volumes), eff.container_name)
         attachment = Attachment(container_id)
         try:
+            if not eff.persistent:
+                endpoint = engine.endpoint()
+                attachment.reaper_fd = reaper.start(endpoint.url, container_id, endpoint.tls_dir)
             with self._errors(f"starting sandbox {self.name}"):
                 engine.check_runtime(container_id, eff.runtime)
                 if not eff.persistent:
                     attachment.lifeline = engine.attach_stdin(container_id)
                 engine.start_container(container_id)
-        except SandboxError:
+        except (SandboxError, OSError) as err:
             engine.remove_container(container_id)
-            if attachment.lifeline is not None:
-                attachment.lifeline.close()
+            attachment.release()
+            if isinstance(err, OSError):
+                raise SandboxError(f"starting sandbox {self.name} failed: {err}") from None
             raise
         self._hold(attachment)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
@@ -83,20 +88,23 @@ class Lifecycle(SandboxCore):
             self.engine.remove_container(target)
         self.stop()
 
-    def lifeline_fd(self) -> int:
-        """The fd of the stdin socket that keeps an ephemeral container alive."""
-        if self._attachment is None or self._attachment.lifeline is None:
+    def lifeline_fds(self) -> tuple[int, int]:
+        """(lifeline socket, reaper pipe): the fds that keep an ephemeral container alive; a
+        process they are handed to (pass_fds) owns the container from then on."""
+        held = self._attachment
+        if held is None or held.lifeline is None or held.reaper_fd is None:
             raise SandboxError(f"sandbox {self.name} has no lifeline (persistent or not started)")
-        return self._attachment.lifeline.fileno()
+        return held.lifeline.fileno(), held.reaper_fd
 
     def detach(self) -> None:
         """Let go of the container without removing it: drop the finalizer, close this
-        process's lifeline (another process may hold it now) and forget the container."""
+        process's lifeline and reaper pipe (another process may hold them now) and forget the
+        container."""
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
-        if self._attachment is not None and self._attachment.lifeline is not None:
-            self._attachment.lifeline.close()
+        if self._attachment is not None:
+            self._attachment.release()
         self._attachment = None
 
     def __enter__(self) -> Lifecycle:
@@ -109,10 +117,12 @@ class Lifecycle(SandboxCore):
 
     # -- other processes' sandboxes --------------------------------------------------------
     @classmethod
-    def adopt(cls, engine: Engine, container_id: str, lifeline_fd: int,
+    def adopt(cls, engine: Engine, container_id: str, lifeline_fds: tuple[int, int],
               config_values: dict[str, Any]) -> Lifecycle:
-        """A sandbox started by another process, whose lifeline socket this one inherited."""
-        attachment = Attachment(container_id, socket.socket(fileno=lifeline_fd))
+        """A sandbox started by another process, whose lifeline socket and reaper pipe this
+        one inherited."""
+        lifeline, reaper_fd = lifeline_fds
+        attachment = Attachment(container_id, socket.socket(fileno=lifeline), reaper_fd)
         return cls(SandboxConfig(**config_values), engine=engine, attach=attachment)
 
     @classmethod

@@ -7,15 +7,18 @@ A missing engine or image is a failure, never a skip: scripts/setup.sh provides 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.engines import ENGINES, RUN_ID, RUN_LABEL, TEST_IMAGE, get_engine
 from helpers.kernels import execute, install_kernelspec, running_kernel
+from helpers.policies import lab_rules, write_policy
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
+from agentkernel.config.policy import POLICY_ENV
 from agentkernel.engine import Engine
 from agentkernel.sandbox import LABEL_OWNER, Sandbox
 
@@ -93,10 +96,29 @@ def shared_sandbox(engine: Engine, test_image: str) -> Iterator[Sandbox]:
     sb.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def lab_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every kernel and extension of the engine tests runs under the lab policy unless a test
+    says otherwise (the security tests do: helpers.policies.DEFAULT and stricter ones)."""
+    base = tmp_path_factory.getbasetemp()
+    policy = write_policy(base / "lab-policy.json", **lab_rules(base))
+    before = os.environ.get(POLICY_ENV)
+    os.environ[POLICY_ENV] = str(policy)
+    yield policy
+    if before is None:
+        os.environ.pop(POLICY_ENV, None)
+    else:
+        os.environ[POLICY_ENV] = before
+
+
 @pytest.fixture(scope="session")
-def kernelspec(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The agentkernel kernelspec, installed in a temporary Jupyter data dir."""
-    install_kernelspec(tmp_path_factory.mktemp("jupyter"))
+def kernelspec() -> Iterator[None]:
+    """The agentkernel kernelspec, installed in a temporary Jupyter data dir. It is kept out of
+    pytest's temporary folders, which the lab policy makes writable: no policy lets a sandbox
+    write where a kernelspec is (its argv runs on the host)."""
+    with tempfile.TemporaryDirectory(prefix="agentkernel-jupyter-") as prefix:
+        install_kernelspec(Path(prefix))
+        yield
 
 
 @pytest.fixture(scope="module")

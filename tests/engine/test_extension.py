@@ -104,7 +104,7 @@ def test_errors_show_the_user_lines(shell: InteractiveShell) -> None:
         ("%%sandbox_file\nbody", "CommandError", "PATH"),
         ("%%sandbox --bash\n1", "CommandError", "--bash"),
         ("%sandbox_exec exit 3", "SandboxError", "command exited with code 3"),
-        ("%sandbox upload /no/such/file /tmp/x", "SandboxNotFound", "No such file on the host"),
+        ("%sandbox upload no/such/file /tmp/x", "SandboxNotFound", "No such file on the host"),
         ("%%sandbox_file /proc/self/x\ny", "PathRefused", "/proc is off limits"),
     ],
 )

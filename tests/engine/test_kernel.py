@@ -251,7 +251,7 @@ def test_magics_lifecycle(kc: BlockingKernelClient, tmp_path: Path) -> None:
         ("%%sandbox_file\nbody", "PATH"),
         ("%sandbox start --image agentkernel-no-such-image:0", "not available locally"),
         ("%sandbox start --cpus 4096", "CPUs"),
-        ("%sandbox upload /no/such/file /tmp/x", "No such file on the host"),
+        ("%sandbox upload no/such/file /tmp/x", "No such file on the host"),
         ("%sandbox download /etc/../etc/passwd /tmp/x", "must not contain '..'"),
         ("%%sandbox_file /proc/self/x\ny", "/proc is off limits"),
         ("%sandbox push x", "%load_ext agentkernel"),

@@ -26,7 +26,7 @@ import nbformat
 import papermill
 import pytest
 from helpers.engines import RUN_ID, RUN_LABEL
-from helpers.kernels import KERNEL_NAME, install_kernelspec
+from helpers.kernels import KERNEL_NAME
 
 from agentkernel.engine import Engine
 
@@ -46,9 +46,8 @@ CONTAINER_GONE_TIMEOUT = 15  # s after the kernel is shut down
 
 
 @pytest.fixture(scope="module", autouse=True)
-def kernelspec(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The kernelspec in a temporary prefix, first on JUPYTER_PATH (subprocesses inherit it)."""
-    install_kernelspec(tmp_path_factory.mktemp("jupyter"))
+def _kernelspec(kernelspec: None) -> None:
+    """The kernelspec, first on JUPYTER_PATH (subprocesses inherit it)."""
 
 
 @pytest.fixture

@@ -222,12 +222,12 @@ def host_binds(mountinfo: list[str]) -> dict[str, str]:
     return binds
 
 
-def mount_options(mountinfo: list[str], point: str) -> str:
-    """The per-mount options (``ro,nosuid,...``) of the mount at ``point``."""
+def mount_options(mountinfo: list[str], point: str) -> list[str]:
+    """The per-mount options of the mount at ``point`` (``ro`` or ``rw`` first)."""
     for line in mountinfo:
         fields = line.split()
         if fields[4] == point:
-            return fields[5]
+            return fields[5].split(",")
     raise AssertionError(f"nothing mounted at {point}")
 
 
@@ -248,9 +248,14 @@ def test_profile_isolation_inside(kc: BlockingKernelClient, profile: str) -> Non
     binds = host_binds(seen["mountinfo"])
     bundle = binds.pop(BUNDLE_MOUNT, "")  # agentkernel's IPython: a named volume, read-only
     assert "/volumes/agentkernel-ipython-" in bundle, bundle
-    assert mount_options(seen["mountinfo"], BUNDLE_MOUNT).split(",")[0] == "ro"
+    assert mount_options(seen["mountinfo"], BUNDLE_MOUNT)[0] == "ro"
+    workspace = binds.pop("/workspace", None)
     assert set(binds) <= ENGINE_FILES, f"host mounts in a {profile} sandbox: {binds}"
     assert not [line for line in seen["mountinfo"] if ".sock" in line]
+    if profile == "restrictive":  # no host mount at all, the notebook's folder included
+        assert workspace is None
+    else:  # the notebook's folder (the kernel's working directory), read-only
+        assert workspace is not None and mount_options(seen["mountinfo"], "/workspace")[0] == "ro"
     if profile == "restrictive":
         assert seen["interfaces"] == ["lo"] and not seen["root_writable"]
         assert seen["cap_eff"] == 0 and seen["no_new_privs"] == 1 and seen["uid"] == 65534

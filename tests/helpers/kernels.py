@@ -88,11 +88,12 @@ def execute(kc: BlockingKernelClient, code: str, timeout: float = 120, **kwargs:
 @contextmanager
 def running_kernel(
     env: dict[str, str] | None = None, startup_timeout: float = 120,
-    kernel_name: str = KERNEL_NAME,
+    kernel_name: str = KERNEL_NAME, cwd: str | os.PathLike[str] | None = None,
 ) -> Iterator[tuple[KernelManager, BlockingKernelClient]]:
-    """Start the kernel (a real process), yield its manager and a ready client, shut it down."""
+    """Start the kernel (a real process, in folder ``cwd``: its notebook's folder), yield its
+    manager and a ready client, shut it down."""
     km = KernelManager(kernel_name=kernel_name)
-    km.start_kernel(env={**os.environ, **(env or {})})
+    km.start_kernel(env={**os.environ, **(env or {})}, **({"cwd": str(cwd)} if cwd else {}))
     kc = km.client()
     kc.start_channels()
     try:

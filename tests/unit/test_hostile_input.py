@@ -19,7 +19,7 @@ from helpers.files import tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentkernel import tarball
+from agentkernel import hostfiles
 from agentkernel.commands import parse_line_magic
 from agentkernel.config import SandboxConfig
 from agentkernel.errors import ConfigError, PathRefused, RunnerGone
@@ -141,7 +141,7 @@ def test_hostile_archives_extract_inside_or_not_at_all(specs: list[tuple[str, st
         beside.mkdir()
         (beside / "keep.txt").write_text("host file")
         try:
-            tarball.extract_safely([hostile_archive(specs)], dest)
+            hostfiles.extract_safely([hostile_archive(specs)], dest)
         except ValueError as err:
             assert "would land outside" in str(err) or "cannot be extracted" in str(err)
             assert "\n" not in str(err)

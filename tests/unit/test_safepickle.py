@@ -41,7 +41,7 @@ PLAIN_VALUES = [
     collections.defaultdict(list, a=[1]),
     collections.deque([1, 2], maxlen=3),
     collections.Counter("abca"),
-    datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.timezone.utc),
+    datetime.datetime(2024, 5, 1, 12, tzinfo=datetime.UTC),
     datetime.datetime(2024, 5, 1, 12, tzinfo=zoneinfo.ZoneInfo("Europe/Paris")),
     [datetime.date(2024, 1, 1), datetime.time(3, 4), datetime.timedelta(days=2)],
     [decimal.Decimal("1.10"), fractions.Fraction(1, 3), uuid.UUID(int=7)],

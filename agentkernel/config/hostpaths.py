@@ -1,0 +1,101 @@
+"""Host paths a sandbox may never reach, whatever the operator's policy says.
+
+Never, not even read-only: the root and system folders, the engines' data and sockets, any
+folder holding a listening unix socket at any depth (a socket in a mounted folder is a door to a
+host service), Jupyter's runtime folder (every kernel's connection file and key), the user's
+Jupyter config folder, IPython's folder, and credentials under the home folder. Never writable:
+every Jupyter config and data folder (config files and a kernelspec's argv run on the host) and
+the Python that runs the kernel (a ``.pth`` file in site-packages runs at every start). A host
+path is refused when it is one of these, lies inside one, or holds one: mounting ``$HOME``
+would expose ``~/.ssh``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from ..engine.discovery import CONTAINERD_SOCKET_URL, docker_socket_urls, podman_socket_urls
+
+SYSTEM_FOLDERS = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/usr", "/var/run", "/var/log", "/var/lib/docker", "/var/lib/containers",
+    "/var/lib/containerd", "/var/lib/kubelet",
+)
+"""Folders no sandbox may reach: the system, the engines' data and run state."""
+HOME_SECRETS = (
+    ".ssh", ".gnupg", ".aws", ".azure", ".config/gcloud", ".kube", ".docker", ".netrc",
+    ".git-credentials", ".pypirc", ".npmrc", ".config/gh", ".config/hub", ".password-store",
+    ".local/share/keyrings", ".config/containers", ".local/share/containers", ".vault-token",
+    ".terraform.d", ".cargo/credentials.toml", ".config/git/credentials",
+)
+"""Credentials under the home folder."""
+
+
+def listening_sockets() -> list[str]:
+    """Paths of the unix sockets bound on this host (from /proc/net/unix)."""
+    try:
+        lines = Path("/proc/net/unix").read_text().splitlines()[1:]
+    except OSError:
+        return []
+    return [fields[7] for line in lines
+            if len(fields := line.split(None, 7)) == 8 and fields[7].startswith("/")]
+
+
+def engine_sockets() -> list[str]:
+    """Where the engines' API sockets are (present or not)."""
+    urls = [*podman_socket_urls(), *docker_socket_urls(), CONTAINERD_SOCKET_URL]
+    urls += [os.environ.get(name) or "" for name in ("DOCKER_HOST", "CONTAINER_HOST")]
+    return [url[len("unix://"):] for url in urls if url.startswith("unix://")]
+
+
+def _jupyter() -> tuple[list[str], list[str]]:
+    """(never reachable, never writable): Jupyter's runtime folder (connection files), the
+    user's Jupyter config folder (tokens, passwords) and IPython's (history); every Jupyter
+    config and data folder (config and kernelspecs run code on the host)."""
+    from jupyter_core.paths import (
+        jupyter_config_dir,
+        jupyter_config_path,
+        jupyter_path,
+        jupyter_runtime_dir,
+    )
+
+    ipython = os.environ.get("IPYTHONDIR") or str(Path.home() / ".ipython")
+    never = [jupyter_runtime_dir(), jupyter_config_dir(), ipython]
+    return never, [*jupyter_config_path(), *jupyter_path()]
+
+
+def protected_paths(write: bool) -> list[tuple[Path, str]]:
+    """Every protected path (resolved) with what it is, for reading or for writing."""
+    home = Path.home()
+    never, not_writable = _jupyter()
+    protected = [(p, "a system folder") for p in SYSTEM_FOLDERS]
+    protected += [(p, "an engine's socket") for p in engine_sockets()]
+    protected += [(p, "a unix socket of a host service") for p in listening_sockets()]
+    protected += [(p, "Jupyter's or IPython's own folder") for p in never]
+    protected += [(str(home / s), "credentials") for s in HOME_SECRETS]
+    if write:
+        protected += [(p, "a Jupyter config or data folder") for p in not_writable]
+        protected += [(p, "the Python that runs this kernel")
+                      for p in {sys.prefix, sys.base_prefix, sys.exec_prefix}]
+    seen: dict[Path, str] = {}
+    for text, what in protected:
+        for path in (Path(text), Path(text).resolve()):
+            seen.setdefault(path, what)
+    return list(seen.items())
+
+
+def forbidden_reason(path: Path, write: bool = False) -> str | None:
+    """Why no sandbox may reach the resolved host ``path`` (for writing, with ``write``),
+    or None when nothing forbids it."""
+    if path == Path("/"):
+        return "it is the root of the host's file system"
+    for protected, what in protected_paths(write):
+        if path == protected:
+            return f"it is {what} ({protected})"
+        if protected in path.parents:
+            return f"it is inside {what} ({protected})"
+        if path in protected.parents:
+            return f"it holds {what} ({protected})"
+    return None

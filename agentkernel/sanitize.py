@@ -1,0 +1,152 @@
+"""Sandbox output made safe to show in the user's page.
+
+JupyterLab trusts the outputs of the current session: HTML with scripts, ``application/
+javascript``, SVG event handlers and Markdown with raw HTML run with the page's origin, which
+holds the Jupyter token and cookie (and from there ``POST /api/terminals`` is a shell on the
+host). Output from a sandbox is untrusted, so by default:
+
+- HTML, SVG and Markdown are sanitised with nh3 (ammonia), keeping what pandas tables, pandas
+  Styler and matplotlib SVG need (tables, classes, inline styles, ``<style>``, SVG shapes);
+- output that needs scripts (``application/javascript``, HTML with scripts, event handlers or
+  frames: the interactive charts of plotly, bokeh, altair, folium) is shown inside an
+  ``<iframe sandbox="allow-scripts">`` without ``allow-same-origin``: it runs in an opaque
+  origin, with no access to the page, its cookies or the token;
+- only mime types known to be inert are passed on; others are dropped (their text/plain stays).
+
+The operator may trust sandbox output (``c.SandboxPolicy.trust_output``); a cell may not.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import nh3
+
+SVG_TAGS = {
+    "svg", "g", "defs", "symbol", "use", "path", "rect", "circle", "ellipse", "line",
+    "polyline", "polygon", "text", "tspan", "textPath", "clipPath", "mask", "pattern",
+    "linearGradient", "radialGradient", "stop", "marker", "title", "desc", "metadata", "image",
+    "filter", "feGaussianBlur", "feOffset", "feBlend", "feColorMatrix", "feMerge",
+    "feMergeNode", "style",
+}
+SVG_ATTRIBUTES = {
+    "viewBox", "preserveAspectRatio", "x", "y", "x1", "y1", "x2", "y2", "cx", "cy", "r", "rx",
+    "ry", "d", "points", "transform", "fill", "fill-opacity", "fill-rule", "stroke",
+    "stroke-width", "stroke-opacity", "stroke-linecap", "stroke-linejoin", "stroke-dasharray",
+    "stroke-dashoffset", "stroke-miterlimit", "opacity", "clip-path", "clip-rule", "clipPathUnits",
+    "mask", "font-family", "font-size", "font-weight", "font-style", "text-anchor",
+    "dominant-baseline", "alignment-baseline", "href", "xlink:href", "gradientUnits",
+    "gradientTransform", "offset", "stop-color", "stop-opacity", "markerWidth", "markerHeight",
+    "refX", "refY", "orient", "markerUnits", "patternUnits", "patternTransform", "dx", "dy",
+    "rotate", "textLength", "lengthAdjust", "visibility", "display", "color", "version",
+    "xmlns", "filter", "stdDeviation", "in", "in2", "result", "mode", "values", "type",
+}
+GLOBAL_ATTRIBUTES = {
+    "class", "id", "style", "title", "lang", "dir", "align", "valign", "width", "height",
+    "border", "cellpadding", "cellspacing", "colspan", "rowspan", "scope", "headers",
+    "bgcolor", "color", "size", "face", "data-mime-type", "scoped",
+}
+HTML_TAGS = nh3.ALLOWED_TAGS | {"style", "font", "section", "label", "svg"} | SVG_TAGS
+SAFE_MIMES = {
+    "text/plain", "text/latex", "image/png", "image/jpeg", "image/gif", "image/bmp",
+    "image/webp", "application/json", "application/vnd.jupyter.widget-view+json",
+    "application/vnd.jupyter.widget-state+json", "application/vnd.jupyter.stderr",
+    "application/vnd.jupyter.stdout",
+}
+SAFE_SCHEMES = {"http", "https", "mailto", "data"}
+# What makes HTML need scripts (then it runs isolated in a frame, never in the page).
+NEEDS_SCRIPTS = re.compile(
+    r"<\s*(script|iframe|frame|object|embed|applet|base|meta|link|form)\b"
+    r"|\son[a-z]+\s*=|javascript\s*:|vbscript\s*:",
+    re.IGNORECASE,
+)
+RAW_HTML = re.compile(r"<[A-Za-z!/?]")
+LINK_SCHEME = re.compile(r"(?:\]\(\s*<?|^\s*\[[^\]]*\]:\s*<?)\s*([A-Za-z][A-Za-z0-9+.-]*):",
+                         re.MULTILINE)
+# LaTeX links the page's MathJax would make clickable; only web and mail links may stay.
+UNSAFE_TEX_LINK = re.compile(r"\\(?:href|url)(?=\s*\{\s*(?!https?:|mailto:|#))", re.IGNORECASE)
+FRAME_HEIGHT = 480  # px of an isolated output; the frame cannot tell the page its height
+
+
+def _keep_url(element: str, attribute: str, value: str) -> str | None:
+    """nh3 attribute filter: a ``data:`` URL only as an ``<img>``'s image (an image element
+    never runs scripts; elsewhere such a URL could carry a document)."""
+    if attribute in ("href", "src", "xlink:href") and value.strip().lower().startswith("data:"):
+        image = element == "img" and attribute == "src"
+        return value if image and value.strip().lower().startswith("data:image/") else None
+    return value
+
+
+def clean_html(text: str) -> str:
+    """``text`` (HTML, maybe with inline SVG) with every script, handler and frame removed."""
+    cleaned = nh3.clean(
+        text,
+        tags=HTML_TAGS,
+        clean_content_tags={"script"},
+        attributes={"*": GLOBAL_ATTRIBUTES | SVG_ATTRIBUTES,
+                    **{t: set(a) for t, a in nh3.ALLOWED_ATTRIBUTES.items()}},
+        attribute_filter=_keep_url,
+        url_schemes=SAFE_SCHEMES,
+        strip_comments=True,
+    )
+    return UNSAFE_TEX_LINK.sub("", cleaned)
+
+
+def clean_svg(text: str) -> str:
+    """A sanitised standalone SVG document (what matplotlib's SVG needs is kept)."""
+    cleaned = clean_html(text).strip()
+    if "xlink:" in cleaned and "xmlns:xlink" not in cleaned:  # a namespace nh3 drops
+        cleaned = re.sub(r"<svg\b", '<svg xmlns:xlink="http://www.w3.org/1999/xlink"',
+                         cleaned, count=1)
+    return cleaned
+
+
+def isolated(page: str, height: int = FRAME_HEIGHT) -> str:
+    """HTML that shows ``page`` (scripts included) in a frame with an opaque origin."""
+    return (f'<iframe sandbox="allow-scripts" srcdoc="{html.escape(page, quote=True)}" '
+            f'style="width: 100%; height: {height}px; border: 0" '
+            'title="sandbox output (isolated)"></iframe>')
+
+
+def markdown_is_inert(text: str) -> bool:
+    """True when Markdown holds no raw HTML and links only to web, mail or image data."""
+    if RAW_HTML.search(text) or UNSAFE_TEX_LINK.search(text):
+        return False
+    return all(scheme.lower() in SAFE_SCHEMES for scheme in LINK_SCHEME.findall(text))
+
+
+def markdown_as_html(text: str) -> str:
+    """Markdown rendered to sanitised HTML (for Markdown that is not inert)."""
+    from markdown_it import MarkdownIt
+
+    return clean_html(MarkdownIt("commonmark", {"html": True}).render(text))
+
+
+def safe_bundle(data: dict[str, Any], metadata: dict[str, Any]) -> tuple[dict, dict]:
+    """The bundle as the page may see it: inert mime types kept, HTML/SVG/Markdown sanitised,
+    scripts isolated in a frame, everything else dropped."""
+    safe: dict[str, Any] = {}
+    for mime, value in data.items():
+        if mime in SAFE_MIMES:
+            safe[mime] = UNSAFE_TEX_LINK.sub("", value) if mime == "text/latex" else value
+        elif mime == "image/svg+xml" and isinstance(value, str):
+            safe[mime] = clean_svg(value)
+    page = data.get("text/html")
+    script = data.get("application/javascript")
+    markdown = data.get("text/markdown")
+    if isinstance(page, str):
+        safe["text/html"] = isolated(page) if NEEDS_SCRIPTS.search(page) else clean_html(page)
+    elif isinstance(script, str):
+        safe["text/html"] = isolated(f"<script>{script}</script>")
+    if isinstance(markdown, str):
+        if markdown_is_inert(markdown):
+            safe["text/markdown"] = markdown
+        else:
+            safe.setdefault("text/html", markdown_as_html(markdown))
+    if not safe or set(safe) <= {"application/json"}:
+        safe.setdefault("text/plain", f"<output of types {', '.join(sorted(data))} not shown: "
+                                      "not safe to show from a sandbox>")
+    meta = {mime: value for mime, value in metadata.items() if mime not in data or mime in safe}
+    return safe, meta

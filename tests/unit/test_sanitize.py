@@ -1,0 +1,168 @@
+"""Sandbox output as the page may see it: hostile markup neutralised, real outputs kept.
+
+The hostile samples are classic XSS vectors (OWASP's filter-evasion cheat sheet shapes) in
+every mime type a notebook output can carry; the real ones are what pandas and matplotlib
+produce (generated here with the host's pandas and matplotlib, the same versions as the test
+image's).
+"""
+
+from __future__ import annotations
+
+import collections
+import html
+import io
+import re
+import xml.dom.minidom
+from html.parser import HTMLParser
+
+import pytest
+
+from agentkernel.frontend import outgoing_bundle
+from agentkernel.sanitize import clean_html, markdown_is_inert, safe_bundle
+
+HOSTILE_HTML = [
+    "<script>window.pwned=1</script>",
+    "<img src=x onerror=\"window.pwned=1\">",
+    "<IMG SRC=\"jav&#x09;ascript:alert('XSS');\">",
+    "<svg onload=\"window.pwned=1\"><rect/></svg>",
+    "<a href=\"javascript:window.pwned=1\">click</a>",
+    "<iframe src=\"javascript:parent.pwned=1\"></iframe>",
+    "<body onload=window.pwned=1>",
+    "<div style=\"x\" onmouseover=\"window.pwned=1\">hover</div>",
+    "<object data=\"data:text/html,<script>parent.pwned=1</script>\"></object>",
+    "<form action=\"/api/terminals\" method=\"post\"><button>go</button></form>",
+    "<math><mtext><table><mglyph><style><img src=x onerror=window.pwned=1></style>",
+    "<svg><use href=\"data:image/svg+xml,<svg id='x' onload='window.pwned=1'/>#x\"/></svg>",
+]
+
+
+class _Elements(HTMLParser):
+    """Every element of some markup with its attributes, as a browser's parser sees them."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.found: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, attrs))
+
+
+def inert(markup: str) -> bool:
+    """No script, frame, object or form element, no event handler, and no URL but web, mail and
+    image data in ``markup``'s elements (its text may say anything: it is text)."""
+    parser = _Elements()
+    parser.feed(markup)
+    for tag, attrs in parser.found:
+        if tag in ("script", "iframe", "frame", "object", "embed", "form", "base", "meta"):
+            return False
+        for name, value in attrs:
+            url = re.sub(r"[\s\x00-\x1f]", "", value or "").lower()
+            if name.startswith("on") or url.startswith(("javascript:", "vbscript:")):
+                return False
+            if url.startswith("data:") and not (tag == "img" and url.startswith("data:image/")):
+                return False
+    return True
+
+
+@pytest.mark.parametrize("markup", HOSTILE_HTML)
+def test_hostile_html_is_sanitised_or_isolated(markup):
+    data, _ = safe_bundle({"text/html": markup, "text/plain": "x"}, {})
+    shown = data["text/html"]
+    if shown.startswith("<iframe"):
+        assert shown.startswith('<iframe sandbox="allow-scripts" srcdoc="')
+        assert "allow-same-origin" not in shown
+        srcdoc = re.match(r'<iframe sandbox="allow-scripts" srcdoc="([^"]*)"', shown).group(1)
+        assert html.unescape(srcdoc) == markup, "the original runs, inside the frame only"
+        assert shown.count("<iframe") == 1 and '"' not in srcdoc
+    else:
+        assert inert(shown), shown
+    assert inert(clean_html(markup))
+
+
+def test_javascript_runs_only_in_a_frame():
+    data, _ = safe_bundle({"application/javascript": "window.pwned = 1",
+                           "text/plain": "<IPython.core.display.Javascript object>"}, {})
+    assert "application/javascript" not in data
+    assert data["text/html"].startswith('<iframe sandbox="allow-scripts" srcdoc="&lt;script&gt;')
+
+
+@pytest.mark.parametrize("markdown", [
+    "**bold** and [a link](https://jupyter.org) and ![img](data:image/png;base64,AAAA)",
+    "# Title\n\n> quote\n\n| a | b |\n|---|---|\n| 1 < 2 | x |\n\n$x^2$",
+])
+def test_inert_markdown_is_kept_as_is(markdown):
+    assert markdown_is_inert(markdown)
+    assert safe_bundle({"text/markdown": markdown}, {})[0] == {"text/markdown": markdown}
+
+
+@pytest.mark.parametrize("markdown", [
+    "hello <img src=x onerror=window.pwned=1>",
+    "[click](javascript:window.pwned=1)",
+    "[click][ref]\n\n[ref]: javascript:window.pwned=1",
+    "<script>window.pwned=1</script>",
+    "$\\href{javascript:window.pwned=1}{click}$",
+])
+def test_markdown_with_raw_html_or_script_links_becomes_sanitised_html(markdown):
+    assert not markdown_is_inert(markdown)
+    data, _ = safe_bundle({"text/markdown": markdown, "text/plain": "md"}, {})
+    assert "text/markdown" not in data and inert(data["text/html"])
+    assert "\\href" not in data["text/html"]
+
+
+def test_latex_links_to_scripts_are_removed():
+    data, _ = safe_bundle({"text/latex": "$\\href{javascript:alert(1)}{x} \\href{https://a.b}{y}$"},
+                          {})
+    assert data["text/latex"] == "${javascript:alert(1)}{x} \\href{https://a.b}{y}$"
+
+
+def test_unknown_mime_types_are_dropped():
+    data, meta = safe_bundle({"application/vnd.bokehjs_exec.v0+json": {"x": 1},
+                              "application/pdf": "JVBERi0", "text/plain": "chart"},
+                             {"application/pdf": {"a": 1}, "isolated": True})
+    assert data == {"text/plain": "chart"} and meta == {"isolated": True}
+
+
+def test_a_pandas_table_keeps_its_table_and_style():
+    import pandas
+
+    frame = pandas.DataFrame({"a": [1, 2], "b": ["x", "<y>"]})
+    original = frame._repr_html_()
+    shown = safe_bundle({"text/html": original}, {})[0]["text/html"]
+    assert not shown.startswith("<iframe") and inert(shown)
+    for kept in ('<table border="1" class="dataframe">', "<thead>", "<th>a</th>",
+                 "<td>&lt;y&gt;</td>", "<style scoped"):
+        assert kept in shown, kept
+    styled = frame.style.highlight_max(color="red").to_html()
+    shown = safe_bundle({"text/html": styled}, {})[0]["text/html"]
+    assert "background-color: red" in shown and re.search(r'<td id="T_\w+_row1_col0"', shown)
+
+
+def test_a_matplotlib_svg_stays_a_valid_drawing():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(2, 1.5))
+    axes.plot([1, 3, 2], "o-")
+    axes.set_title("t")
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    original = buffer.getvalue()
+    shown = safe_bundle({"image/svg+xml": original}, {})[0]["image/svg+xml"]
+    def elements(svg: str) -> collections.Counter:
+        document = xml.dom.minidom.parseString(svg)  # a standalone SVG document
+        return collections.Counter(node.tagName for node in document.getElementsByTagName("*"))
+
+    kept = elements(shown)
+    drawn = {tag: n for tag, n in elements(original).items() if not tag.startswith(("rdf:",
+             "cc:", "dc:"))}  # the metadata block: who made the file, when
+    assert kept == drawn
+    assert inert(shown)
+
+
+def test_trusted_output_passes_unchanged():
+    bundle = {"text/html": "<script>1</script>", "application/javascript": "1"}
+    assert outgoing_bundle(bundle, {}, trusted=True) == (bundle, {})
+    assert outgoing_bundle(bundle, {}) != (bundle, {})
