@@ -12,13 +12,14 @@ import base64
 import logging
 
 import comm
-from comm.base_comm import BaseComm, CommManager
+from comm import base_comm
 
 COMM_LOGGER = "Comm"  # the comm package's logger: its errors belong in the kernel's log
 
 
-class FrameComm(BaseComm):
-    """A comm whose messages are frames to the host (which sends them on iopub)."""
+class BaseComm(base_comm.BaseComm):
+    """A comm whose messages are frames to the host (which sends them on iopub); named as
+    ipykernel's class that ``comm.create_comm`` returns."""
 
     transport = None  # set by install()
 
@@ -29,25 +30,25 @@ class FrameComm(BaseComm):
         if buffers:
             frame["buffers"] = [base64.b64encode(memoryview(b).tobytes()).decode("ascii")
                                 for b in buffers]
-        FrameComm.transport.output(frame)
+        BaseComm.transport.output(frame)
 
 
-_manager = CommManager()
+_manager = base_comm.CommManager()
 
 
-def create_comm(*args, **kwargs) -> FrameComm:
+def create_comm(*args, **kwargs) -> BaseComm:
     """``comm.create_comm``: a comm that talks to the frontend through the host."""
-    return FrameComm(*args, **kwargs)
+    return BaseComm(*args, **kwargs)
 
 
-def get_comm_manager() -> CommManager:
+def get_comm_manager() -> base_comm.CommManager:
     """``comm.get_comm_manager``: the one manager of this runner."""
     return _manager
 
 
 def install(transport, log_handler: logging.Handler) -> None:
     """Make the ``comm`` package use our comms; its log goes to ``log_handler``."""
-    FrameComm.transport = transport
+    BaseComm.transport = transport
     comm.create_comm = create_comm
     comm.get_comm_manager = get_comm_manager
     logger = logging.getLogger(COMM_LOGGER)

@@ -20,6 +20,7 @@ OLDEST_PYTHON = (3, 10)  # what agentkernel supports in a sandbox at all
 OLDEST_IMAGE_IPYTHON = (8, 0)  # the image's own IPython is used from this version on
 MANIFEST = "agentkernel-bundle.json"  # written by the host when it fills the bundle volume
 COMPLETE = ".complete"  # written last, once the volume holds the whole bundle
+SITE = "lib/python3/site-packages"  # the bundle's packages, unless its manifest says otherwise
 
 
 class Unsupported(Exception):
@@ -73,7 +74,7 @@ def prepare(bundle: str | None) -> tuple[str, str]:
     own = image_ipython()
     if own is not None and _version_tuple(own) >= OLDEST_IMAGE_IPYTHON:
         if mounted:
-            sys.path.append(os.path.join(bundle, "site"))
+            sys.path.append(os.path.join(bundle, SITE))
         return "image", own
     if not mounted:
         raise Unsupported(
@@ -90,5 +91,5 @@ def prepare(bundle: str | None) -> tuple[str, str]:
             "with IPython 8 or newer installed"
         )
     position = 1 if sys.path and sys.path[0] == "" else 0  # the working folder stays first
-    sys.path.insert(position, os.path.join(bundle, "site"))
+    sys.path.insert(position, os.path.join(bundle, str(manifest.get("site") or SITE)))
     return "agentkernel", str(manifest.get("ipython"))

@@ -26,11 +26,13 @@ from packaging.utils import canonicalize_name
 
 from ..errors import SandboxError
 
-FORMAT = 1  # bump when the bundle's layout changes
+FORMAT = 2  # bump when the bundle's layout changes
 ROOTS = ("ipython", "matplotlib-inline", "comm")
 TARGET_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 MANIFEST = "agentkernel-bundle.json"  # the name runner/ipython_path.py reads
-SITE = "site"  # the folder inside the bundle that goes on the runner's sys.path
+# The folder inside the bundle that goes on the runner's sys.path, laid out as a prefix's site
+# folder, so paths in tracebacks and warnings read as they do for any installed package.
+SITE = "lib/python3/site-packages"
 COMPILED_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 # Compiled parts of the requirement closure that are left out, and why it is safe to.
 LEFT_OUT = {
@@ -70,7 +72,7 @@ class Bundle:
 
     def manifest(self) -> dict:
         """What ``agentkernel-bundle.json`` says."""
-        return {"format": FORMAT, "digest": self.digest, "ipython": self.ipython,
+        return {"format": FORMAT, "digest": self.digest, "site": SITE, "ipython": self.ipython,
                 "requires_python": self.requires_python, "min_python": list(self.min_python),
                 "distributions": dict(self.distributions)}
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import EngineError, SandboxError, one_line
 from ..tarball import single_file_tar
-from .bundle import Bundle, host_bundle
+from .bundle import SITE, Bundle, host_bundle
 from .request import HOLD_COMMAND, LABEL_OWNER, MB, owner_label
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ def _compile(engine: Engine, helper: str) -> None:
     """Run the image's ``python3 -m compileall`` over the bundle. Best effort: without
     python3 the sandbox cannot run anyway (and says so), and without byte code IPython still
     imports, only slower."""
-    argv = ["python3", "-m", "compileall", "-q", "-j", "0", f"{MOUNT}/site"]
+    argv = ["python3", "-m", "compileall", "-q", "-j", "0", f"{MOUNT}/{SITE}"]
     try:
         stream = engine.open_exec(helper, argv, user="0", stdin=False)
     except SandboxError as err:

@@ -33,10 +33,11 @@ from hypothesis import strategies as st
 from ipykernel import compiler as ipykernel_compiler
 
 from agentkernel.errors import RunnerError, RunnerGone, RunnerUnsupported
+from agentkernel.runner import ipython_path
 from agentkernel.runner.protocol import MAX_FRAME, FrameDecoder, ProtocolError, encode_frame
 from agentkernel.runner.shell import HASH_SEED, murmur2_x86
 from agentkernel.runner_client import LocalProcessTransport, RunnerSession, runner_source
-from agentkernel.sandbox.bundle import host_bundle
+from agentkernel.sandbox.bundle import MANIFEST, SITE, host_bundle
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -651,6 +652,10 @@ def stuck_introspection(fresh: RunnerSession) -> None:
 # --- which IPython -------------------------------------------------------------------------
 
 
+def test_runner_and_host_agree_on_the_bundle_layout():
+    assert (ipython_path.SITE, ipython_path.MANIFEST) == (SITE, MANIFEST)
+
+
 def bundle_runner(bundle: Path) -> RunnerSession:
     """A runner on this Python without site-packages, so IPython can only come from
     ``bundle``, as in an image without IPython."""
@@ -665,10 +670,10 @@ def test_the_bundle_alone_runs_ipython(tmp_path):
         ready = own.wait_ready(TIMEOUT)
         assert (ready["ipython_from"], ready["ipython"]) == ("agentkernel", IPython.__version__)
         assert Cell(own, "import IPython, comm\nIPython.__file__").result[
-            "data"]["text/plain"].startswith(repr(str(tmp_path / "site"))[:-1])
+            "data"]["text/plain"].startswith(repr(str(tmp_path / SITE))[:-1])
         assert Cell(own, "x = !echo hi\nx").result["data"]["text/plain"] == "['hi']"
         found = Cell(own, "import importlib.util as u\nu.find_spec('matplotlib_inline').origin")
-        assert found.result["data"]["text/plain"].startswith(repr(str(tmp_path / "site"))[:-1])
+        assert found.result["data"]["text/plain"].startswith(repr(str(tmp_path / SITE))[:-1])
 
 
 @pytest.mark.parametrize(("manifest", "complete", "message"), [
