@@ -6,6 +6,10 @@ installed on the host (``importlib.metadata``). It must be pure Python, since th
 interpreter and C library are not the host's: a compiled file fails the build, except the two
 compiled parts known to be optional (``LEFT_OUT``). The runner reads its manifest to decide
 whether the image's Python can run it (``runner/ipython_path.py``).
+
+Every sandbox start needs the bundle's digest (it names the volume), and working it out costs
+about 0.1 s (the requirement walk, ``packaging``), so it is cached in a user-private folder,
+valid while each distribution's RECORD file is unchanged (an upgrade rewrites it).
 """
 
 from __future__ import annotations
@@ -14,15 +18,14 @@ import functools
 import hashlib
 import io
 import json
+import os
+import re
+import sys
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-
-from packaging.markers import default_environment
-from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 
 from ..errors import SandboxError
 
@@ -110,8 +113,15 @@ def _add_folders(tar: tarfile.TarFile, done: set[str], arcname: str) -> None:
             tar.addfile(_info(folder, 0, 0, tarfile.DIRTYPE))
 
 
+def canonicalize_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def _environments() -> list[dict[str, str]]:
     """Marker environments of a Linux CPython for every target Python version."""
+    from packaging.markers import default_environment
+
     base = default_environment()
     base.update(sys_platform="linux", platform_system="Linux", os_name="posix",
                 implementation_name="cpython", platform_python_implementation="CPython")
@@ -122,6 +132,8 @@ def _environments() -> list[dict[str, str]]:
 def closure(roots: tuple[str, ...] = ROOTS) -> list[metadata.Distribution]:
     """The host's distributions of ``roots`` and of everything they require on some target
     Python, in a stable order; SandboxError naming what the host lacks."""
+    from packaging.requirements import Requirement
+
     environments = _environments()
     found: dict[str, metadata.Distribution] = {}
     missing: list[str] = []
@@ -180,14 +192,23 @@ def _fingerprint(dist: metadata.Distribution) -> bytes:
 
 def min_python(requires_python: str) -> tuple[int, ...]:
     """The lowest Python a ``Requires-Python`` value allows (its ``>=`` bound), as a tuple."""
+    from packaging.specifiers import SpecifierSet
+
     bounds = [tuple(int(p) for p in spec.version.split(".") if p.isdigit())
               for spec in SpecifierSet(requires_python or "") if spec.operator in (">=", "~=")]
     return max(bounds) if bounds else (3, 0)
 
 
-@functools.cache
-def host_bundle() -> Bundle:
-    """The bundle made of this host's distributions (computed once per process)."""
+def _record(dist: metadata.Distribution) -> Path | None:
+    """The RECORD file of an installed distribution."""
+    for entry in dist.files or []:
+        if entry.name == "RECORD" and entry.parent.name.endswith(".dist-info"):
+            return Path(str(entry.locate()))
+    return None
+
+
+def _computed() -> Bundle:
+    """The bundle worked out from the installed distributions."""
     dists = closure()
     digest = hashlib.sha256(f"agentkernel bundle format {FORMAT}\n".encode())
     for dist in dists:
@@ -196,3 +217,79 @@ def host_bundle() -> Bundle:
     requires = ipython.metadata.get("Requires-Python") or ""
     return Bundle(dists=tuple(dists), digest=digest.hexdigest(), ipython=ipython.version,
                   requires_python=requires, min_python=min_python(requires))
+
+
+def cache_dir() -> Path:
+    """A user-private folder for the bundle's cache and fill locks (created 0700)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    for folder in (Path(base) / "agentkernel",
+                   Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"):
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):
+                return folder
+        except OSError:
+            continue
+    raise SandboxError(f"no private folder for agentkernel's cache: {base}/agentkernel and "
+                       f"{tempfile.gettempdir()} are not writable")
+
+
+def _cache_file() -> Path:
+    """This interpreter's cache file (one per Python environment)."""
+    key = hashlib.sha256(f"{sys.prefix}\n{sys.version}".encode()).hexdigest()[:16]
+    return cache_dir() / f"ipython-bundle-{key}.json"
+
+
+def _stamp(record: Path) -> list:
+    info = record.stat()
+    return [str(record), info.st_mtime_ns, info.st_size]
+
+
+def _rules() -> str:
+    """What decides the bundle besides the installed files: a change makes the cache stale."""
+    return json.dumps([FORMAT, ROOTS, TARGET_PYTHONS, sorted(LEFT_OUT.items())])
+
+
+def _from_cache() -> Bundle | None:
+    """The cached bundle when every distribution it names is unchanged, else None."""
+    try:
+        cached = json.loads(_cache_file().read_text())
+        if cached.get("rules") != _rules():
+            return None
+        for stamp in cached["records"]:
+            if _stamp(Path(stamp[0])) != stamp:
+                return None
+        dists = tuple(metadata.PathDistribution(Path(stamp[0]).parent)
+                      for stamp in cached["records"])
+        return Bundle(dists=dists, digest=cached["digest"], ipython=cached["ipython"],
+                      requires_python=cached["requires_python"],
+                      min_python=tuple(cached["min_python"]))
+    except (OSError, ValueError, KeyError, TypeError, SandboxError):
+        return None
+
+
+def _to_cache(bundle: Bundle) -> None:
+    records = [_record(dist) for dist in bundle.dists]
+    if any(record is None for record in records):
+        return  # a distribution without a RECORD cannot be checked later: no cache
+    entry = {"rules": _rules(), "records": [_stamp(r) for r in records if r],
+             "digest": bundle.digest, "ipython": bundle.ipython,
+             "requires_python": bundle.requires_python, "min_python": list(bundle.min_python)}
+    try:
+        target = _cache_file()
+        partial = target.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps(entry))
+        os.replace(partial, target)
+    except (OSError, SandboxError):
+        pass  # no cache: the next process works it out again
+
+
+@functools.cache
+def host_bundle() -> Bundle:
+    """The bundle made of this host's distributions (once per process, cached across them)."""
+    cached = _from_cache()
+    if cached is not None:
+        return cached
+    bundle = _computed()
+    _to_cache(bundle)
+    return bundle

@@ -19,7 +19,6 @@ import contextlib
 import fcntl
 import logging
 import secrets
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 from ..engine import Engine
 from ..errors import EngineError, SandboxError, one_line
 from ..tarball import single_file_tar
-from .bundle import SITE, Bundle, host_bundle
+from .bundle import SITE, Bundle, cache_dir, host_bundle
 from .request import HOLD_COMMAND, LABEL_OWNER, MB, owner_label
 
 log = logging.getLogger(__name__)
@@ -48,13 +47,13 @@ def volume_name(bundle: Bundle, image_id: str) -> str:
     return f"agentkernel-ipython-{bundle.digest[:16]}-{image_id.split(':')[-1][:16]}"
 
 
-def ensure_volume(engine: Engine, image: str, labels: Mapping[str, str] | None = None) -> str:
-    """The name of the filled bundle volume for ``image``, filling it first if needed.
-
-    ``labels`` go on the helper container (the caller's own labels, e.g. a test run's).
-    """
+def ensure_volume(engine: Engine, image: str, labels: Mapping[str, str] | None = None,
+                  image_id: str | None = None) -> str:
+    """The name of the filled bundle volume for ``image`` (whose id the caller may know),
+    filling it first if needed. ``labels`` go on the helper container (the caller's own
+    labels, e.g. a test run's)."""
     bundle = host_bundle()
-    image_id = engine.image_id(image)
+    image_id = image_id or engine.image_id(image)
     name = volume_name(bundle, image_id)
     with _fill_lock(name) as interrupted:
         existing = engine.volume_labels(name)
@@ -76,8 +75,7 @@ def ensure_volume(engine: Engine, image: str, labels: Mapping[str, str] | None =
 def _fill_lock(name: str) -> Iterator[Path]:
     """Hold this machine's lock for volume ``name``; yield the path of its "fill under way"
     marker (present: a fill died half-way)."""
-    folder = Path(tempfile.gettempdir()) / "agentkernel-bundles"
-    folder.mkdir(mode=0o700, exist_ok=True)
+    folder = cache_dir()
     with open(folder / f"{name}.lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

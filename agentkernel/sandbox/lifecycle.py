@@ -32,9 +32,10 @@ class Lifecycle(SandboxCore):
         eff = self.effective
         self._check_limits(eff.cpus, eff.memory_mb)
         engine = self.engine
-        ensure_image(engine, eff.image, progress)
+        image_id = ensure_image(engine, eff.image, progress)
         self._refuse_taken_name()
-        volumes = [(ensure_volume(engine, eff.image, eff.labels), MOUNT)] if ipython else []
+        volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
+                   ] if ipython else []
         container_id = engine.create_container(create_request(eff, volumes), eff.container_name)
         attachment = Attachment(container_id)
         try:

@@ -656,6 +656,25 @@ def test_runner_and_host_agree_on_the_bundle_layout():
     assert (ipython_path.SITE, ipython_path.MANIFEST) == (SITE, MANIFEST)
 
 
+@pytest.mark.parametrize(("folder", "version"), [
+    ("ipython-8.12.3.dist-info", "8.12.3"),
+    ("ipython-8.5.0-py3.11.egg-info", "8.5.0"),  # Debian's python3-ipython
+    ("IPython-7.31.1.dist-info", "7.31.1"),
+    (None, None),
+])
+def test_the_images_ipython_version_comes_from_its_metadata(tmp_path, folder, version):
+    (tmp_path / "IPython").mkdir()
+    (tmp_path / "IPython" / "__init__.py").write_text("raise SystemExit('imported')\n")
+    if folder:
+        (tmp_path / folder).mkdir()
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+            "from agentkernel.runner import ipython_path; "
+            "print(json.dumps(ipython_path.image_ipython()))")
+    found = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                           text=True, check=True).stdout
+    assert json.loads(found) == version
+
+
 def bundle_runner(bundle: Path) -> RunnerSession:
     """A runner on this Python without site-packages, so IPython can only come from
     ``bundle``, as in an image without IPython."""
