@@ -578,8 +578,11 @@ class RunnerSession:
         if kind == "ready":
             self._ready = frame
             self._ready_event.set()
-        elif kind == "fatal" and self._ready is None:
-            self._fatal = one_line(frame["message"])
+        elif kind == "fatal":  # before ready: it cannot start; after: IPython failed to load
+            if self._ready is None:
+                self._fatal = one_line(frame["message"])
+            else:
+                self._fail(one_line(frame["message"]))
         elif kind == "log":
             level = _LOG_LEVELS.get(frame.get("level"), logging.ERROR)
             runner_log.log(level, "%s", frame.get("message"))

@@ -13,7 +13,6 @@ import numbers
 import struct
 from binascii import b2a_base64
 from collections.abc import Iterable
-from datetime import date, datetime
 
 MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
@@ -22,6 +21,8 @@ _HEADER = struct.Struct(">I")
 def json_default(obj: object) -> object:
     """What JSON cannot hold, as jupyter_client's ``json_default`` packs it into messages:
     dates as ISO strings, bytes as base64, other iterables as lists, numbers as int/float."""
+    from datetime import date, datetime
+
     if isinstance(obj, datetime):
         text = obj.isoformat() if obj.tzinfo else obj.isoformat() + "Z"
         return text.replace("+00:00", "Z")

@@ -145,9 +145,13 @@ class Runner:
         raw = io.FileIO(fd, "w", closefd=False)
         return io.TextIOWrapper(raw, "utf-8", "backslashreplace", write_through=True)
 
-    def install_shell(self, bundle: str | None) -> None:
-        """Choose the IPython (image's or bundle's), import it and make the shell."""
+    def choose_ipython(self, bundle: str | None) -> None:
+        """Choose the IPython (image's or bundle's) and put it on sys.path; Unsupported when
+        none can run here. Package metadata only: nothing is imported yet."""
         self.ipython = ipython_path.prepare(bundle)
+
+    def install_shell(self) -> None:
+        """Import IPython and make the shell, the comms and the introspection thread."""
         from . import comms, introspection
         from .shell import make_shell
 
@@ -161,8 +165,8 @@ class Runner:
         self._pump.finish(encode_frame({"type": "fatal", "message": message}))
         os._exit(FATAL_EXIT)
 
-    def serve(self) -> None:
-        """Announce ``ready``, then run requests forever."""
+    def announce(self) -> None:
+        """Send ``ready``: the protocol works and IPython is chosen (its import follows)."""
         import importlib.util
 
         try:
@@ -178,6 +182,9 @@ class Runner:
             "matplotlib": matplotlib,
             "pid": os.getpid(),
         }))
+
+    def serve(self) -> None:
+        """Run requests forever."""
         while True:
             try:
                 request = self._requests.get()
@@ -315,6 +322,9 @@ class Runner:
     def _handle(self, request: dict) -> None:
         """Run one request; whatever happens, answer it with ``done``."""
         kind, rid = request["type"], request.get("id")
+        if kind in INTROSPECTION_REQUESTS:  # arrived before the introspection thread was up
+            self._introspector.submit(request)
+            return
         self._request = request
         self._pump.tag = rid
         try:
@@ -438,9 +448,14 @@ def main() -> None:
     runner = Runner(*redirect_fds())
     runner.start()
     try:
-        runner.install_shell(bundle)
+        runner.choose_ipython(bundle)
     except ipython_path.Unsupported as exc:
         runner.fatal(str(exc))
+    # Ready before IPython is imported: that import (about 0.1 s) then overlaps the host's
+    # own start (its kernel_info, the client's handshake), and requests wait for it in order.
+    runner.announce()
+    try:
+        runner.install_shell()
     except BaseException as exc:
         write_all(runner._diag, traceback.format_exc().encode("utf-8", "replace"))
         runner.fatal(f"IPython could not start in the sandbox: {type(exc).__name__}: {exc}")

@@ -21,11 +21,14 @@ import json
 import os
 import re
 import sys
-import tarfile
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importlib.metadata and tarfile are imported when needed: every kernel
+    import tarfile  # start imports this module, and most only read the cached digest
+    from importlib import metadata
 
 from ..errors import SandboxError
 
@@ -55,11 +58,18 @@ class Bundle:
     sandbox start asks for it); the files themselves are listed only to fill a volume.
     """
 
-    dists: tuple[metadata.Distribution, ...]
+    dist_infos: tuple[str, ...]  # the distributions' .dist-info folders
     digest: str  # sha256 of the distributions' names, versions and file records
     ipython: str
     requires_python: str
     min_python: tuple[int, ...]
+
+    @property
+    def dists(self) -> tuple[metadata.Distribution, ...]:
+        """The distributions in the bundle."""
+        from importlib import metadata
+
+        return tuple(metadata.PathDistribution(Path(path)) for path in self.dist_infos)
 
     @property
     def distributions(self) -> tuple[tuple[str, str], ...]:
@@ -81,6 +91,8 @@ class Bundle:
 
     def tar(self) -> bytes:
         """The bundle as a tar: ``site/...`` and the manifest, owned by root, world-readable."""
+        import tarfile
+
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             folders: set[str] = set()
@@ -95,7 +107,10 @@ class Bundle:
         return buf.getvalue()
 
 
-def _info(name: str, size: int, mtime: int, kind: bytes = tarfile.REGTYPE) -> tarfile.TarInfo:
+def _info(name: str, size: int, mtime: int, kind: bytes = b"0") -> tarfile.TarInfo:
+    """A tar member: a file (kind REGTYPE, b"0") or a folder (DIRTYPE, b"5")."""
+    import tarfile
+
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.type = size, mtime, kind
     info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
@@ -110,7 +125,7 @@ def _add_folders(tar: tarfile.TarFile, done: set[str], arcname: str) -> None:
         folder = "/".join(parts[:depth])
         if folder not in done:
             done.add(folder)
-            tar.addfile(_info(folder, 0, 0, tarfile.DIRTYPE))
+            tar.addfile(_info(folder, 0, 0, b"5"))
 
 
 def canonicalize_name(name: str) -> str:
@@ -132,6 +147,8 @@ def _environments() -> list[dict[str, str]]:
 def closure(roots: tuple[str, ...] = ROOTS) -> list[metadata.Distribution]:
     """The host's distributions of ``roots`` and of everything they require on some target
     Python, in a stable order; SandboxError naming what the host lacks."""
+    from importlib import metadata
+
     from packaging.requirements import Requirement
 
     environments = _environments()
@@ -199,23 +216,27 @@ def min_python(requires_python: str) -> tuple[int, ...]:
     return max(bounds) if bounds else (3, 0)
 
 
-def _record(dist: metadata.Distribution) -> Path | None:
-    """The RECORD file of an installed distribution."""
+def _dist_info(dist: metadata.Distribution) -> Path:
+    """The .dist-info folder of an installed distribution; SandboxError without one."""
     for entry in dist.files or []:
         if entry.name == "RECORD" and entry.parent.name.endswith(".dist-info"):
-            return Path(str(entry.locate()))
-    return None
+            return Path(str(entry.locate())).parent
+    raise SandboxError(f"{dist.metadata['Name']} on this host has no RECORD file: agentkernel "
+                       "copies only distributions installed with their file list (pip)")
 
 
 def _computed() -> Bundle:
     """The bundle worked out from the installed distributions."""
+    from importlib import metadata
+
     dists = closure()
     digest = hashlib.sha256(f"agentkernel bundle format {FORMAT}\n".encode())
     for dist in dists:
         digest.update(_fingerprint(dist))
     ipython = metadata.distribution("ipython")
     requires = ipython.metadata.get("Requires-Python") or ""
-    return Bundle(dists=tuple(dists), digest=digest.hexdigest(), ipython=ipython.version,
+    return Bundle(dist_infos=tuple(str(_dist_info(d)) for d in dists),
+                  digest=digest.hexdigest(), ipython=ipython.version,
                   requires_python=requires, min_python=min_python(requires))
 
 
@@ -259,9 +280,8 @@ def _from_cache() -> Bundle | None:
         for stamp in cached["records"]:
             if _stamp(Path(stamp[0])) != stamp:
                 return None
-        dists = tuple(metadata.PathDistribution(Path(stamp[0]).parent)
-                      for stamp in cached["records"])
-        return Bundle(dists=dists, digest=cached["digest"], ipython=cached["ipython"],
+        dist_infos = tuple(str(Path(stamp[0]).parent) for stamp in cached["records"])
+        return Bundle(dist_infos=dist_infos, digest=cached["digest"], ipython=cached["ipython"],
                       requires_python=cached["requires_python"],
                       min_python=tuple(cached["min_python"]))
     except (OSError, ValueError, KeyError, TypeError, SandboxError):
@@ -269,10 +289,8 @@ def _from_cache() -> Bundle | None:
 
 
 def _to_cache(bundle: Bundle) -> None:
-    records = [_record(dist) for dist in bundle.dists]
-    if any(record is None for record in records):
-        return  # a distribution without a RECORD cannot be checked later: no cache
-    entry = {"rules": _rules(), "records": [_stamp(r) for r in records if r],
+    records = [Path(path) / "RECORD" for path in bundle.dist_infos]
+    entry = {"rules": _rules(), "records": [_stamp(r) for r in records],
              "digest": bundle.digest, "ipython": bundle.ipython,
              "requires_python": bundle.requires_python, "min_python": list(bundle.min_python)}
     try:

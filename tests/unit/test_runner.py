@@ -695,6 +695,17 @@ def test_the_bundle_alone_runs_ipython(tmp_path):
         assert found.result["data"]["text/plain"].startswith(repr(str(tmp_path / SITE))[:-1])
 
 
+def test_an_ipython_that_fails_to_load_ends_the_session_with_the_reason(tmp_path):
+    (tmp_path / "agentkernel-bundle.json").write_text(json.dumps(
+        {"ipython": "9.0", "min_python": [3, 10]}))
+    (tmp_path / ".complete").write_text("")  # complete, but no IPython in it
+    with bundle_runner(tmp_path) as session:
+        assert session.wait_ready(TIMEOUT)["ipython_from"] == "agentkernel"
+        with pytest.raises(RunnerGone, match="IPython could not start in the sandbox: "
+                                             "ModuleNotFoundError: No module named"):
+            Cell(session, "1")
+
+
 @pytest.mark.parametrize(("manifest", "complete", "message"), [
     ({"ipython": "99.0", "min_python": [3, 99]}, True,
      r"Python 3\.\d+\.\d+ is older than 3\.99, which IPython 99\.0 .* needs"),
