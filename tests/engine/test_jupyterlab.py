@@ -20,6 +20,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -145,9 +146,16 @@ def stop_lab(lab: Lab) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(engine_name: str, image: str, tmp_path: Path) -> Iterator[Lab]:
+def running_lab(engine_name: str, image: str) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 with the AgentKernel Sandbox kernelspec installed, its kernels
-    starting sandboxes of ``image``."""
+    starting sandboxes of ``image``. Its state (kernelspec, config) is kept out of pytest's
+    temporary folders, which the lab policy makes writable: no policy lets a sandbox write
+    where a kernelspec or a Jupyter config is, so later tests could not use those folders."""
+    with tempfile.TemporaryDirectory(prefix="agentkernel-lab-") as home:
+        yield from _running_lab(engine_name, image, Path(home))
+
+
+def _running_lab(engine_name: str, image: str, tmp_path: Path) -> Iterator[Lab]:
     prefix = tmp_path / "prefix"
     install_kernelspec(prefix)
     env, options = lab_home(tmp_path / "lab", prefix / "share" / "jupyter")
@@ -160,7 +168,7 @@ def running_lab(engine_name: str, image: str, tmp_path: Path) -> Iterator[Lab]:
             [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1",
              f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={token}", "--ServerApp.open_browser=False", *options],
-            env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path,
+            env=env, stdout=sink, stderr=subprocess.STDOUT, cwd=tmp_path / "lab" / "notebooks",
         )
     server = Lab(process, f"http://127.0.0.1:{port}", token, log)
     try:
@@ -171,19 +179,19 @@ def running_lab(engine_name: str, image: str, tmp_path: Path) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def lab(engine_name: str, test_image: str, tmp_path: Path) -> Iterator[Lab]:
+def lab(engine_name: str, test_image: str) -> Iterator[Lab]:
     """JupyterLab whose kernels run the test image."""
-    with running_lab(engine_name, test_image, tmp_path) as server:
+    with running_lab(engine_name, test_image) as server:
         yield server
 
 
 @pytest.fixture
-def widgets_lab(engine_name: str, engine: Engine, tmp_path: Path) -> Iterator[Lab]:
+def widgets_lab(engine_name: str, engine: Engine) -> Iterator[Lab]:
     """JupyterLab whose kernels run the widgets image (ipywidgets and tqdm, no IPython)."""
     if not engine.image_present(WIDGETS_IMAGE):
         pytest.fail(f"image {WIDGETS_IMAGE} missing in {engine.kind}: run scripts/setup.sh",
                     pytrace=False)
-    with running_lab(engine_name, WIDGETS_IMAGE, tmp_path) as server:
+    with running_lab(engine_name, WIDGETS_IMAGE) as server:
         yield server
 
 
