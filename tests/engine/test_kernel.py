@@ -173,6 +173,9 @@ def test_ipython_in_the_sandbox(kc: BlockingKernelClient) -> None:
     assert page["source"] == "page" and "zip(*iterables" in plain([page["data"]["text/plain"]])
     run = execute(kc, "ue = 4", user_expressions={"sq": "ue ** 2"})
     assert run.reply["content"]["user_expressions"]["sq"]["data"] == {"text/plain": "16"}
+    # %pip runs the sandbox's python (the test image has no pip), never the host's
+    pip = execute(kc, "%pip --version").stream()
+    assert pip.startswith("/usr/bin/python3: No module named pip"), pip
     run = execute(kc, "input('q')", allow_stdin=False)
     assert run.error["ename"] == "StdinNotImplementedError"
     count = execute(kc, "1").reply["content"]["execution_count"]
