@@ -139,7 +139,7 @@ def loads(data: bytes) -> Any:
 
 
 WORKER_BASE_MB = 256  # an interpreter with numpy and pandas imported, one thread each
-WORKER_CPU_S = 10
+WORKER_CPU_S = 5
 WORKER_WALL_S = 30
 
 

@@ -67,7 +67,10 @@ LINK_SCHEME = re.compile(r"(?:\]\(\s*<?|^\s*\[[^\]]*\]:\s*<?)\s*([A-Za-z][A-Za-z
                          re.MULTILINE)
 # LaTeX links the page's MathJax would make clickable; only web and mail links may stay.
 UNSAFE_TEX_LINK = re.compile(r"\\(?:href|url)(?=\s*\{\s*(?!https?:|mailto:|#))", re.IGNORECASE)
-FRAME_HEIGHT = 480  # px of an isolated output; the frame cannot tell the page its height
+# Heights of isolated outputs: a frame in an opaque origin cannot tell the page its size; the
+# user can drag it taller (resize: vertical).
+FRAME_HEIGHT = 360
+SCRIPT_FRAME_HEIGHT = 120  # bare JavaScript, which seldom draws much
 
 
 def _keep_url(element: str, attribute: str, value: str) -> str | None:
@@ -106,7 +109,7 @@ def clean_svg(text: str) -> str:
 def isolated(page: str, height: int = FRAME_HEIGHT) -> str:
     """HTML that shows ``page`` (scripts included) in a frame with an opaque origin."""
     return (f'<iframe sandbox="allow-scripts" srcdoc="{html.escape(page, quote=True)}" '
-            f'style="width: 100%; height: {height}px; border: 0" '
+            f'style="width: 100%; height: {height}px; border: 0; resize: vertical" '
             'title="sandbox output (isolated)"></iframe>')
 
 
@@ -139,7 +142,7 @@ def safe_bundle(data: dict[str, Any], metadata: dict[str, Any]) -> tuple[dict, d
     if isinstance(page, str):
         safe["text/html"] = isolated(page) if NEEDS_SCRIPTS.search(page) else clean_html(page)
     elif isinstance(script, str):
-        safe["text/html"] = isolated(f"<script>{script}</script>")
+        safe["text/html"] = isolated(f"<script>{script}</script>", SCRIPT_FRAME_HEIGHT)
     if isinstance(markdown, str):
         if markdown_is_inert(markdown):
             safe["text/markdown"] = markdown

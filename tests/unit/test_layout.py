@@ -21,6 +21,8 @@ SEAMS = {
     "jupyter_client": {"agentkernel_kernel"},
     "zmq": {"agentkernel_kernel"},
     "IPython": {"extension", "agentkernel_kernel", "runner"},
+    "nh3": {"sanitize"},
+    "markdown_it": {"sanitize"},
 }
 # What the runner may import inside the sandbox besides the standard library: the bundle's.
 RUNNER_THIRD_PARTY = {"IPython", "traitlets", "comm"}

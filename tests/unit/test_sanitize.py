@@ -9,13 +9,12 @@ image's).
 from __future__ import annotations
 
 import collections
-import html
 import io
 import re
 import xml.dom.minidom
-from html.parser import HTMLParser
 
 import pytest
+from helpers.outputs import framed_source, inert, safe_to_show
 
 from agentkernel.frontend import outgoing_bundle
 from agentkernel.sanitize import clean_html, markdown_is_inert, safe_bundle
@@ -36,46 +35,13 @@ HOSTILE_HTML = [
 ]
 
 
-class _Elements(HTMLParser):
-    """Every element of some markup with its attributes, as a browser's parser sees them."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.found: list[tuple[str, list[tuple[str, str | None]]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.found.append((tag, attrs))
-
-
-def inert(markup: str) -> bool:
-    """No script, frame, object or form element, no event handler, and no URL but web, mail and
-    image data in ``markup``'s elements (its text may say anything: it is text)."""
-    parser = _Elements()
-    parser.feed(markup)
-    for tag, attrs in parser.found:
-        if tag in ("script", "iframe", "frame", "object", "embed", "form", "base", "meta"):
-            return False
-        for name, value in attrs:
-            url = re.sub(r"[\s\x00-\x1f]", "", value or "").lower()
-            if name.startswith("on") or url.startswith(("javascript:", "vbscript:")):
-                return False
-            if url.startswith("data:") and not (tag == "img" and url.startswith("data:image/")):
-                return False
-    return True
-
-
 @pytest.mark.parametrize("markup", HOSTILE_HTML)
 def test_hostile_html_is_sanitised_or_isolated(markup):
     data, _ = safe_bundle({"text/html": markup, "text/plain": "x"}, {})
     shown = data["text/html"]
+    assert safe_to_show(shown), shown
     if shown.startswith("<iframe"):
-        assert shown.startswith('<iframe sandbox="allow-scripts" srcdoc="')
-        assert "allow-same-origin" not in shown
-        srcdoc = re.match(r'<iframe sandbox="allow-scripts" srcdoc="([^"]*)"', shown).group(1)
-        assert html.unescape(srcdoc) == markup, "the original runs, inside the frame only"
-        assert shown.count("<iframe") == 1 and '"' not in srcdoc
-    else:
-        assert inert(shown), shown
+        assert framed_source(shown) == markup, "the original runs, inside the frame only"
     assert inert(clean_html(markup))
 
 
