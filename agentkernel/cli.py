@@ -22,6 +22,7 @@ from .engine import ENGINE_KINDS, ContainerSummary, Engine, connect
 from .errors import SandboxError, SandboxNotFound, one_line
 from .imagebuild import build_image, image_exists
 from .sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
+from .sandbox.bundle_volume import bundle_volumes, stale_reason
 
 PROG = "agentkernel"
 DEFAULT_BUILD_TAG = "agentkernel-python:bookworm"
@@ -130,11 +131,12 @@ def gc_reason(container: ContainerSummary, everything: bool, persistent: bool) -
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """Remove sandboxes left behind by crashed owners (or all of them with --all)."""
+    """Remove sandboxes left behind by crashed owners (or all of them with --all); with
+    --bundles, also the IPython bundle volumes of older bundles or of removed images."""
     if args.persistent and not args.all:
         raise _UsageError("--persistent only goes with --all (gc --all --persistent)")
     engine = _engine(args)
-    failed = 0
+    failed = _gc_bundles(engine, args.dry_run) if args.bundles else 0
     found = engine.list_containers([LABEL], all=True)
     doomed = [(c, r) for c in found if (r := gc_reason(c, args.all, args.persistent))]
     for container, reason in doomed:
@@ -149,9 +151,30 @@ def cmd_gc(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: cannot remove {label}: {err}", file=sys.stderr)
             continue
         print(f"removed {label}")
-    if not doomed:
+    if not doomed and not args.bundles:
         print("nothing to remove")
     return 1 if failed else 0
+
+
+def _gc_bundles(engine: Engine, dry_run: bool) -> int:
+    """Remove the bundle volumes no sandbox of this host would use; return the failures."""
+    failed = 0
+    doomed = [(name, reason) for name, labels in bundle_volumes(engine)
+              if (reason := stale_reason(engine, labels))]
+    for name, reason in doomed:
+        if dry_run:
+            print(f"would remove volume {name}: {reason}")
+            continue
+        try:
+            engine.remove_volume(name)
+        except SandboxError as err:  # a sandbox still uses it
+            failed += 1
+            print(f"{PROG}: error: cannot remove volume {name}: {err}", file=sys.stderr)
+            continue
+        print(f"removed volume {name}: {reason}")
+    if not doomed:
+        print("no old IPython bundle volumes")
+    return failed
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -272,6 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc.add_argument("--all", action="store_true", help="every non-persistent sandbox")
     gc.add_argument("--persistent", action="store_true",
                     help="with --all: persistent sandboxes too")
+    gc.add_argument("--bundles", action="store_true",
+                    help="also remove IPython bundle volumes of older bundles or removed images")
     _add_run_options(add("run", cmd_run, "Run one command in a fresh sandbox, then remove it."))
     shell = add("shell", cmd_shell, "Open an interactive shell in a sandbox.")
     shell.add_argument("name", help="sandbox name")

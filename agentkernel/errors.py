@@ -90,3 +90,7 @@ class RunnerGone(SandboxError):
 
 class RunnerError(SandboxError):
     """A runner request failed: it answered with status "error", or (un)pickling failed."""
+
+
+class RunnerUnsupported(SandboxError):
+    """The sandbox cannot run the runner's IPython (Python too old, no IPython to be had)."""

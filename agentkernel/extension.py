@@ -2,12 +2,12 @@
 
 The magics are parsed by :mod:`agentkernel.commands` and carried out by a
 :class:`~agentkernel.manager.SandboxManager`, exactly as in the AgentKernel kernel; this module
-only maps them onto IPython. ``%%sandbox`` cells run in the sandbox's persistent runner, so their
-globals live there and never in the host namespace. Runner events become IPython output: streams
-go to ``sys.stdout`` / ``sys.stderr`` as they arrive, displays go through IPython's display
-publisher and the cell's result is the magic's return value (``Out[n]``). Failures raise a
-:class:`SandboxFailure`, which IPython shows as the given lines alone and which fails the cell
-(papermill stops there).
+only maps them onto IPython. ``%%sandbox`` cells run in the IPython of the sandbox's persistent
+runner, so their globals live there and never in the host namespace. Runner events become IPython
+output: streams go to ``sys.stdout`` / ``sys.stderr`` as they arrive, displays go through
+IPython's display publisher and the cell's result is the magic's return value (``Out[n]``).
+Failures raise a :class:`SandboxFailure`, which IPython shows as the given lines alone and which
+fails the cell (papermill stops there).
 
 Configuration comes from the shell's config (``ipython_config.py``) on top of
 ``agentkernel_config.py``: ``c.SandboxConfig.image = ...``, ``c.SandboxMagics.max_transfer_mb``.
@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from IPython.core import page
 from IPython.core.error import StdinNotImplementedError
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_cell_magic, line_magic, magics_class
@@ -193,12 +194,18 @@ class SandboxMagics(Magics):
         return None
 
     def _run_cell(self, command: commands.CellCommand) -> SandboxResult | None:
-        """Run a ``%%sandbox`` body in the runner; a failing cell raises with the user's lines."""
+        """Run a ``%%sandbox`` body in the sandbox's IPython; a failing cell raises with the
+        user's lines. Its pager output (``obj?``) goes to this shell's pager."""
         code = f"%%sh\n{command.body}" if command.shell else command.body
         run = _CellRun(trusted=self.manager.policy.trust_output)
         done = self.manager.execute(code, on_event=run.on_event, on_input=ask, out=write)
+        for payload in done.get("payload") or []:
+            if payload.get("source") == "page" and isinstance(payload.get("data"), dict):
+                page.page(outgoing_bundle(payload["data"], None, run.trusted)[0])
+            elif payload.get("source") == "set_next_input":
+                self.shell.set_next_input(str(payload.get("text", "")))
         if done.get("status") == "error":
-            raise failure(ErrorReport.of_event(run.error))
+            raise failure(ErrorReport.of_event(done if "ename" in done else run.error))
         return run.result
 
     def close(self) -> None:

@@ -70,6 +70,9 @@ class SandboxManager:
         self.session: RunnerSession | None = None
         self.ready: dict[str, Any] = {}
         self.dead_reason: str | None = None
+        # Gets frames of the sandbox that belong to no request (a background thread's output
+        # or comm messages between cells); the kernel sets it.
+        self.on_orphan: Callable[[dict], None] | None = None
         self._lock = threading.RLock()
         self._background: threading.Thread | None = None
         self._background_error: SandboxError | None = None
@@ -114,7 +117,7 @@ class SandboxManager:
             self._drop_current()
         self.notes += notes
         sandbox = Sandbox(concrete)
-        sandbox.start(progress=_pull_reporter(out))
+        sandbox.start(progress=_pull_reporter(out), ipython=True)
         self.created.add(sandbox.name)
         try:
             self._attach(sandbox)
@@ -125,7 +128,14 @@ class SandboxManager:
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""
         stream, ready = launch_runner(sandbox)
-        self._make_current(sandbox, RunnerSession(stream, ready=ready), ready)
+        self._make_current(sandbox, self._session(stream, ready), ready)
+
+    def _session(self, stream: Any, ready: dict) -> RunnerSession:
+        return RunnerSession(stream, ready=ready, on_orphan=self._orphan)
+
+    def _orphan(self, frame: dict) -> None:
+        if self.on_orphan is not None:
+            self.on_orphan(frame)
 
     def _make_current(self, sandbox: Sandbox, session: RunnerSession, ready: dict) -> None:
         self.sandbox, self.session, self.ready, self.dead_reason = sandbox, session, ready, None
@@ -145,7 +155,7 @@ class SandboxManager:
                 return False
             self.config = sandbox.config
             self.created.add(sandbox.name)
-            self._make_current(sandbox, RunnerSession(stream, ready=ready), ready)
+            self._make_current(sandbox, self._session(stream, ready), ready)
         return True
 
     def start(self, config: SandboxConfig, out: Out = _ignore) -> None:
@@ -226,14 +236,26 @@ class SandboxManager:
     # -- running code --------------------------------------------------------------------
     def execute(self, code: str, *, on_event: Callable[[dict], None],
                 on_input: Callable[[str, bool], str] | None = None, silent: bool = False,
-                store_history: bool = True, out: Out = _ignore) -> dict:
-        """Run a cell in the runner; a dead sandbox raises SandboxDied with the cause."""
+                store_history: bool = True, user_expressions: dict | None = None,
+                parent: dict | None = None, out: Out = _ignore) -> dict:
+        """Run a cell in the runner (see RunnerSession.execute); a dead sandbox raises
+        SandboxDied with the cause."""
         session = self.ensure_session(out)
         while self.notes:
             out("stderr", f"[agentkernel] {self.notes.pop(0)}\n")
         try:
             return session.execute(code, on_event=on_event, on_input=on_input, silent=silent,
-                                   store_history=store_history)
+                                   store_history=store_history,
+                                   user_expressions=user_expressions, parent=parent)
+        except RunnerGone as err:
+            raise SandboxDied(self._diagnose(str(err))) from None
+
+    def comm(self, kind: str, fields: dict, *, on_event: Callable[[dict], None],
+             parent: dict | None = None) -> dict:
+        """Hand a frontend's comm message to the sandbox's comms (RunnerSession.comm)."""
+        session = self.ensure_session()
+        try:
+            return session.comm(kind, fields, on_event=on_event, parent=parent)
         except RunnerGone as err:
             raise SandboxDied(self._diagnose(str(err))) from None
 
@@ -259,16 +281,21 @@ class SandboxManager:
         self.dead_reason = message
         return message
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """A non-execute runner request (complete, inspect, is_complete) on the live session."""
+    def call(self, method: str, *args: Any, timeout: float, **kwargs: Any) -> Any:
+        """A runner request that may go unanswered (complete, inspect, is_complete,
+        comm_info) on the live session: None when there is none, when the runner refuses or
+        fails it, or after ``timeout`` seconds."""
+        self.wait_background(timeout)
         session = self.session
         if session is None or self.dead_reason:
             return None
         try:
-            return getattr(session, method)(*args, **kwargs)
+            return getattr(session, method)(*args, timeout=timeout, **kwargs)
         except RunnerGone as err:
             self._diagnose(str(err))
-            return None
+        except (RunnerError, TimeoutError) as err:
+            log.info("%s request unanswered: %s", method, err)
+        return None
 
     # -- %sandbox commands ---------------------------------------------------------------
     def handle(self, command: commands.Command, out: Out,

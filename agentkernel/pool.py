@@ -74,7 +74,7 @@ class WarmSandbox:
 def start_warm(config: SandboxConfig, engine: Engine | None = None) -> WarmSandbox:
     """Start a sandbox and its runner, and wait for the runner's ``ready`` frame."""
     labels = {**config.labels, POOL_LABEL: "warm"}
-    sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start()
+    sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start(ipython=True)
     try:
         stream, ready = launch_runner(sandbox)
     except SandboxError as err:

@@ -27,8 +27,9 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, Protocol
 
 from . import safepickle
-from .errors import RunnerError, RunnerGone, SandboxError, one_line
+from .errors import RunnerError, RunnerGone, RunnerUnsupported, SandboxError, one_line
 from .runner.protocol import FrameDecoder, ProtocolError, check_frame, encode_frame
+from .sandbox.bundle_volume import MOUNT as BUNDLE_MOUNT
 
 if TYPE_CHECKING:
     from .engine import ExecStream
@@ -41,7 +42,9 @@ POLL = 0.2  # seconds between checks while waiting for the runner
 READY_TIMEOUT = 60.0  # seconds a runner may take to say it is ready
 READ_SIZE = 256 * 1024
 STDERR_TAIL = 4096  # bytes of the runner's stderr kept for error messages
-EVENT_TYPES = frozenset({"stream", "display", "result", "error", "clear_output"})
+EVENT_TYPES = frozenset({"stream", "display", "result", "error", "clear_output", "comm_open",
+                         "comm_msg", "comm_close"})
+COMM_REQUESTS = ("comm_open", "comm_msg", "comm_close")
 # Bytes of frames one request may have waiting for its requester. Beyond that the reader thread
 # waits, so it stops reading the runner's stream and the runner's output writes block: a cell
 # that prints faster than the host consumes is slowed down instead of filling host memory.
@@ -72,21 +75,26 @@ class RunnerTransport(Protocol):
         """Release the pipe (and whatever runs the runner)."""
 
 
-@functools.cache
-def runner_command() -> list[str]:
-    """The argv that starts the runner inside a sandbox."""
-    return ["python3", "-u", "-c", runner_source()]
+RUNNER_MODULES = ("protocol", "pump", "ipython_path", "shell", "comms", "introspection",
+                  "runner")
+
+
+def runner_command(bundle: str | None = BUNDLE_MOUNT) -> list[str]:
+    """The argv that starts the runner inside a sandbox, with agentkernel's IPython (if the
+    sandbox has it mounted) at ``bundle``."""
+    return ["python3", "-u", "-c", runner_source(), *([bundle] if bundle else [])]
 
 
 @functools.cache
 def runner_source() -> str:
-    """The source passed to ``python3 -u -c``: the frame codec (``protocol.py``), then the
-    runner (``runner.py``, without its own ``from __future__`` line, which may only open a
-    module)."""
+    """The source passed to ``python3 -u -c``: ``runner/boot.py``, then a call that loads the
+    runner's modules from their sources (one argument; Linux caps it at 128 KiB)."""
     package = resources.files("agentkernel.runner")
-    protocol = package.joinpath("protocol.py").read_text("utf-8")
-    runner = package.joinpath("runner.py").read_text("utf-8")
-    return protocol + "\n" + runner.replace("from __future__ import annotations\n", "", 1)
+    sources = {name: package.joinpath(f"{name}.py").read_text("utf-8")
+               for name in RUNNER_MODULES}
+    sources["__init__"] = ""
+    boot = package.joinpath("boot.py").read_text("utf-8")
+    return f"{boot}\nboot({sources!r})\n"
 
 
 def launch_runner(sandbox: Sandbox, timeout: float = READY_TIMEOUT) -> tuple[ExecStream, dict]:
@@ -99,6 +107,9 @@ def launch_runner(sandbox: Sandbox, timeout: float = READY_TIMEOUT) -> tuple[Exe
     stream = sandbox.open_exec(runner_command(), workdir=sandbox.effective.workdir)
     try:
         return stream, _read_ready(stream, timeout)
+    except RunnerUnsupported:
+        stream.close()
+        raise
     except (ProtocolError, OSError) as err:
         stream.close()
         raise SandboxError(_no_runner_reason(sandbox, str(err))) from None
@@ -114,6 +125,8 @@ def _read_ready(stream: ExecStream, timeout: float) -> dict:
             if not data:
                 raise ProtocolError(f"the runner exited: {one_line(stream.stderr_tail())}")
             for frame in decoder.feed(data):
+                if frame.get("type") == "fatal":
+                    raise RunnerUnsupported(one_line(str(frame.get("message"))))
                 if frame.get("type") == "ready":
                     if decoder.pending() or stream.pending():
                         raise ProtocolError("the runner sent more than its ready frame")
@@ -129,7 +142,7 @@ def _no_runner_reason(sandbox: Sandbox, detail: str) -> str:
     if not has_python:
         return (
             f"image {sandbox.effective.image!r} has no python3: AgentKernel runs cells with "
-            "the image's python3 (3.8 or newer); use a Python image such as "
+            "the image's python3 (3.10 or newer); use a Python image such as "
             "python:3.12-slim, or install python3 in yours"
         )
     return f"the runner did not start in sandbox {sandbox.name}: {detail}"
@@ -139,7 +152,8 @@ class LocalProcessTransport:
     """Runs ``<python> -u -c <runner>`` as a subprocess with pipes: for tests and debugging.
 
     ``python`` is an interpreter path or a command prefix, such as
-    ``["docker", "run", "--rm", "-i", IMAGE, "python3"]``. The process gets its own session,
+    ``["docker", "run", "--rm", "-i", IMAGE, "python3"]``; ``bundle`` is where that
+    interpreter finds agentkernel's IPython, if it needs it. The process gets its own session,
     so a Ctrl-C on the host's terminal does not reach it.
     """
 
@@ -149,10 +163,11 @@ class LocalProcessTransport:
         *,
         env: dict[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        bundle: str | None = None,
     ) -> None:
         prefix = [python] if isinstance(python, str) else list(python)
         self._proc = subprocess.Popen(
-            [*prefix, "-u", "-c", runner_source()],
+            [*prefix, "-u", "-c", runner_source(), *([bundle] if bundle else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -262,7 +277,8 @@ class _Inbox:
 
 
 class RunnerSession:
-    """Requests to one runner: execute, complete, inspect, is_complete, push, pull, interrupt.
+    """Requests to one runner: execute, comms, complete, inspect, is_complete, push, pull,
+    interrupt.
 
     ``on_orphan(frame)`` receives frames that belong to no waiting request (output of a
     background thread between cells, with id None); without it they are logged at debug level.
@@ -284,6 +300,7 @@ class RunnerSession:
         self._inboxes: dict[str, _Inbox] = {}
         self._gone: str | None = None
         self._ready: dict | None = ready
+        self._fatal: str | None = None  # why the runner could not start (a ``fatal`` frame)
         self._ready_event = threading.Event()
         if ready is not None:  # a runner handed over after it said ready
             self._ready_event.set()
@@ -304,6 +321,8 @@ class RunnerSession:
         """Wait for the runner's ``ready`` frame and return it (python, matplotlib, pid...)."""
         if not self._ready_event.wait(timeout):
             raise TimeoutError(f"the runner did not start within {timeout} s")
+        if self._fatal is not None:
+            raise RunnerUnsupported(self._fatal)
         if self._ready is None:
             raise RunnerGone(self._gone)
         return self._ready
@@ -316,26 +335,52 @@ class RunnerSession:
         on_input: Callable[[str, bool], str] | None = None,
         silent: bool = False,
         store_history: bool = True,
+        user_expressions: dict[str, str] | None = None,
+        parent: dict | None = None,
         timeout: float | None = None,
     ) -> dict:
-        """Run a cell; return its ``done`` fields (status "ok"/"error", execution_count).
+        """Run a cell; return its ``done`` fields (status "ok"/"error", execution_count,
+        payload, user_expressions; ename, evalue, traceback on error).
 
-        ``on_event(frame)`` gets the stream/display/result/error frames in order.
-        ``on_input(prompt, password)`` answers ``input()`` in the cell; when it is None or
-        raises (EOFError quietly, anything else with a logged warning), the runner is told
-        there is no input and the cell's ``input()`` raises EOFError. A KeyboardInterrupt in
-        this thread interrupts the cell and the wait goes on until the runner reports the cell
-        done. TimeoutError leaves the cell running.
+        ``on_event(frame)`` gets the stream/display/result/error/comm frames in order.
+        ``on_input(prompt, password)`` answers ``input()`` in the cell; without it the cell's
+        ``input()`` raises StdinNotImplementedError (as in a kernel whose frontend has no
+        stdin), and when it raises (EOFError quietly, anything else with a logged warning) the
+        cell's ``input()`` raises EOFError. ``parent`` is the Jupyter request the cell runs
+        for (``{"header": {...}}``, what ``get_ipython().kernel.get_parent()`` returns). A
+        KeyboardInterrupt in this thread interrupts the cell and the wait goes on until the
+        runner reports the cell done. TimeoutError leaves the cell running.
         """
-        request = {"type": "execute", "code": code, "silent": silent}
-        request["store_history"] = store_history
+        request = {"type": "execute", "code": code, "silent": silent,
+                   "store_history": store_history, "allow_stdin": on_input is not None,
+                   "user_expressions": user_expressions or {}, "parent": parent or {}}
+        return self._stream(request, on_event, on_input, timeout)
+
+    def comm(self, kind: str, fields: dict, *, on_event: Callable[[dict], None],
+             parent: dict | None = None, timeout: float | None = None) -> dict:
+        """Hand a frontend's ``comm_open``/``comm_msg``/``comm_close`` (``fields``: comm_id,
+        data, metadata, buffers as base64, target_name) to the runner's comm manager;
+        ``on_event`` gets what its handlers output. Returns the ``done`` fields."""
+        if kind not in COMM_REQUESTS:
+            raise RunnerError(f"unknown comm request {kind!r}: accepted {COMM_REQUESTS}")
+        request = {**fields, "type": kind, "parent": parent or {}}
+        return self._stream(request, on_event, None, timeout)
+
+    def comm_info(self, target_name: str | None = None, *,
+                  timeout: float | None = None) -> dict:
+        """The runner's open comms (of ``target_name``): {comm_id: {"target_name": ...}}."""
+        request = {"type": "comm_info", "target_name": target_name}
+        return self._call(request, timeout).get("comms") or {}
+
+    def _stream(self, request: dict, on_event, on_input, timeout: float | None) -> dict:
+        """Send a request whose events go to ``on_event``; return its ``done`` fields."""
         rid, inbox = self._open()
         try:
             self._send(request, rid)
             deadline = _deadline(timeout)
             while True:
                 try:
-                    frame = self._peek(inbox, deadline, "execute")
+                    frame = self._peek(inbox, deadline, request["type"])
                     if frame["type"] == "done":
                         return _fields(frame)
                     frame = inbox.pop_stream() if frame["type"] == "stream" else inbox.pop()
@@ -357,15 +402,20 @@ class RunnerSession:
     def inspect(
         self, code: str, cursor_pos: int, detail_level: int = 0, *, timeout: float | None = None
     ) -> dict:
-        """Help for the name at ``cursor_pos``: found, data ({"text/plain": ...}), metadata."""
+        """IPython's help for the name at ``cursor_pos``: found, data (a mime bundle),
+        metadata."""
         request = {"type": "inspect", "code": code, "cursor_pos": cursor_pos}
         request["detail_level"] = detail_level
         return self._call(request, timeout)
 
     def is_complete(self, code: str, *, timeout: float | None = None) -> dict:
-        """Jupyter's is_complete answer: status (complete/incomplete/invalid) and indent."""
+        """Jupyter's is_complete answer: status (complete/incomplete/invalid/unknown), and
+        the indent of the next line when incomplete."""
         reply = self._call({"type": "is_complete", "code": code}, timeout)
-        return {"status": reply["completeness"], "indent": reply["indent"]}
+        answer = {"status": str(reply.get("completeness", "unknown"))}
+        if answer["status"] == "incomplete":
+            answer["indent"] = str(reply.get("indent", ""))
+        return answer
 
     def push(self, values: dict[str, Any], *, timeout: float | None = None) -> None:
         """Set names in the runner's namespace (values are pickled here, all or none)."""
@@ -528,6 +578,11 @@ class RunnerSession:
         if kind == "ready":
             self._ready = frame
             self._ready_event.set()
+        elif kind == "fatal":  # before ready: it cannot start; after: IPython failed to load
+            if self._ready is None:
+                self._fatal = one_line(frame["message"])
+            else:
+                self._fail(one_line(frame["message"]))
         elif kind == "log":
             level = _LOG_LEVELS.get(frame.get("level"), logging.ERROR)
             runner_log.log(level, "%s", frame.get("message"))

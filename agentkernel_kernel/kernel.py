@@ -1,15 +1,16 @@
 """The AgentKernel Sandbox kernel: the Jupyter protocol only.
 
-Cells go to the runner inside the sandbox through ``SandboxManager``; runner events become iopub
-messages here. ``%sandbox`` commands are parsed by ``agentkernel.commands`` and carried out by
-the manager. Nothing here talks to the engine directly.
+Cells go to IPython inside the sandbox through ``SandboxManager``; runner events become iopub
+messages here, and the frontend's comm messages go down to the runner's comm manager.
+``%sandbox`` commands are parsed by ``agentkernel.commands`` and carried out by the manager.
+Nothing here talks to the engine directly. Every mime bundle from the sandbox goes through
+``agentkernel.frontend.outgoing_bundle`` before a frontend sees it.
 """
 
 from __future__ import annotations
 
-import codeop
+import base64
 import platform
-import re
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
@@ -22,8 +23,12 @@ from agentkernel.frontend import ErrorReport, outgoing_bundle
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.history import History
 
-# ``name?`` / ``?name`` / ``name??``: help for a name, shown in the pager as IPython does.
-HELP_REQUEST = re.compile(r"\s*(\?{0,2})([A-Za-z_][\w.]*)(\?{0,2})\s*")
+COMM_TYPES = ("comm_open", "comm_msg", "comm_close")
+# Seconds the kernel waits for a completion, inspection or is_complete answer before it replies
+# with an empty one (the runner stops such a request after 10 s; see runner/introspection.py).
+INTROSPECTION_TIMEOUT = 5.0
+# ``%sandbox`` commands that replace the runner, and with it IPython's execution count.
+NEW_RUNNER = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)
 
 
 class AgentKernel(Kernel):
@@ -43,7 +48,20 @@ class AgentKernel(Kernel):
         super().__init__(**kwargs)
         if self.manager is None:
             self.manager = getattr(self.parent, "manager", None) or SandboxManager()
+        self.manager.on_orphan = self._on_orphan
         self.history = History()
+        self._next_count = 1
+        for msg_type in COMM_TYPES:
+            self.shell_handlers[msg_type] = self._comm_request
+
+    # -- execution count: IPython's in the sandbox, as ipykernel takes its shell's -----------
+    @property
+    def execution_count(self) -> int:  # type: ignore[override]
+        return self._next_count
+
+    @execution_count.setter
+    def execution_count(self, value: int) -> None:
+        """kernelbase increments before each cell; the sandbox's IPython counts instead."""
 
     # -- kernel_info -------------------------------------------------------------------------
     @property
@@ -68,13 +86,17 @@ class AgentKernel(Kernel):
     def _error_reply(self, report: ErrorReport, publish: bool = True) -> dict[str, Any]:
         if publish:
             self.send_response(self.iopub_socket, "error", report.content())
-        return {"status": "error", "execution_count": self.execution_count, **report.content()}
+        return {"status": "error", "execution_count": self._reply_count(), **report.content()}
+
+    def _reply_count(self) -> int:
+        return max(0, self._next_count - 1)
 
     def _bundle(self, data: dict, metadata: dict | None = None) -> tuple[dict, dict]:
         """A sandbox mime bundle as the page may see it (the operator's output policy)."""
         return outgoing_bundle(data, metadata, trusted=self.manager.policy.trust_output)
 
     def _on_event(self, event: dict[str, Any]) -> None:
+        """Send one runner event to the frontend, as an iopub message."""
         kind = event.get("type")
         if kind == "stream":
             self._out(event["name"], event["text"])
@@ -85,15 +107,37 @@ class AgentKernel(Kernel):
             msg = "update_display_data" if event.get("update") else "display_data"
             self.send_response(self.iopub_socket, msg, content)
         elif kind == "result":
-            self.history.set_output(self.execution_count, event["data"].get("text/plain", ""))
+            count = event.get("execution_count")
+            count = count if isinstance(count, int) else self._reply_count()
+            self.history.set_output(count, event["data"].get("text/plain", ""))
             data, metadata = self._bundle(event["data"], event.get("metadata"))
             self.send_response(self.iopub_socket, "execute_result", {
-                "execution_count": self.execution_count, "data": data, "metadata": metadata})
+                "execution_count": count, "data": data, "metadata": metadata})
         elif kind == "clear_output":
             self.send_response(self.iopub_socket, "clear_output", {"wait": event.get("wait")})
         elif kind == "error":
-            self._last_error = event
             self.send_response(self.iopub_socket, "error", ErrorReport.of_event(event).content())
+        elif kind in COMM_TYPES:
+            self._send_comm(event)
+
+    def _send_comm(self, event: dict[str, Any]) -> None:
+        """A comm message from the sandbox, on iopub with its binary buffers."""
+        content = {"comm_id": event["comm_id"], "data": event.get("data", {})}
+        if event["type"] == "comm_open":
+            content["target_name"] = event["target_name"]
+            module = event.get("target_module")
+            content["target_module"] = module if isinstance(module, str) else None
+        buffers = [base64.b64decode(b) for b in event.get("buffers", [])]
+        self.send_response(self.iopub_socket, event["type"], content, buffers=buffers or None,
+                           metadata=event.get("metadata") or {})
+
+    def _on_orphan(self, event: dict[str, Any]) -> None:
+        """Output of a sandbox thread between requests: sent with the last request as its
+        parent, as ipykernel sends a background thread's output."""
+        try:
+            self._on_event(event)
+        except Exception:  # a reader thread must survive a bad frame
+            self.log.exception("could not forward background output from the sandbox")
 
     def _on_input(self, prompt: str, password: bool) -> str:
         """Ask the frontend; one that cannot answer gives the cell an EOFError."""
@@ -102,21 +146,23 @@ class AgentKernel(Kernel):
         except StdinNotImplementedError:
             raise EOFError("this frontend does not support input()") from None
 
+    def _parent(self) -> dict[str, Any]:
+        """The header of the request being handled, for the sandbox's get_parent()."""
+        header = self.get_parent("shell").get("header") or {}
+        return {"header": {key: str(value) for key, value in header.items()}}
+
     # -- execute -----------------------------------------------------------------------------
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False,
                          **_kwargs: Any) -> dict[str, Any]:
         self._allow_stdin = allow_stdin
         if store_history and not silent:
-            self.history.add(self.execution_count, code)
-        help_request = HELP_REQUEST.fullmatch(code)
-        if help_request and (help_request[1] or help_request[3]):
-            return self._page_help(help_request[2], detail=len(help_request[1] + help_request[3]))
+            self.history.add(self._next_count, code)
         try:
             parsed = commands.parse_code(code)
             if parsed is not None:
                 return self._run_commands(parsed)
-            return self._run_cell(code, silent, store_history)
+            return self._run_cell(code, silent, store_history, user_expressions, allow_stdin)
         except SandboxError as err:
             return self._error_reply(ErrorReport.of_ours(err))
         except Exception as err:  # a bug of ours: the request still gets its one-line reply
@@ -127,36 +173,64 @@ class AgentKernel(Kernel):
         for command in parsed:
             if isinstance(command, commands.CellCommand):
                 body = f"%%sh\n{command.body}" if command.shell else command.body
-                return self._run_cell(body, False, True)
+                return self._run_cell(body, False, True, None, self._allow_stdin)
             self.manager.handle(command, self._out)
+            if isinstance(command, NEW_RUNNER):
+                self._next_count = 1
         return self._ok()
 
-    def _run_cell(self, code: str, silent: bool, store_history: bool) -> dict[str, Any]:
-        self._last_error: dict[str, Any] | None = None
+    def _run_cell(self, code: str, silent: bool, store_history: bool,
+                  user_expressions: dict | None, allow_stdin: bool) -> dict[str, Any]:
         done = self.manager.execute(
-            code, on_event=self._on_event, on_input=self._on_input, silent=silent,
-            store_history=store_history, out=self._out,
+            code, on_event=self._on_event, on_input=self._on_input if allow_stdin else None,
+            silent=silent, store_history=store_history, user_expressions=user_expressions,
+            parent=self._parent(), out=self._out,
         )
+        count = done.get("execution_count")
+        if isinstance(count, int):
+            self._next_count = count + 1
+        payload = [self._outgoing_payload(p) for p in done.get("payload") or []]
+        if any(p.get("source") == "ask_exit" and not p.get("keepkernel") for p in payload):
+            self.io_loop.call_later(0.1, self.io_loop.stop)  # ``exit``: as ipykernel, end
         if done.get("status") == "error":
-            return self._error_reply(ErrorReport.of_event(self._last_error), publish=False)
-        return self._ok()
+            reply = self._error_reply(ErrorReport.of_event(done), publish=False)
+            return {**reply, "payload": payload, "user_expressions": {}}
+        expressions = {name: self._outgoing_expression(value) for name, value in
+                       (done.get("user_expressions") or {}).items()}
+        return self._ok(payload, expressions)
 
-    def _ok(self, payload: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return {"status": "ok", "execution_count": self.execution_count,
-                "payload": payload or [], "user_expressions": {}}
+    def _ok(self, payload: list[dict[str, Any]] | None = None,
+            user_expressions: dict[str, Any] | None = None) -> dict[str, Any]:
+        return {"status": "ok", "execution_count": self._reply_count(),
+                "payload": payload or [], "user_expressions": user_expressions or {}}
 
-    def _page_help(self, name: str, detail: int) -> dict[str, Any]:
-        """``name?``: the runner's inspect text, as a pager payload."""
+    # -- comms -------------------------------------------------------------------------------
+    def _comm_request(self, stream: Any, ident: Any, msg: dict[str, Any]) -> None:
+        """A frontend's comm_open/comm_msg/comm_close, handed to the sandbox's comms."""
+        content = msg.get("content") or {}
+        fields = {
+            "comm_id": str(content.get("comm_id", "")),
+            "data": content.get("data") or {},
+            "metadata": msg.get("metadata") or {},
+            "buffers": [base64.b64encode(bytes(b)).decode("ascii")
+                        for b in msg.get("buffers") or []],
+        }
+        if msg["header"]["msg_type"] == "comm_open":
+            fields["target_name"] = str(content.get("target_name", ""))
+            if content.get("target_module") is not None:
+                fields["target_module"] = content["target_module"]
         try:
-            self.manager.ensure_session(self._out)
-        except SandboxError as err:
-            return self._error_reply(ErrorReport.of_ours(err))
-        answer = self.manager.call("inspect", name, len(name), 1 if detail > 1 else 0) or {}
-        if not answer.get("found"):
-            self._out("stdout", f"Object `{name}` not found.\n")
-            return self._ok()
-        data, _ = self._bundle(answer["data"])
-        return self._ok([{"source": "page", "data": data, "start": 0}])
+            self.manager.comm(msg["header"]["msg_type"], fields, on_event=self._on_event,
+                              parent=self._parent())
+        except SandboxError as err:  # no sandbox: the comm has no peer, as with no target
+            self.log.warning("comm message not delivered: %s", err)
+
+    async def comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
+        """The sandbox's open comms."""
+        target = (parent.get("content") or {}).get("target_name")
+        comms = self.manager.call("comm_info", target, timeout=INTROSPECTION_TIMEOUT) or {}
+        self.session.send(stream, "comm_info_reply", {"comms": comms, "status": "ok"},
+                          parent, ident)
 
     # -- introspection -----------------------------------------------------------------------
     async def complete_request(self, stream: Any, ident: Any, parent: dict) -> None:
@@ -189,23 +263,26 @@ class AgentKernel(Kernel):
                                                     "evalue": problem, "traceback": []},
                               parent, ident)
 
-    async def do_complete(self, code: str, cursor_pos: int) -> dict[str, Any]:
-        answer = self.manager.call("complete", code, cursor_pos) or {}
+    async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
+        cursor_pos = len(code) if cursor_pos is None else cursor_pos
+        answer = self.manager.call("complete", code, cursor_pos,
+                                   timeout=INTROSPECTION_TIMEOUT) or {}
         return {"status": "ok", "matches": answer.get("matches", []),
                 "cursor_start": answer.get("cursor_start", cursor_pos),
-                "cursor_end": answer.get("cursor_end", cursor_pos), "metadata": {}}
+                "cursor_end": answer.get("cursor_end", cursor_pos),
+                "metadata": answer.get("metadata", {})}
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
-        answer = self.manager.call("inspect", code, cursor_pos, detail_level) or {}
-        data, _ = self._bundle(answer.get("data", {}))
-        return {"status": "ok", "found": bool(answer.get("found")), "data": data, "metadata": {}}
+        answer = self.manager.call("inspect", code, cursor_pos, detail_level,
+                                   timeout=INTROSPECTION_TIMEOUT) or {}
+        data, metadata = self._bundle(answer.get("data", {}), answer.get("metadata"))
+        return {"status": "ok", "found": bool(answer.get("found")), "data": data,
+                "metadata": metadata}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:
-        answer = self.manager.call("is_complete", code)
-        if answer:
-            return {"status": answer.get("status", "unknown"), "indent": answer.get("indent", "")}
-        return _local_is_complete(code)
+        return self.manager.call("is_complete", code,
+                                 timeout=INTROSPECTION_TIMEOUT) or {"status": "unknown"}
 
     async def do_history(self, hist_access_type: str, output: bool, raw: bool,
                          session: int | None = None, start: int | None = None,
@@ -215,6 +292,22 @@ class AgentKernel(Kernel):
                                       start=start or 0, stop=stop, n=n, pattern=pattern,
                                       unique=unique)
         return {"status": "ok", "history": history}
+
+    def _outgoing_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """A payload of the sandbox's reply; a pager's mime bundle goes through the output
+        policy."""
+        if payload.get("source") == "page" and isinstance(payload.get("data"), dict):
+            data, _ = self._bundle(payload["data"])
+            return {**payload, "data": data}
+        return dict(payload)
+
+    def _outgoing_expression(self, value: Any) -> Any:
+        """A user_expressions result; its mime bundle goes through the output policy."""
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else None
+            data, metadata = self._bundle(value["data"], metadata)
+            return {**value, "data": data, "metadata": metadata}
+        return value
 
     # -- lifetime ----------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
@@ -242,15 +335,3 @@ def request_problem(content: dict | None, cursor: bool) -> str | None:
         return (f"invalid cursor_pos {str(position)[:40]!r}: expected an integer from 0 to "
                 f"{len(content['code'])} (the length of the code), or null")
     return None
-
-
-def _local_is_complete(code: str) -> dict[str, Any]:
-    """codeop's answer, for when no runner is up yet."""
-    try:
-        compiled = codeop.compile_command(code, symbol="exec")
-    except (SyntaxError, ValueError, OverflowError):
-        return {"status": "invalid"}
-    if compiled is None:
-        indent = "    " if code.rstrip().endswith(":") else ""
-        return {"status": "incomplete", "indent": indent}
-    return {"status": "complete"}

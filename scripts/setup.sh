@@ -86,6 +86,9 @@ engines=(docker)
 [ "$WANT_PODMAN" = 1 ] && engines+=(podman)
 "$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing --engines "${engines[@]}" \
   --packages python3 python3-matplotlib python3-pandas iproute2 procps >&2
+# the same with ipywidgets and tqdm (PyPI wheels), for the JupyterLab widgets test
+AGENTKERNEL_IMAGE="$IMAGE" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" -m helpers.widgets_image \
+  --if-missing --engines "${engines[@]}" >&2
 
 # --- scale-out: sshd on loopback, a TLS engine, Enterprise Gateway (docs/scale-out.md) -------
 if [ "${AGENTKERNEL_SETUP_SCALEOUT:-1}" = 1 ]; then

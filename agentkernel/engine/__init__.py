@@ -11,7 +11,14 @@ from __future__ import annotations
 import importlib
 
 from ..errors import EngineUnavailable
-from .base import ContainerGone, ContainerInfo, ContainerSummary, Engine, ExecStream
+from .base import (
+    ContainerGone,
+    ContainerInfo,
+    ContainerSummary,
+    Engine,
+    ExecStream,
+    VolumeSummary,
+)
 from .discovery import (
     ENGINE_KINDS,
     START_HINT,
@@ -29,6 +36,7 @@ __all__ = [
     "Endpoint",
     "Engine",
     "ExecStream",
+    "VolumeSummary",
     "backend",
     "TLSFiles",
     "connect",

@@ -102,6 +102,14 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class VolumeSummary:
+    """A named volume as the engine lists it."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class ContainerSummary:
     """A container as the engine lists it: enough to choose which ones to look at."""
 
@@ -189,6 +197,32 @@ class Engine(ABC):
     @abstractmethod
     def import_image(self, chunks: Iterable[bytes], tag: str, changes: Sequence[str]) -> str:
         """Import a root file system tar as image ``tag``; returns the image id."""
+
+    @abstractmethod
+    def image_id(self, image: str) -> str:
+        """The id (``sha256:...``) of the local image ``image``; ImageNotAvailable if absent."""
+
+    @abstractmethod
+    def commit_container(self, container_id: str, tag: str) -> str:
+        """Save a container's file system as image ``tag``; returns the image id."""
+
+    # -- volumes ---------------------------------------------------------------------------
+    @abstractmethod
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create the named volume ``name`` (local driver) with ``labels``."""
+
+    @abstractmethod
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        """The labels of volume ``name``; None when there is no such volume."""
+
+    @abstractmethod
+    def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:
+        """Volumes carrying every label (``key`` or ``key=value``)."""
+
+    @abstractmethod
+    def remove_volume(self, name: str) -> None:
+        """Remove volume ``name``; no error when it is gone, EngineError while a container
+        uses it."""
 
     # -- containers ------------------------------------------------------------------------
     @abstractmethod

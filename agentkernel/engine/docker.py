@@ -42,6 +42,7 @@ from .base import (
     ExecStream,
     PortMapping,
     ProgressCallback,
+    VolumeSummary,
     not_available,
     split_reference,
 )
@@ -226,6 +227,53 @@ class DockerEngine(Engine):
     def _local_repo(self, repo: str) -> str:
         """The name an imported image is tagged with."""
         return repo
+
+    def image_id(self, image: str) -> str:
+        try:
+            with self._errors(f"inspecting image {image}"):
+                return str(self.api.inspect_image(image)["Id"])
+        except ContainerGone:  # 404: no such image
+            raise ImageNotAvailable(not_available(image, "not in the engine's image store")
+                                    ) from None
+
+    def commit_container(self, container_id: str, tag: str) -> str:
+        repo, version = split_reference(tag)
+        with self._errors(f"saving the container as image {tag}"):
+            answer = self.api.commit(container_id, repository=self._local_repo(repo),
+                                     tag=version)
+        return str(answer.get("Id") or answer.get("id") or "")
+
+    # -- volumes ---------------------------------------------------------------------------
+    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+        with self._errors(f"creating volume {name}"):
+            self.api.create_volume(name, driver="local", labels=dict(labels))
+
+    def volume_labels(self, name: str) -> dict[str, str] | None:
+        try:
+            with self._errors(f"inspecting volume {name}"):
+                return dict(self.api.inspect_volume(name).get("Labels") or {})
+        except ContainerGone:  # 404
+            return None
+        except EngineError as err:  # Podman answers 500 for a missing volume
+            if "no such volume" in str(err).lower():
+                return None
+            raise
+
+    def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:
+        with self._errors("listing volumes"):
+            found = self.api.volumes(filters={"label": list(labels)}) or {}
+        return [VolumeSummary(v["Name"], dict(v.get("Labels") or {}))
+                for v in found.get("Volumes") or []]
+
+    def remove_volume(self, name: str) -> None:
+        try:
+            with self._errors(f"removing volume {name}"):
+                self.api.remove_volume(name)
+        except ContainerGone:
+            pass
+        except EngineError as err:
+            if "no such volume" not in str(err).lower():
+                raise
 
     # -- containers ------------------------------------------------------------------------
     def create_container(self, request: dict[str, Any], name: str) -> str:

@@ -2,19 +2,45 @@
 
 Each frame is a 4-byte big-endian unsigned length, then that many bytes of UTF-8 JSON (one
 object with a string ``"type"``); see docs/ARCHITECTURE.md, "Runner protocol". The host imports
-this module; the runner gets its source ahead of its own (``runner_source``), so both sides use
-one codec. Standard library only, Python 3.8+, no side effects on import.
+this module and the runner is sent with it (``runner_source``), so both sides use one codec.
+Standard library only, Python 3.8+, no side effects on import.
 """
 
 from __future__ import annotations
 
 import json
+import numbers
 import struct
+from binascii import b2a_base64
+from collections.abc import Iterable
 
 MAX_FRAME = 64 * 1024 * 1024
 _HEADER = struct.Struct(">I")
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def json_default(obj: object) -> object:
+    """What JSON cannot hold, as jupyter_client's ``json_default`` packs it into messages:
+    dates as ISO strings, bytes as base64, other iterables as lists, numbers as int/float."""
+    from datetime import date, datetime
+
+    if isinstance(obj, datetime):
+        text = obj.isoformat() if obj.tzinfo else obj.isoformat() + "Z"
+        return text.replace("+00:00", "Z")
+    if isinstance(obj, date):
+        return obj.isoformat()
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return b2a_base64(bytes(obj), newline=False).decode("ascii")
+    if isinstance(obj, Iterable):
+        return list(obj)
+    if isinstance(obj, numbers.Integral):
+        return int(obj)
+    if isinstance(obj, numbers.Real):
+        return float(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=json_default)
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), default=json_default)
 # Fields every frame of a type must carry, with their types; a frame without them breaks the
 # protocol (the host hands its callers well-formed events only).
 FRAME_FIELDS = {
@@ -23,9 +49,13 @@ FRAME_FIELDS = {
     "result": {"data": dict},
     "error": {"ename": str, "evalue": str, "traceback": list},
     "input_request": {"prompt": str},
+    "comm_open": {"comm_id": str, "target_name": str, "data": dict},
+    "comm_msg": {"comm_id": str, "data": dict},
+    "comm_close": {"comm_id": str, "data": dict},
+    "fatal": {"message": str},
     "done": {"status": str},
 }
-OPTIONAL_DICTS = ("metadata", "transient")
+OPTIONAL_DICTS = ("metadata", "transient", "user_expressions")
 
 
 class ProtocolError(Exception):
@@ -119,3 +149,15 @@ def check_frame(frame: dict) -> None:
         raise ProtocolError(f"stream frame for unknown stream {frame['name'][:40]!r}")
     if kind == "error" and not all(isinstance(line, str) for line in frame["traceback"]):
         raise ProtocolError("error frame with a non-string traceback line")
+    if not all(isinstance(item, str) for item in _list_field(frame, "buffers")):
+        raise ProtocolError(f"{kind} frame with a non-string buffer")
+    if not all(isinstance(item, dict) for item in _list_field(frame, "payload")):
+        raise ProtocolError(f"{kind} frame with a non-object payload")
+
+
+def _list_field(frame: dict, key: str) -> list:
+    """The optional list ``frame[key]`` ([] when absent); ProtocolError when not a list."""
+    value = frame.get(key, [])
+    if not isinstance(value, list):
+        raise ProtocolError(f"{frame['type']} frame with a non-list {key!r}")
+    return value

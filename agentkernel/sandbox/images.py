@@ -13,11 +13,16 @@ log = logging.getLogger(__name__)
 __all__ = ["ProgressCallback", "ensure_image"]
 
 
-def ensure_image(engine: Engine, image: str, progress: ProgressCallback | None = None) -> None:
-    """Return when ``image`` is local; pull it otherwise. Raises ImageNotAvailable."""
-    if engine.image_present(image):
-        return
+def ensure_image(engine: Engine, image: str, progress: ProgressCallback | None = None) -> str:
+    """The id of ``image``, pulled first when it is not local. Raises ImageNotAvailable."""
+    try:
+        return engine.image_id(image)
+    except ImageNotAvailable:
+        pass
     log.info("pulling image %s", image)
     engine.pull(image, progress)
-    if not engine.image_present(image):
-        raise ImageNotAvailable(not_available(image, "the pull finished but the image is absent"))
+    try:
+        return engine.image_id(image)
+    except ImageNotAvailable:
+        raise ImageNotAvailable(not_available(image, "the pull finished but the image is absent")
+                                ) from None

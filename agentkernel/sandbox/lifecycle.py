@@ -11,6 +11,7 @@ from .. import reaper
 from ..config import SandboxConfig
 from ..engine import Engine, connect
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
+from .bundle_volume import MOUNT, ensure_volume
 from .core import Attachment, SandboxCore
 from .images import ProgressCallback, ensure_image
 from .remote import refuse_host_mounts_on_remote_engine
@@ -22,15 +23,22 @@ log = logging.getLogger(__name__)
 class Lifecycle(SandboxCore):
     """start/stop, the lifeline, handing over, reconnecting, listing."""
 
-    def start(self, progress: ProgressCallback | None = None) -> Lifecycle:
-        """Create and start the container (pulling the image if needed). Returns self."""
+    def start(self, progress: ProgressCallback | None = None, *,
+              ipython: bool = False) -> Lifecycle:
+        """Create and start the container (pulling the image if needed). Returns self.
+
+        ``ipython``: mount agentkernel's IPython read-only at ``bundle_volume.MOUNT`` (the
+        runner uses it when the image has no IPython), filling its volume on first use.
+        """
         eff = self.effective
         self._check_limits(eff.cpus, eff.memory_mb)
         engine = self.engine
         refuse_host_mounts_on_remote_engine(eff, engine)
-        ensure_image(engine, eff.image, progress)
+        image_id = ensure_image(engine, eff.image, progress)
         self._refuse_taken_name()
-        container_id = engine.create_container(create_request(eff), eff.container_name)
+        volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
+                   ] if ipython else []
+        container_id = engine.create_container(create_request(eff, volumes), eff.container_name)
         attachment = Attachment(container_id)
         try:
             if not eff.persistent:

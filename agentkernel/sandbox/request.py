@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 
 from ..config import EffectiveConfig
@@ -38,8 +39,10 @@ def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def create_request(eff: EffectiveConfig) -> dict[str, Any]:
-    """The create body for a sandbox of ``eff``.
+def create_request(eff: EffectiveConfig,
+                   volumes: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The create body for a sandbox of ``eff``, with the named ``volumes`` (name, target)
+    mounted read-only.
 
     An ephemeral sandbox (not ``persistent``) gets an open, attach-once stdin and is removed by
     the engine when it exits: its main process ends at stdin's EOF, when its owner is gone.
@@ -57,6 +60,8 @@ def create_request(eff: EffectiveConfig) -> dict[str, Any]:
                   for v in eff.binds] or None,
         "Tmpfs": {path: f"rw,nosuid,nodev,size={tmpfs_mb(eff.memory_mb)}m"
                   for path in eff.tmpfs} or None,
+        "Mounts": [{"Type": "volume", "Source": name, "Target": target, "ReadOnly": True}
+                   for name, target in volumes] or None,
         "PortBindings": {
             f"{p.container_port}/{p.protocol}": [
                 {"HostIp": p.host_ip, "HostPort": str(p.host_port or "")}]

@@ -23,6 +23,7 @@ from docker.errors import APIError, NotFound
 
 from agentkernel.engine import Engine
 from agentkernel.sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
+from agentkernel.sandbox.bundle_volume import LABEL_BUNDLE, LABEL_IMAGE, ensure_volume
 
 AGENTKERNEL = str(Path(sys.executable).with_name("agentkernel"))
 TEST_LABEL = "agentkernel.clitest"
@@ -197,6 +198,29 @@ def test_gc(engine: Engine, test_image: str, token: str) -> None:
     assert f"removed {orphan}" in result.stdout and "owner process" in result.stdout
     assert f"removed {exited}" in result.stdout
     assert names() == {alive, kept}
+
+
+def test_gc_bundles(engine: Engine, test_image: str, token: str) -> None:
+    current = ensure_volume(engine, test_image)
+    labels = engine.volume_labels(current)
+    assert labels is not None
+    older = f"agentkernel-ipython-older-{token}"
+    orphaned = f"agentkernel-ipython-orphaned-{token}"
+    engine.create_volume(older, {**labels, LABEL_BUNDLE: f"older-{token}"})
+    engine.create_volume(orphaned, {**labels, LABEL_IMAGE: "sha256:" + "0" * 64})
+    try:
+        dry = cli("gc", "--bundles", "--dry-run").stdout
+        assert f"would remove volume {older}: IPython" in dry
+        assert f"would remove volume {orphaned}: its image is gone" in dry
+        assert current not in dry
+        result = cli("gc", "--bundles")
+        assert result.returncode == 0, result
+        assert f"removed volume {older}" in result.stdout
+        assert engine.volume_labels(older) is None and engine.volume_labels(orphaned) is None
+        assert engine.volume_labels(current) is not None
+    finally:
+        engine.remove_volume(older)
+        engine.remove_volume(orphaned)
 
 
 # -- shell ------------------------------------------------------------------------------------

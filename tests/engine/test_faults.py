@@ -208,6 +208,9 @@ PIDS_CURRENT = ("open('/sys/fs/cgroup/pids/pids.current' if os.path.exists("
 
 
 def test_fork_bombs_stop_at_the_pids_limit(engine_name: str, kc: BlockingKernelClient) -> None:
+    # Memory for 500 forked copies of the runner (an IPython process: about 1 MB of private
+    # memory each), so that the pids limit, not the memory limit, ends the loop.
+    assert execute(kc, "%sandbox resize 1 1024").status == "ok"
     run = execute(kc, PYTHON_FORK_LOOP, timeout=120)
     children, errno = ast.literal_eval(run.result["text/plain"])
     assert errno == 11 and 400 < children < 512, (children, errno)  # EAGAIN at the 512 limit
@@ -217,7 +220,11 @@ def test_fork_bombs_stop_at_the_pids_limit(engine_name: str, kc: BlockingKernelC
           f"1 + 1 answered in {time.monotonic() - started:.2f} s")
     recovers(kc)
 
-    assert execute(kc, "!bash -c ':(){ :|:& };:'", timeout=60).status == "ok"
+    # In its own session: a bomb started with ``!`` gets SIGHUP when IPython closes the pty
+    # that ``!`` runs in (as on a local kernel), and would be gone before it is measured.
+    bomb = ("import subprocess\n"
+            "subprocess.Popen(['bash', '-c', ':(){ :|:& };:'], start_new_session=True);")
+    assert execute(kc, bomb, timeout=60).status == "ok"
     time.sleep(2)
     started = time.monotonic()
     assert execute(kc, "1 + 1", timeout=30).result == {"text/plain": "2"}

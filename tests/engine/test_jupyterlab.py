@@ -29,6 +29,7 @@ from helpers.jupyterlab import (
     browser_page,
     launcher_card,
     output_text,
+    playwright_api,
     run_in_cell,
     running_lab,
     running_run_containers,
@@ -37,6 +38,7 @@ from helpers.jupyterlab import (
     wait_gone,
     wait_kernel_idle,
 )
+from helpers.widgets_image import WIDGETS_IMAGE
 
 from agentkernel.engine import Engine
 from agentkernel_kernel.kernelspec import DISPLAY_NAME
@@ -47,6 +49,16 @@ pytestmark = pytest.mark.engine
 @pytest.fixture
 def lab(engine_name: str, test_image: str, tmp_path: Path) -> Iterator[Lab]:
     with running_lab(engine_name, tmp_path) as server:
+        yield server
+
+
+@pytest.fixture
+def widgets_lab(engine_name: str, engine: Engine, tmp_path: Path) -> Iterator[Lab]:
+    """JupyterLab whose kernels run the widgets image (ipywidgets and tqdm, no IPython)."""
+    if not engine.image_present(WIDGETS_IMAGE):
+        pytest.fail(f"image {WIDGETS_IMAGE} missing in {engine.kind}: run scripts/setup.sh",
+                    pytrace=False)
+    with running_lab(engine_name, tmp_path, {"AGENTKERNEL_IMAGE": WIDGETS_IMAGE}) as server:
         yield server
 
 
@@ -92,3 +104,48 @@ def test_jupyterlab_launcher_run_interrupt_shutdown(lab: Lab, page: Any, engine_
     took = wait_gone(engine, ours[0]["Id"], clicked, CONTAINER_GONE_TIMEOUT)
     shoot(page, engine_name, "5-shut-down")
     print(f"{engine_name}: container gone {took:.1f} s after Shut Down Kernel")
+
+
+# -- widgets: comms both ways ------------------------------------------------------------------
+def open_notebook(page: Any, lab: Lab, engine_name: str) -> None:
+    """Open the Launcher, start a notebook on our kernel and wait until it is idle."""
+    page.goto(lab.page_url())
+    launcher_card(page).click()
+    wait_kernel_idle(page)
+
+
+def drag_to_the_right_end(page: Any, target: Any) -> None:
+    """Drag ``target``'s slider handle past the right end of its track."""
+    handle = target.locator(".noUi-handle").first
+    track = target.locator(".noUi-base, .noUi-target").first
+    handle.wait_for(state="visible")
+    start, end = handle.bounding_box(), track.bounding_box()
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(end["x"] + end["width"] + 50, start["y"] + start["height"] / 2, steps=10)
+    page.mouse.up()
+
+
+def test_jupyterlab_widgets_and_progress_bars(widgets_lab: Lab, page: Any,
+                                              engine_name: str) -> None:
+    """ipywidgets in the sandbox, driven from the page: the slider's value reaches the
+    sandbox's Python, and a tqdm.notebook bar draws."""
+    open_notebook(page, widgets_lab, engine_name)
+    first = run_in_cell(page, 0, "import ipywidgets as widgets\n"
+                                 "slider = widgets.IntSlider(value=3, min=0, max=10)\nslider")
+    readout = first.locator(".widget-readout")
+    playwright_api().expect(readout).to_have_text("3", timeout=UI_TIMEOUT)
+    drag_to_the_right_end(page, first)
+    playwright_api().expect(readout).to_have_text("10", timeout=UI_TIMEOUT)
+    wait_kernel_idle(page, UI_TIMEOUT)
+    second = run_in_cell(page, 1, "print('sandbox sees', slider.value)")
+    assert output_text(second, r"sandbox sees \d+") == "sandbox sees 10"
+    shoot(page, engine_name, "6-widgets")
+    third = run_in_cell(page, 2, "from tqdm.notebook import tqdm\nimport time\n"
+                                 "for step in tqdm(range(20), desc='steps'):\n"
+                                 "    time.sleep(0.05)")
+    bar = third.locator(".widget-hprogress, .widget-progress").first
+    bar.wait_for(state="visible", timeout=UI_TIMEOUT)
+    playwright_api().expect(third.locator(".jp-OutputArea")).to_contain_text(
+        re.compile(r"steps:\s*100%\s*20/20"), timeout=UI_TIMEOUT)  # tqdm pads with U+2007
+    shoot(page, engine_name, "7-progress")

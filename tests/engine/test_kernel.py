@@ -1,4 +1,8 @@
-"""The AgentKernel Sandbox kernel, started for real through jupyter_client, on each engine."""
+"""The AgentKernel Sandbox kernel, started for real through jupyter_client, on each engine.
+
+Cells run in IPython inside the sandbox; what they are expected to give is what the local
+``python3`` kernel (ipykernel + IPython) gives for the same cells.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from helpers.kernels import (
     execute,
     interrupt_running,
     kernel_containers,
+    plain,
     running_kernel,
+    wait_for_iopub,
     wait_until,
 )
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -61,8 +67,8 @@ def test_error_shows_user_lines_only(kc: BlockingKernelClient) -> None:
     assert run.status == "error"
     errors = run.of("error")
     assert len(errors) == 1 and errors[0]["ename"] == "ZeroDivisionError"
-    text = "\n".join(errors[0]["traceback"])
-    assert "return 1 / 0" in text and "runner" not in text.lower()
+    text = plain(errors[0]["traceback"])
+    assert "Cell In[" in text and "return 1 / 0" in text and "runner" not in text.lower()
     assert run.reply["content"]["ename"] == "ZeroDivisionError"
     assert execute(kc, "1 +").error["ename"] == "SyntaxError"
 
@@ -91,7 +97,9 @@ Bundle()
 
 
 def test_matplotlib_png(kc: BlockingKernelClient) -> None:
-    run = execute(kc, "import matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\nplt.title('t')")
+    run = execute(kc, "%matplotlib inline\nimport matplotlib.pyplot as plt\nplt.plot([1, 3, 2])\n"
+                      "plt.title('t')")
+    assert run.result == {"text/plain": "Text(0.5, 1.0, 't')"}
     pngs = [d for d in run.displays if "image/png" in d]
     assert len(pngs) == 1
     import base64
@@ -126,7 +134,8 @@ def test_interrupt_sleeping_cell(kernel: tuple[KernelManager, BlockingKernelClie
 
 
 def test_shell_lines_and_cells(kc: BlockingKernelClient) -> None:
-    assert execute(kc, "!echo from-shell; echo err >&2").stream() == "from-shell\n"
+    # ``!`` runs in a pty, as IPython runs it: stderr joins stdout, lines end in \r\n
+    assert execute(kc, "!echo from-shell; echo err >&2").stream() == "from-shell\r\nerr\r\n"
     run = execute(kc, "%%sh\nfor i in 1 2; do echo line$i; done\nuname -s")
     assert run.stream() == "line1\nline2\nLinux\n"
     assert execute(kc, "%%bash\necho $BASH_VERSION | cut -c1").stream().strip().isdigit()
@@ -134,17 +143,67 @@ def test_shell_lines_and_cells(kc: BlockingKernelClient) -> None:
 
 def test_completion_and_inspection(kc: BlockingKernelClient) -> None:
     execute(kc, "import json\nsandbox_value = 3")
-    kc.complete("sandbox_v")
-    reply = kc.get_shell_msg(timeout=30)["content"]
-    assert "sandbox_value" in reply["matches"] and reply["cursor_start"] == 0
-    kc.complete("json.du", 7)
-    assert "json.dumps" in kc.get_shell_msg(timeout=30)["content"]["matches"]
+
+    def complete(code: str, cursor_pos: int | None = None) -> dict:
+        kc.complete(code, cursor_pos)
+        return kc.get_shell_msg(timeout=30)["content"]
+
+    # Jedi's first completion in a fresh sandbox can outlast the kernel's 5 s wait under load
+    wait_until(lambda: complete("sandbox_v")["matches"], 60, "a first completion")
+    reply = complete("sandbox_v")
+    assert reply["matches"] == ["sandbox_value"] and reply["cursor_start"] == 0
+    reply = complete("json.du", 7)  # as ipykernel answers: attribute names from the dot
+    assert reply["matches"] == ["dump", "dumps"] and reply["cursor_start"] == 5
     kc.inspect("json.dumps", 10)
     reply = kc.get_shell_msg(timeout=30)["content"]
     assert reply["found"] and "Serialize" in reply["data"]["text/plain"]
     kc.is_complete("for i in range(3):")
     reply = kc.get_shell_msg(timeout=30)["content"]
     assert reply["status"] == "incomplete" and reply["indent"] == "    "
+
+
+def test_ipython_in_the_sandbox(kc: BlockingKernelClient) -> None:
+    run = execute(kc, "%who_ls")
+    assert run.status == "ok"
+    run = execute(kc, "from IPython.display import HTML, Markdown\ndisplay(Markdown('**m**'))\n"
+                      "HTML('<i>h</i>')")
+    assert run.displays[0]["text/markdown"] == "**m**" and run.result["text/html"] == "<i>h</i>"
+    run = execute(kc, "zip?")
+    (page,) = run.reply["content"]["payload"]
+    assert page["source"] == "page" and "zip(*iterables" in plain([page["data"]["text/plain"]])
+    run = execute(kc, "ue = 4", user_expressions={"sq": "ue ** 2"})
+    assert run.reply["content"]["user_expressions"]["sq"]["data"] == {"text/plain": "16"}
+    # %pip runs the sandbox's python (the test image has no pip), never the host's
+    pip = execute(kc, "%pip --version").stream()
+    assert pip.startswith("/usr/bin/python3: No module named pip"), pip
+    run = execute(kc, "input('q')", allow_stdin=False)
+    assert run.error["ename"] == "StdinNotImplementedError"
+    count = execute(kc, "1").reply["content"]["execution_count"]
+    code = f"In[-1], Out[{count}]"
+    assert execute(kc, code).result == {"text/plain": f"({code!r}, 1)"}
+
+
+def test_comms_both_ways(kc: BlockingKernelClient) -> None:
+    run = execute(kc, "from comm import create_comm, get_comm_manager\n"
+                      "def opened(comm, msg):\n"
+                      "    comm.on_msg(lambda m: comm.send({'echo': m['content']['data']},"
+                      " buffers=[b'\\x01\\x02']))\n"
+                      "get_comm_manager().register_target('echo.target', opened)\n"
+                      "c = create_comm(target_name='from.sandbox', data={'a': 1})")
+    (opened,) = run.of("comm_open")
+    assert (opened["target_name"], opened["data"]) == ("from.sandbox", {"a": 1})
+    comm_id = "frontend-comm-1"
+    kc.shell_channel.send(kc.session.msg("comm_open", {
+        "comm_id": comm_id, "target_name": "echo.target", "data": {}}))
+    message = kc.session.msg("comm_msg", {"comm_id": comm_id, "data": {"x": 1}})
+    kc.session.send(kc.shell_channel.socket, message, buffers=[b"ab"])
+    echo = wait_for_iopub(kc, "comm_msg")
+    assert echo["content"] == {"comm_id": comm_id, "data": {"echo": {"x": 1}}}
+    assert [bytes(b) for b in echo["buffers"]] == [b"\x01\x02"]
+    assert echo["parent_header"]["msg_id"] == message["header"]["msg_id"]
+    kc.comm_info("echo.target")
+    info = kc.get_shell_msg(timeout=30)["content"]
+    assert info["comms"] == {comm_id: {"target_name": "echo.target"}}
 
 
 def test_language_info_is_the_image_python(kc: BlockingKernelClient) -> None:
@@ -169,10 +228,11 @@ def test_magics_lifecycle(kc: BlockingKernelClient, tmp_path: Path) -> None:
     assert "cpus 2, memory 600 MB" in execute(kc, "%sandbox status").stream()
     run = execute(kc, "%%sandbox_file /work/app/hello.py --mode 0755\nprint('hi from file')\n")
     assert run.status == "ok"
-    assert execute(kc, "!python3 /work/app/hello.py").stream() == "hi from file\n"
+    assert execute(kc, "!python3 /work/app/hello.py").stream() == "hi from file\r\n"
     run = execute(kc, "%%sandbox_file /work/app/hello.py --append\nprint('again')\n")
     assert run.status == "ok"
-    assert execute(kc, "!stat -c %a /work/app/hello.py").stream() == "755\n", "append keeps mode"
+    assert execute(kc, "!stat -c %a /work/app/hello.py").stream() == "755\r\n", (
+        "append keeps mode")
     assert execute(kc, "%%sandbox --sh\necho $0 | grep -c sh").stream() == "1\n"
     assert execute(kc, "open('/work/app/hello.py').read().count('print')").result == {
         "text/plain": "2"}

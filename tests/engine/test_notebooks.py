@@ -153,13 +153,13 @@ def test_quickstart_with_papermill(ready: Engine, engine_name: str, tmp_path: Pa
     stream = text_of(code_cell(nb, "import time"))
     assert stream == "".join(f"step {i}/5\n" for i in range(1, 6)) + "done\n"
 
-    pngs = data_of(code_cell(nb, "import math"), "image/png")
+    pngs = data_of(code_cell(nb, "%matplotlib inline"), "image/png")
     assert len(pngs) == 1 and base64.b64decode(pngs[0]).startswith(PNG_SIGNATURE)
     html = "".join(data_of(code_cell(nb, "import pandas"), "text/html"))
     assert "<table" in html and "Lisbon" in html and "temp_f" in html
 
     assert "wrote /tmp/hello.py" in text_of(code_cell(nb, "%%sandbox_file /tmp/hello.py"))
-    assert text_of(code_cell(nb, "!python3")) == "hello.py says hi to Ada, Grace\n"
+    assert text_of(code_cell(nb, "!python3")) == "hello.py says hi to Ada, Grace\r\n"  # a pty
     assert "2 CPU, 1024 MB (verified in the cgroup)" in text_of(code_cell(nb, "%sandbox resize"))
     status = text_of(code_cell(nb, "%sandbox status"))
     assert "limits  cpus 2, memory 1024 MB" in status and f"({engine_name}," in status

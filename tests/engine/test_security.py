@@ -26,6 +26,7 @@ from agentkernel.config import MODERATE_CAPS
 from agentkernel.engine import Engine
 from agentkernel.errors import SandboxError
 from agentkernel.sandbox import Sandbox, tmpfs_mb
+from agentkernel.sandbox.bundle_volume import MOUNT as BUNDLE_MOUNT
 
 # linux/capability.h
 CAPABILITY_BITS = {
@@ -245,6 +246,9 @@ def mount_of(mountinfo: list[str], point: str) -> tuple[str, str]:
 def test_profile_isolation_inside(kc: BlockingKernelClient, profile: str) -> None:
     seen = probe(kc, profile)
     binds = host_binds(seen["mountinfo"])
+    bundle = binds.pop(BUNDLE_MOUNT, "")  # agentkernel's IPython: a named volume, read-only
+    assert "/volumes/agentkernel-ipython-" in bundle, bundle
+    assert mount_options(seen["mountinfo"], BUNDLE_MOUNT)[0] == "ro"
     workspace = binds.pop("/workspace", None)
     assert set(binds) <= ENGINE_FILES, f"host mounts in a {profile} sandbox: {binds}"
     assert not [line for line in seen["mountinfo"] if ".sock" in line]

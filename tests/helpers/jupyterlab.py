@@ -15,6 +15,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -141,7 +142,17 @@ def running_lab(engine_name: str, tmp_path: Path,
                 options_extra: Sequence[str] = ()) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 with the AgentKernel Sandbox kernelspec installed; its kernels
     get ``env_extra`` on top of this process's environment; ``options_extra`` go to the
-    server (``--gateway-url=...``: its kernels are a gateway's)."""
+    server (``--gateway-url=...``: its kernels are a gateway's).
+
+    Its state (kernelspec, Jupyter config) goes to a folder of its own, not ``tmp_path``: the
+    lab policy makes pytest's folders writable in sandboxes, and no policy lets a sandbox write
+    where a kernelspec or a Jupyter config is, so later tests could not use pytest's folders."""
+    with tempfile.TemporaryDirectory(prefix="agentkernel-lab-") as home:
+        yield from _running_lab(engine_name, Path(home), env_extra, options_extra)
+
+
+def _running_lab(engine_name: str, tmp_path: Path, env_extra: dict[str, str] | None,
+                 options_extra: Sequence[str]) -> Iterator[Lab]:
     prefix = tmp_path / "prefix"
     install(prefix=str(prefix))  # on the server's JUPYTER_PATH only, not this process's
     env, options = lab_home(tmp_path / "lab", prefix / "share" / "jupyter")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -18,6 +19,12 @@ from jupyter_client.manager import KernelManager
 from agentkernel.sandbox import LABEL_OWNER
 
 KERNEL_NAME = "agentkernel"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain(lines: list[str]) -> str:
+    """IPython's traceback or pager lines without their colours."""
+    return ANSI.sub("", "\n".join(lines))
 
 
 def install_kernelspec(prefix: Path) -> None:
@@ -129,6 +136,20 @@ def kernel_containers(engine: Any, km: KernelManager | int,
     owner = f"{socket.gethostname()}:{pid}"
     return engine.api.containers(all=not running_only,
                                  filters={"label": f"{LABEL_OWNER}={owner}"})
+
+
+def wait_for_iopub(kc: BlockingKernelClient, msg_type: str,
+                   timeout: float = 30) -> dict[str, Any]:
+    """The next iopub message of ``msg_type`` (others are skipped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            msg = kc.get_iopub_msg(timeout=max(0.05, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if msg["msg_type"] == msg_type:
+            return msg
+    raise AssertionError(f"no {msg_type} message on iopub within {timeout} s")
 
 
 def drain(q_get, seconds: float = 0.2) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """The map is true: imports follow docs/ARCHITECTURE.md's table, third-party libraries stay on
-their side of the seams, and the in-container runner needs nothing but the standard library."""
+their side of the seams, and the in-container runner needs nothing but the standard library and
+what agentkernel's IPython bundle brings (IPython and its requirements, comm)."""
 
 from __future__ import annotations
 
@@ -19,10 +20,14 @@ SEAMS = {
     "ipykernel": {"agentkernel_kernel"},
     "jupyter_client": {"agentkernel_kernel"},
     "zmq": {"agentkernel_kernel"},
-    "IPython": {"extension", "agentkernel_kernel"},
+    "IPython": {"extension", "agentkernel_kernel", "runner"},
     "nh3": {"sanitize"},
     "markdown_it": {"sanitize"},
 }
+# What the runner may import inside the sandbox besides the standard library: the bundle's.
+RUNNER_THIRD_PARTY = {"IPython", "traitlets", "comm"}
+# Runner modules that run before IPython is importable (or on the host): standard library only.
+RUNNER_STDLIB_ONLY = {"boot", "protocol", "pump", "ipython_path", "__init__"}
 
 
 def allowed_imports() -> dict[str, set[str]]:
@@ -94,11 +99,21 @@ def test_imports_follow_the_table(name):
             assert part in SEAMS[top], f"{name} imports {top}, kept to {sorted(SEAMS[top])}"
 
 
-def test_the_runner_needs_only_the_standard_library():
+def test_the_runner_needs_only_the_standard_library_and_the_bundle():
     for name, path in modules().items():
         if part_of(name) != "runner":
             continue
+        allowed = set() if path.stem in RUNNER_STDLIB_ONLY else RUNNER_THIRD_PARTY
         for imported in imports_of(name, path):
             top = imported.split(".")[0]
-            assert top in sys.stdlib_module_names or imported.startswith("agentkernel.runner"), (
+            assert (top in sys.stdlib_module_names or top in allowed
+                    or imported.startswith(("agentkernel.runner", "_agentkernel_runner"))), (
                 f"{name} imports {imported}")
+
+
+def test_the_bundle_holds_what_the_runner_imports():
+    from agentkernel.sandbox.bundle import host_bundle
+
+    held = {name.lower() for name, _ in host_bundle().distributions}
+    assert {"ipython", "traitlets", "comm", "matplotlib_inline"} <= {
+        n.replace("-", "_") for n in held}

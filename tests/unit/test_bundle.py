@@ -1,0 +1,74 @@
+"""agentkernel's IPython bundle, as this host makes it: what it holds, and its cache."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from importlib import metadata
+
+import pytest
+
+from agentkernel.sandbox import bundle as bundle_module
+from agentkernel.sandbox.bundle import (
+    COMPILED_SUFFIXES,
+    MANIFEST,
+    SITE,
+    host_bundle,
+    min_python,
+)
+
+
+@pytest.fixture
+def fresh_cache(tmp_path, monkeypatch):
+    """An empty cache folder, and host_bundle() forgotten by this process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    host_bundle.cache_clear()
+    yield tmp_path / "agentkernel"
+    host_bundle.cache_clear()
+
+
+def test_the_bundle_is_ipython_and_its_pure_python_requirements():
+    bundle = host_bundle()
+    names = {name.lower().replace("_", "-") for name, _ in bundle.distributions}
+    assert {"ipython", "matplotlib-inline", "comm", "traitlets", "jedi", "pygments"} <= names
+    assert "psutil" not in names  # compiled, and only a fallback of IPython's
+    assert bundle.ipython == metadata.version("ipython")
+    assert bundle.min_python == min_python(metadata.metadata("ipython")["Requires-Python"])
+    files = [relative for relative, _ in bundle.files()]
+    assert "IPython/__init__.py" in files
+    assert not [f for f in files if f.endswith(COMPILED_SUFFIXES) or f.endswith(".pyc")]
+
+
+def test_the_tar_holds_the_site_folder_and_the_manifest():
+    bundle = host_bundle()
+    with tarfile.open(fileobj=io.BytesIO(bundle.tar())) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        manifest = json.load(tar.extractfile(members[MANIFEST]))
+    assert f"{SITE}/IPython/core/interactiveshell.py" in members
+    assert all(m.uid == 0 and m.mode & 0o004 for m in members.values())  # world-readable
+    assert manifest["digest"] == bundle.digest and manifest["site"] == SITE
+    assert manifest["min_python"] == list(bundle.min_python)
+
+
+@pytest.mark.parametrize(("requires", "expected"), [
+    (">=3.11", (3, 11)), (">=3.10.2,<4", (3, 10, 2)), ("~=3.9", (3, 9)), ("", (3, 0)),
+])
+def test_min_python(requires, expected):
+    assert min_python(requires) == expected
+
+
+def test_the_digest_is_cached_until_a_distribution_changes(fresh_cache):
+    computed = host_bundle()
+    cache_files = list(fresh_cache.glob("ipython-bundle-*.json"))
+    assert len(cache_files) == 1 and (fresh_cache.stat().st_mode & 0o777) == 0o700
+    host_bundle.cache_clear()
+    cached = bundle_module._from_cache()
+    assert cached is not None and cached.digest == computed.digest
+    assert cached.distributions == computed.distributions
+    entry = json.loads(cache_files[0].read_text())
+    entry["records"][0][1] += 1  # as if that distribution were reinstalled
+    cache_files[0].write_text(json.dumps(entry))
+    assert bundle_module._from_cache() is None
+    assert host_bundle().digest == computed.digest  # worked out again, and cached again
+    assert bundle_module._from_cache() is not None
