@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import one_line
-from .sanitize import safe_bundle
+from .sanitize import safe_bundle, safe_comm_data
 
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
 
@@ -28,6 +28,14 @@ def outgoing_bundle(data: dict, metadata: dict | None = None,
     if trusted:
         return dict(data), dict(metadata or {})
     return safe_bundle(data, dict(metadata or {}))
+
+
+def outgoing_comm_data(target: str | None, model: str | None, data: dict,
+                       trusted: bool = False) -> dict:
+    """A comm message's data from the sandbox, made fit for the page: what a widget would
+    render as HTML (an HTML widget's value, an Output widget's outputs, HTML descriptions) is
+    sanitised like any output, unless the operator's policy trusts sandbox output."""
+    return dict(data) if trusted else safe_comm_data(target, model, data)
 
 
 @dataclass(frozen=True)

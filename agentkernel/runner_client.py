@@ -40,6 +40,7 @@ runner_log = logging.getLogger("agentkernel.runner")
 
 POLL = 0.2  # seconds between checks while waiting for the runner
 READY_TIMEOUT = 60.0  # seconds a runner may take to say it is ready
+FRAME_STALL_S = 10.0  # seconds a frame may stay incomplete before the session breaks
 READ_SIZE = 256 * 1024
 STDERR_TAIL = 4096  # bytes of the runner's stderr kept for error messages
 EVENT_TYPES = frozenset({"stream", "display", "result", "error", "clear_output", "comm_open",
@@ -306,6 +307,7 @@ class RunnerSession:
             self._ready_event.set()
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._closed = False
+        self._stall_timer = False  # the transport's read timeout is set (a frame is cut off)
         self._reader = threading.Thread(
             target=self._read_loop, name="agentkernel-session-reader", daemon=True
         )
@@ -490,7 +492,12 @@ class RunnerSession:
 
     def _send(self, request: dict, rid: str) -> None:
         request["id"] = rid
-        self._outbox.put(encode_frame(request))
+        try:
+            frame = encode_frame(request)
+        except ProtocolError as err:  # e.g. a cell of 11 MB of control characters
+            raise RunnerError(f"the {request['type']} request is too large to send to the "
+                              f"sandbox ({err})") from None
+        self._outbox.put(frame)
 
     def _call(self, request: dict, timeout: float | None) -> dict:
         """Send a request and return the fields of its ``done``; RunnerError on status error."""
@@ -557,7 +564,7 @@ class RunnerSession:
     def _read_loop(self) -> None:
         decoder = FrameDecoder()
         try:
-            while data := self._transport.read():
+            while data := self._read(decoder):
                 before = decoder.pending()
                 frames = decoder.feed(data)
                 if frames:  # each frame's share of the bytes it took, for the inbox's limit
@@ -570,6 +577,21 @@ class RunnerSession:
         except Exception as exc:
             reason = f"cannot read from the runner: {type(exc).__name__}: {exc}"
         self._fail(reason)
+
+    def _read(self, decoder: FrameDecoder) -> bytes:
+        """The next bytes from the runner. While a frame is incomplete they must keep coming:
+        a frame cut off for FRAME_STALL_S (user code can write a header alone to the
+        protocol's fd) is a protocol break, not a wait for ever."""
+        set_timeout = getattr(self._transport, "set_timeout", None)
+        waiting = decoder.pending() > 0 and set_timeout is not None
+        if waiting != self._stall_timer:
+            set_timeout(FRAME_STALL_S if waiting else None)
+            self._stall_timer = waiting
+        try:
+            return self._transport.read()
+        except TimeoutError:
+            raise ProtocolError(f"a frame was cut off: {decoder.pending()} bytes of it came, "
+                                f"then nothing for {FRAME_STALL_S:g} s") from None
 
     def _route(self, frame: dict, size: int = 0) -> None:
         """Hand ``frame`` to its request's inbox (waiting while that is full), or elsewhere."""

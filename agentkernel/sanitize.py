@@ -153,3 +153,48 @@ def safe_bundle(data: dict[str, Any], metadata: dict[str, Any]) -> tuple[dict, d
                                       "not safe to show from a sandbox>")
     meta = {mime: value for mime, value in metadata.items() if mime not in data or mime in safe}
     return safe, meta
+
+
+# -- widgets ---------------------------------------------------------------------------------
+WIDGET_TARGET = "jupyter.widget"
+HTML_WIDGETS = {"HTMLModel", "HTMLMathModel"}
+"""ipywidgets models whose ``value`` the page renders as HTML."""
+
+
+def safe_widget_state(model_name: str | None, state: dict[str, Any]) -> dict[str, Any]:
+    """A widget's state (from a comm_open, or an update's delta) as the page may render it.
+
+    The widget manager in the page renders some state as HTML: an HTML widget's value, any
+    widget's description when ``description_allow_html`` is set, and an Output widget's
+    outputs (rendered as the page's own outputs). Those are sanitised as any output is; other
+    state (numbers, text shown as text, styles) passes unchanged.
+    """
+    safe = dict(state)
+    if "description_allow_html" in safe:
+        safe["description_allow_html"] = False  # descriptions are shown as text
+    if model_name in HTML_WIDGETS and isinstance(safe.get("value"), str):
+        safe["value"] = clean_html(safe["value"])
+    if isinstance(safe.get("outputs"), list):
+        safe["outputs"] = [_safe_output(output) for output in safe["outputs"]]
+    return safe
+
+
+def _safe_output(output: Any) -> Any:
+    """One output of an Output widget (nbformat's shape)."""
+    if isinstance(output, dict) and isinstance(output.get("data"), dict):
+        metadata = output.get("metadata") if isinstance(output.get("metadata"), dict) else {}
+        data, metadata = safe_bundle(output["data"], metadata)
+        return {**output, "data": data, "metadata": metadata}
+    return output
+
+
+def safe_comm_data(target: str | None, model_name: str | None,
+                   data: dict[str, Any]) -> dict[str, Any]:
+    """A comm message's data from the sandbox, as the page may see it: widget states are
+    sanitised (:func:`safe_widget_state`); other comms' data passes unchanged (the page runs
+    no code from it unless an extension for that target does)."""
+    if target != WIDGET_TARGET or not isinstance(data.get("state"), dict):
+        return data
+    name = data["state"].get("_model_name", model_name)
+    return {**data, "state": safe_widget_state(name if isinstance(name, str) else None,
+                                                data["state"])}

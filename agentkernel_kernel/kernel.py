@@ -19,7 +19,7 @@ from traitlets import Instance
 
 from agentkernel import __version__, commands
 from agentkernel.errors import SandboxError
-from agentkernel.frontend import ErrorReport, outgoing_bundle
+from agentkernel.frontend import ErrorReport, outgoing_bundle, outgoing_comm_data
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.history import History
 
@@ -51,6 +51,7 @@ class AgentKernel(Kernel):
         self.manager.on_orphan = self._on_orphan
         self.history = History()
         self._next_count = 1
+        self._comms: dict[str, tuple[str, str | None]] = {}  # comm id -> (target, model)
         for msg_type in COMM_TYPES:
             self.shell_handlers[msg_type] = self._comm_request
 
@@ -121,8 +122,18 @@ class AgentKernel(Kernel):
             self._send_comm(event)
 
     def _send_comm(self, event: dict[str, Any]) -> None:
-        """A comm message from the sandbox, on iopub with its binary buffers."""
-        content = {"comm_id": event["comm_id"], "data": event.get("data", {})}
+        """A comm message from the sandbox, on iopub with its binary buffers; what a widget
+        would render as HTML goes through the output policy."""
+        comm_id, data = event["comm_id"], event.get("data", {})
+        if event["type"] == "comm_open":
+            state = data.get("state") if isinstance(data.get("state"), dict) else {}
+            self._comms[comm_id] = (event["target_name"], state.get("_model_name"))
+        target, model = self._comms.get(comm_id, (None, None))
+        if event["type"] == "comm_close":
+            self._comms.pop(comm_id, None)
+        if isinstance(data, dict):
+            data = outgoing_comm_data(target, model, data, self.manager.policy.trust_output)
+        content = {"comm_id": comm_id, "data": data}
         if event["type"] == "comm_open":
             content["target_name"] = event["target_name"]
             module = event.get("target_module")

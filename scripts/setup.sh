@@ -82,10 +82,12 @@ fi
 "$VENV/bin/python" -m agentkernel_kernel install --sys-prefix >/dev/null
 
 # --- test image -----------------------------------------------------------
+# Debian's Python with what the demo and the differential corpus import (pandas' Styler needs
+# jinja2), from bookworm: the venv pins the same versions of numpy, pandas and matplotlib.
 engines=(docker)
 [ "$WANT_PODMAN" = 1 ] && engines+=(podman)
 "$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing --engines "${engines[@]}" \
-  --packages python3 python3-matplotlib python3-pandas iproute2 procps >&2
+  --packages python3 python3-matplotlib python3-pandas python3-jinja2 iproute2 procps >&2
 # the same with ipywidgets and tqdm (PyPI wheels), for the JupyterLab widgets test
 AGENTKERNEL_IMAGE="$IMAGE" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" -m helpers.widgets_image \
   --if-missing --engines "${engines[@]}" >&2

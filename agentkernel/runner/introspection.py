@@ -114,6 +114,14 @@ class Introspector:
             if self._running == rid:
                 _raise_in_thread(self._worker.ident, KeyboardInterrupt)
 
+    def interrupt(self) -> None:
+        """Stop the request the worker is on, if any: a kernel interrupt stops everything the
+        kernel runs (ipykernel runs completions on its main thread), and a request spinning
+        in user code would otherwise slow the interrupted cell by holding the GIL."""
+        with self._lock:
+            if self._running is not None:
+                _raise_in_thread(self._worker.ident, KeyboardInterrupt)
+
     def _loop(self) -> None:
         while True:
             request = self._requests.get()
@@ -125,8 +133,8 @@ class Introspector:
 
     def _answer(self, request: dict) -> dict:
         """The request's fields; a stop or a failure becomes a one-line error."""
-        stopped = {"status": "error",
-                   "error": f"stopped: did not finish within {self._limit:g} s"}
+        stopped = {"status": "error", "error": (
+            f"stopped: interrupted, or not finished within {self._limit:g} s")}
         try:
             try:
                 fields = HANDLERS[request["type"]](self._shell, request)

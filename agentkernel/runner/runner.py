@@ -211,6 +211,8 @@ class Runner:
     def _accept(self, frame: dict) -> None:
         kind = frame["type"]
         if kind == "interrupt":
+            if self._introspector is not None:
+                self._introspector.interrupt()
             with self._state_lock:
                 if self._interruptible:
                     self._interrupted = True

@@ -18,7 +18,9 @@ READ_LIMIT = 256 * 1024 * 1024
 """Largest file read_file() returns unless asked for more."""
 READ_SCRIPT = ('if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then '
                'echo "not a regular file" >&2; exit 3; fi; head -c "$2" -- "$1"')
-APPEND_SCRIPT = ('if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then '
+# A refused path still drains stdin before exiting: Podman loses the exec's stderr (and reports
+# "connection reset by peer") when the process exits while its stdin is being written.
+APPEND_SCRIPT = ('if [ -L "$1" ] || { [ -e "$1" ] && [ ! -f "$1" ]; }; then cat > /dev/null; '
                  'echo "not a regular file (links and devices are refused)" >&2; exit 3; fi; '
                  'mkdir -p -- "$(dirname -- "$1")" && '
                  'if [ ! -e "$1" ]; then : > "$1" && chmod "$2" -- "$1"; fi && cat >> "$1"')

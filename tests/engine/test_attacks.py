@@ -19,7 +19,13 @@ from pathlib import Path
 
 import pytest
 from helpers.faultkit import one_line_error, proc_stats
-from helpers.kernels import execute, kernel_containers, running_kernel, wait_until
+from helpers.kernels import (
+    execute,
+    interrupt_running,
+    kernel_containers,
+    running_kernel,
+    wait_until,
+)
 from helpers.policies import DEFAULT, env_with, write_policy
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
@@ -354,3 +360,86 @@ def test_row22_no_new_namespaces(kc: BlockingKernelClient, profile: str) -> None
     assert execute(kc, "import subprocess; subprocess.run(['true']).returncode").result == {
         "text/plain": "0"}, "ordinary processes still start"
     assert execute(kc, "%sandbox start").status == "ok"
+
+
+# -- row 13: no object in the sandbox can wedge the kernel -------------------------------------
+STUCK = '''
+import time
+class Stuck:
+    def __dir__(self):
+        while True:
+            pass
+    def __repr__(self):
+        while True:
+            time.sleep(0.05)
+    def __getattr__(self, name):
+        while True:
+            pass
+stuck = Stuck()
+'''
+
+
+def introspect(kc: BlockingKernelClient, kind: str, code: str) -> tuple[dict, float]:
+    """Send a complete/inspect request for the end of ``code``; (its reply, seconds taken)."""
+    content = {"code": code, "cursor_pos": len(code)}
+    if kind == "inspect":
+        content["detail_level"] = 1
+    msg = kc.session.msg(f"{kind}_request", content)
+    started = time.monotonic()
+    kc.shell_channel.send(msg)
+    reply = kc.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+    return reply["content"], time.monotonic() - started
+
+
+def test_row13_a_wedged_object_cannot_block_the_kernel(hostile: tuple, hc: BlockingKernelClient
+                                                       ) -> None:
+    assert execute(hc, STUCK).status == "ok"
+    reply, took = introspect(hc, "complete", "stuck.")
+    assert reply["status"] == "ok" and took < 15, (reply, took)
+    again, quick = introspect(hc, "inspect", "stuck")
+    assert again["status"] == "ok" and not again.get("found") and quick < 15
+    started = time.monotonic()
+    assert execute(hc, "1 + 1", timeout=30).result == {"text/plain": "2"}
+    assert time.monotonic() - started < 5, "later cells do not wait for the stuck completion"
+    msg_id = hc.execute("import time; time.sleep(100)")
+    time.sleep(1)
+    interrupt_running(hostile[0], hc, msg_id)
+    print(f"\ncompletion answered in {took:.1f} s, inspection in {quick:.1f} s")
+    assert execute(hc, "del stuck").status == "ok"
+
+
+# -- row 21: a request the runner cannot take, a frame that never ends --------------------------
+def test_row21_a_cell_too_large_to_send_gets_a_reply(hc: BlockingKernelClient) -> None:
+    code = "x = '" + "\x01" * 11_500_000 + "'"  # JSON makes each character six bytes: 69 MB
+    refused(hc, code, "too large to send")
+    assert execute(hc, "1 + 1").result == {"text/plain": "2"}
+
+
+HEADER_ONLY = '''import gc, os, struct
+runner = next(o for o in gc.get_objects() if type(o).__name__ == "Runner")
+os.write(runner._pump._out, struct.pack(">I", 50_000_000))
+'''
+
+
+def test_row21_a_frame_header_without_body_ends_in_a_reply(hc: BlockingKernelClient) -> None:
+    started = time.monotonic()
+    refused(hc, HEADER_ONLY, "broke the protocol", "cut off", "%sandbox restart")
+    assert time.monotonic() - started < 30
+    assert execute(hc, "%sandbox restart").status == "ok"
+    assert execute(hc, "1 + 1").result == {"text/plain": "2"}
+
+
+def test_row21_downloads_onto_what_the_sandbox_reshaped(engine_name: str, home: Path,
+                                                        tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    policy = write_policy(tmp_path / "policy.json", host_folders=["{notebook}:rw"])
+    with running_kernel(env={**kernel_env(home), **env_with(policy)}, cwd=project) as (_km, kc):
+        assert execute(kc, "import os; open('/workspace/out', 'w').close(); "
+                           "os.mkdir('/workspace/model.bin'); "
+                           "open('/workspace/model.bin/x', 'w').close(); "
+                           "open('/tmp/m', 'w').write('weights')").status == "ok"
+        refused(kc, "%sandbox download /tmp/m out/model.bin", "cannot")
+        refused(kc, "%sandbox download /tmp/m model.bin", "cannot download onto")
+        assert (project / "out").is_file() and (project / "model.bin" / "x").is_file()

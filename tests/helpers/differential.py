@@ -4,8 +4,9 @@ A notebook runs with nbclient in a fresh copy of the corpus folder (``run_notebo
 cell becomes a ``CellRun``. ``cell_view`` reduces a cell to what a user sees, after normalising
 only what legitimately differs between two runs of the same kernel: memory addresses, timings,
 the run's folder and temporary cell files, installation paths of Python and its packages, the
-host name, random ids, PNG bytes (only their presence counts); execution counts and output
-metadata are not compared.
+host name, random ids, PNG bytes (only their presence counts); HTML and SVG are compared as the
+browser's HTML parser reads them (html5lib), so quoting, entities, attribute order and implied
+tags such as ``<tbody>`` do not count; execution counts and output metadata are not compared.
 ``compare_cells`` names the first difference; ``differential_causes.cause_of`` files each
 differing cell under a cause, and ``Report`` tallies them.
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import html5lib
 import nbformat
 from nbclient import NotebookClient
 
@@ -37,6 +39,7 @@ REFERENCE_KERNEL = "python3"
 CELL_TIMEOUT = 60  # s: a corpus cell computes well under 2 s; a hung cell is interrupted
 STARTUP_TIMEOUT = 120  # s: agentkernel starts its sandbox before it answers
 BINARY_MIMES = ("image/png", "image/jpeg", "image/gif")
+MARKUP_MIMES = ("text/html", "image/svg+xml")
 # Appended to every notebook run, never compared: where the kernel runs, to mask it.
 PROBE = "import socket as _probe_socket\nprint(_probe_socket.gethostname())"
 
@@ -190,6 +193,14 @@ def normalise(text: str, ctx: Context) -> str:
     return text
 
 
+def parsed_markup(markup: str) -> str:
+    """HTML or SVG as a browser's parser builds it, serialised one canonical way."""
+    fragment = html5lib.parseFragment(markup, treebuilder="etree", namespaceHTMLElements=False)
+    return html5lib.serialize(fragment, tree="etree", quote_attr_values="always",
+                              alphabetical_attributes=True, minimize_boolean_attributes=False,
+                              omit_optional_tags=False, resolve_entities=True)
+
+
 def _payload_text(mime: str, value: Any, ctx: Context) -> str:
     """One mime payload as comparable text: binary images by presence, JSON canonically."""
     if mime in BINARY_MIMES:
@@ -201,6 +212,8 @@ def _payload_text(mime: str, value: Any, ctx: Context) -> str:
     if not isinstance(value, str):
         value = "".join(value) if isinstance(value, list) and all(
             isinstance(v, str) for v in value) else json.dumps(value, sort_keys=True)
+    if mime in MARKUP_MIMES:
+        value = parsed_markup(value)
     return normalise(value, ctx)
 
 
@@ -269,6 +282,20 @@ class CellView:
 def cell_view(cell: CellRun, ctx: Context) -> CellView:
     return CellView(cell.ran, cell.status, tuple(output_items(cell.outputs, ctx)),
                     tuple(payload_items(cell.payload, ctx)))
+
+
+def plain_view(view: CellView) -> CellView:
+    """``view`` with every display bundle cut down to its text/plain and binary images: what
+    an output sanitiser must leave alone (it may rewrite or drop markup, scripts and unknown
+    mime types)."""
+    kept = ("text/plain", *BINARY_MIMES)
+
+    def cut(items: tuple) -> tuple:
+        return tuple(
+            (i[0], tuple(m for m in i[1] if m in kept), tuple(p for p in i[2] if p[0] in kept))
+            if i[0] in ("display_data", "execute_result", "page") else i for i in items)
+
+    return CellView(view.ran, view.status, cut(view.outputs), cut(view.payload))
 
 
 def _short(value: Any, limit: int = 70) -> str:

@@ -130,3 +130,26 @@ def test_trusted_output_passes_unchanged():
     bundle = {"text/html": "<script>1</script>", "application/javascript": "1"}
     assert outgoing_bundle(bundle, {}, trusted=True) == (bundle, {})
     assert outgoing_bundle(bundle, {}) != (bundle, {})
+
+
+def test_widget_html_outputs_and_descriptions_are_sanitised():
+    from agentkernel.sanitize import safe_comm_data
+
+    opened = {"state": {"_model_name": "HTMLModel", "value": "<img src=x onerror=alert(1)>hi",
+                        "description": "<b>d</b>", "description_allow_html": True},
+              "buffer_paths": []}
+    data = safe_comm_data("jupyter.widget", None, opened)
+    assert inert(data["state"]["value"]) and "hi" in data["state"]["value"]
+    assert data["state"]["description_allow_html"] is False
+    update = {"method": "update", "state": {"value": "<script>alert(1)</script>"}}
+    assert safe_comm_data("jupyter.widget", "HTMLMathModel", update)["state"]["value"] == ""
+    assert safe_comm_data("jupyter.widget", "IntSliderModel", {"method": "update",
+                          "state": {"value": 3}}) == {"method": "update", "state": {"value": 3}}
+    output = {"method": "update", "state": {"outputs": [
+        {"output_type": "display_data", "data": {"application/javascript": "alert(1)",
+                                                 "text/plain": "js"}, "metadata": {}}]}}
+    shown = safe_comm_data("jupyter.widget", "OutputModel", output)["state"]["outputs"][0]
+    assert "application/javascript" not in shown["data"] and safe_to_show(shown["data"][
+        "text/html"])
+    other = {"anything": "<script>x</script>"}
+    assert safe_comm_data("my.target", None, other) == other
