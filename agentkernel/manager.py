@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 Out = Callable[[str, str], None]
 RESTART_HINT = "%sandbox restart to continue"
 MB = 1024 * 1024
+ENGINE_WARM_UP_DELAY_S = 0.5  # after the first reply, before a deferred engine connects
 
 
 def _ignore(_name: str, _text: str) -> None:
@@ -76,6 +77,7 @@ class SandboxManager:
         self._lock = threading.RLock()
         self._background: threading.Thread | None = None
         self._background_error: SandboxError | None = None
+        self._engine_warming = False
 
     # -- lifecycle -----------------------------------------------------------------------
     def start_in_background(self) -> None:
@@ -203,21 +205,25 @@ class SandboxManager:
             self._attach(sandbox)
         out("stdout", f"{self._describe()}\n")
 
-    def _drop_current(self) -> None:
+    def _drop_current(self, at_once: bool = False) -> None:
+        """Stop the current sandbox; ``at_once`` leaves an ephemeral one's removal to its
+        reaper instead of waiting for the engine."""
         session, sandbox = self.session, self.sandbox
         self.session = self.sandbox = None
         self.dead_reason = None
         self._background_error = None
         if session is not None:
-            session.close()
-        if sandbox is not None:
+            session.close(timeout=0 if at_once else 2.0)
+        if sandbox is not None and not (at_once and sandbox.leave_to_reaper()):
             sandbox.stop()
 
-    def shutdown(self) -> None:
-        """Remove the sandbox (a persistent one is only detached)."""
+    def shutdown(self, at_once: bool = False) -> None:
+        """Remove the sandbox (a persistent one is only detached). ``at_once`` (a kernel
+        shutting down for good) leaves an ephemeral sandbox to its reaper, which removes it
+        about 0.2 s later, and returns without waiting for the engine."""
         self.wait_background(timeout=READY_TIMEOUT)
         with self._lock:
-            self._drop_current()
+            self._drop_current(at_once=at_once)
 
     def _describe(self) -> str:
         assert self.sandbox is not None
@@ -249,6 +255,18 @@ class SandboxManager:
                                    user_expressions=user_expressions, parent=parent)
         except RunnerGone as err:
             raise SandboxDied(self._diagnose(str(err))) from None
+        finally:
+            self._connect_engine_soon()
+
+    def _connect_engine_soon(self) -> None:
+        """After the first cell of a kernel that took a warm sandbox: connect its deferred
+        engine (see engine.deferred) in the background, once the reply is on its way."""
+        warm_up = getattr(self.sandbox.engine if self.sandbox else None, "warm_up", None)
+        if warm_up is not None and not self._engine_warming:
+            self._engine_warming = True
+            timer = threading.Timer(ENGINE_WARM_UP_DELAY_S, warm_up)
+            timer.daemon = True
+            timer.start()
 
     def comm(self, kind: str, fields: dict, *, on_event: Callable[[dict], None],
              parent: dict | None = None) -> dict:

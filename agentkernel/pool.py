@@ -18,10 +18,11 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .config import SandboxConfig
-from .engine import Endpoint, Engine, ExecStream, connect, connect_endpoint
+from .engine import Endpoint, Engine, ExecStream, connect
+from .engine.deferred import DeferredEngine
 from .errors import SandboxError
 from .runner_client import launch_runner
 from .sandbox import Sandbox
@@ -155,8 +156,10 @@ def handoff_env(description: dict[str, Any]) -> dict[str, str]:
 
 
 def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, Any]]:
-    """In the kernel process: rebuild the sandbox and runner stream from inherited fds."""
-    engine = connect_endpoint(description["engine"], Endpoint.from_dict(description["endpoint"]))
+    """In the kernel process: rebuild the sandbox and runner stream from inherited fds. The
+    engine is connected on first use (the first reply needs only the inherited sockets)."""
+    engine = cast(Engine, DeferredEngine(description["engine"],
+                                         Endpoint.from_dict(description["endpoint"])))
     sandbox = Sandbox.adopt(engine, description["container_id"],
                             (description["lifeline_fd"], description["reaper_fd"]),
                             description.get("config") or {})

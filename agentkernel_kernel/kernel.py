@@ -10,7 +10,9 @@ Nothing here talks to the engine directly. Every mime bundle from the sandbox go
 from __future__ import annotations
 
 import base64
+import os
 import platform
+import threading
 from typing import Any
 
 from ipykernel.kernelbase import Kernel
@@ -27,6 +29,12 @@ COMM_TYPES = ("comm_open", "comm_msg", "comm_close")
 # Seconds the kernel waits for a completion, inspection or is_complete answer before it replies
 # with an empty one (the runner stops such a request after 10 s; see runner/introspection.py).
 INTROSPECTION_TIMEOUT = 5.0
+# Seconds the process may take to exit once its shutdown reply is sent (and the iopub copy of
+# it handed to the iopub thread). ipykernel 7's close can stall there (its control thread
+# waits 10 s to flush through an iopub thread that is being stopped; seen in most shutdowns of
+# a kernel that took a warm sandbox), and a client then kills the kernel after 2.5 s. Nothing
+# is left to do by then (the reply is sent, the sandbox is in its reaper's hands).
+EXIT_GRACE_S = 0.1
 # ``%sandbox`` commands that replace the runner, and with it IPython's execution count.
 NEW_RUNNER = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)
 
@@ -322,8 +330,16 @@ class AgentKernel(Kernel):
 
     # -- lifetime ----------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
-        self.manager.shutdown()
+        # a restart waits for the removal: a named sandbox's name is then free again
+        self.manager.shutdown(at_once=not restart)
         return {"status": "ok", "restart": restart}
+
+    async def _at_shutdown(self) -> None:
+        """ipykernel's last step after the shutdown reply, then a bounded exit (EXIT_GRACE_S)."""
+        await super()._at_shutdown()
+        exit_soon = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
+        exit_soon.daemon = True
+        exit_soon.start()
 
 
 def request_problem(content: dict | None, cursor: bool) -> str | None:

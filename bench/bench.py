@@ -7,9 +7,13 @@ Each row is a ratio to a baseline measured in this same process:
   4. the same with a warm pool          vs local ipykernel start to first result
   5. printing 50 MB from a cell         vs a local ipykernel (throughput; kernel peak RSS)
   6. write_file of 100 MB               vs `ENGINE cp` of the same file
-  7. 20 kernels at once, each answering cells: p50/p99 latency and host memory per kernel
-  8. through Jupyter Enterprise Gateway (bench/gateway.py, Docker only): `pass` round trip and
+  7. kernel shutdown as a client sees it (shutdown_request to process exit) vs a local ipykernel,
+     and the seconds until the sandbox's container is gone
+  8. 50 kernels at once from a pool of 4, each answering cells: p50/p99 start and latency, host
+     memory per kernel and per sandbox
+  9. through Jupyter Enterprise Gateway (bench/gateway.py, Docker only): `pass` round trip and
      start to first result vs the direct kernel's above; 50 kernels at once through it
+Also a timeline of one cold and one warm start (the client's steps and the engine's events).
 Prints the table, writes bench/results/bench.json and bench/results/bench.png.
 """
 
@@ -38,7 +42,10 @@ from agentkernel.sandbox import Sandbox  # noqa: E402
 from agentkernel_kernel.kernelspec import install  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POOL_KERNEL = "agentkernel-pool"
+POOL_KERNEL = "agentkernel-pool"  # a pool of POOL_SIZE (one pool per process and image)
+POOL_SIZE = 4
+POOL_FILL_S = 20  # the pool's sandboxes start one after another
+SHUTDOWN_RUNS = 10
 FLOOD_MB = 50
 FLOOD_CODE = (
     "import sys\nline = 'x' * 1023 + '\\n'\n"
@@ -59,11 +66,14 @@ class Kernel:
     """A started kernel and its client."""
 
     def __init__(self, name: str):
+        self.steps: dict[str, float] = {"start requested": time.time()}
         self.km = KernelManager(kernel_name=name)
         self.km.start_kernel()
+        self.steps["kernel process launched"] = time.time()
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=180)
+        self.steps["kernel_info answered"] = time.time()
 
     def run(self, code: str, hook: Callable[[dict], None] = _quiet, timeout: float = 300) -> dict:
         reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
@@ -84,7 +94,42 @@ def start_to_first_result(name: str) -> tuple[float, Kernel]:
     start = time.perf_counter()
     kernel = Kernel(name)
     kernel.run("1")
+    kernel.steps["first result"] = time.time()
     return time.perf_counter() - start, kernel
+
+
+def timeline(kernel: Kernel, engine: Any) -> list[tuple[float, str]]:
+    """Where one start's time went: the client's steps and what the engine did for this
+    kernel (container and exec events), in seconds from the start request."""
+    t0, t1 = kernel.steps["start requested"], kernel.steps["first result"]
+    events = [(at - t0, step) for step, at in kernel.steps.items()]
+    for event in engine.api.events(since=int(t0), until=int(t1) + 1, decode=True):
+        at = int(event.get("timeNano") or event.get("time", 0) * 1e9) / 1e9
+        action = str(event.get("Action") or event.get("status", "")).split(":")[0]
+        if event.get("Type") == "container" and t0 <= at <= t1:
+            name = event.get("Actor", {}).get("Attributes", {}).get("name", "")
+            events.append((at - t0, f"engine: {action} {name}".rstrip()))
+    return sorted(events)
+
+
+def shutdown_seconds(name: str, runs: int, engine: Any = None) -> tuple[float, float]:
+    """Median seconds from the shutdown request to the kernel process's exit, as
+    KernelManager.shutdown_kernel sees it; with ``engine``, the longest seconds from the
+    request until the kernel's container is gone."""
+    from gateway import container_of_pid
+
+    took, gone = [], []
+    for _ in range(runs):
+        kernel = Kernel(name)
+        kernel.run("1")
+        container = container_of_pid(engine, kernel.pid) if engine is not None else None
+        requested = time.perf_counter()
+        kernel.stop()
+        took.append(time.perf_counter() - requested)
+        while container is not None and engine.inspect_container(container) is not None:
+            time.sleep(0.01)
+        gone.append(time.perf_counter() - requested)
+    return statistics.median(took), max(gone)
 
 
 def round_trips(kernel: Kernel, n: int) -> float:
@@ -187,14 +232,14 @@ def write_file_seconds(image: str) -> float:
         return time.perf_counter() - start
 
 
-def many_kernels(count: int, rounds: int) -> dict[str, float]:
+def many_kernels(count: int, rounds: int, kernel_name: str) -> dict[str, float]:
     """Start ``count`` kernels at once; every one answers ``rounds`` cells sent concurrently."""
     with concurrent.futures.ThreadPoolExecutor(count) as pool:
         started = time.perf_counter()
-        kernels = list(pool.map(lambda _: Kernel("agentkernel"), range(count)))
-        for kernel in kernels:
-            kernel.run("1")
+        starts = list(pool.map(lambda _: start_to_first_result(kernel_name), range(count)))
+        kernels = [kernel for _, kernel in starts]
         all_up = time.perf_counter() - started
+        start_times = sorted(seconds for seconds, _ in starts)
         latencies: list[float] = []
 
         def answer(kernel: Kernel) -> list[float]:
@@ -215,6 +260,8 @@ def many_kernels(count: int, rounds: int) -> dict[str, float]:
         "kernels": count,
         "cells_answered": len(latencies),
         "all_started_s": all_up,
+        "start_p50_s": start_times[len(start_times) // 2],
+        "start_p99_s": start_times[min(len(start_times) - 1, int(len(start_times) * 0.99))],
         "p50_ms": latencies[len(latencies) // 2] * 1e3,
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
         "kernel_rss_mb_per_kernel": statistics.mean(kernel_rss),
@@ -241,21 +288,28 @@ def measure(engine: str, image: str, n: int, kernels: int,
     os.environ["AGENTKERNEL_ENGINE"] = engine
     os.environ["AGENTKERNEL_IMAGE"] = image
     results: dict[str, Any] = {"engine": engine, "image": image, "samples": n}
+    from agentkernel.engine import connect
+
+    engine_api = connect(engine)
     local_start, local = start_to_first_result("python3")
     local_rt = round_trips(local, n)
     local_flood, local_rss = flood(local)
     local.stop()
     cold_start, sandboxed = start_to_first_result("agentkernel")
+    results["timeline_cold"] = timeline(sandboxed, engine_api)
     sandbox_rt = round_trips(sandboxed, n)
     direct_cpu_ms = pass_cpu_ms(sandboxed, engine)
     sandbox_flood, sandbox_rss = flood(sandboxed)
     sandboxed.stop()
     warmer = Kernel(POOL_KERNEL)  # fills the pool of this process
     warmer.run("1")
-    time.sleep(5)
+    time.sleep(POOL_FILL_S)
     warm_start, warm = start_to_first_result(POOL_KERNEL)
+    results["timeline_warm"] = timeline(warm, engine_api)
     warm.stop()
     warmer.stop()
+    local_shutdown, _ = shutdown_seconds("python3", SHUTDOWN_RUNS)
+    sandbox_shutdown, container_gone = shutdown_seconds("agentkernel", SHUTDOWN_RUNS, engine_api)
     exec_rt, run_plus_exec, cp_seconds = exec_baselines(engine, image, max(20, n // 10))
     write_seconds = write_file_seconds(image)
     results["rows"] = [
@@ -267,7 +321,12 @@ def measure(engine: str, image: str, n: int, kernels: int,
             local_start + run_plus_exec, "<= 0.8x", cold_start / (local_start + run_plus_exec),
             cold_start / (local_start + run_plus_exec) <= 0.8),
         row("start to first result, warm pool", warm_start, "s", "local ipykernel start",
-            local_start, "<= 1.2x", warm_start / local_start, warm_start / local_start <= 1.2),
+            local_start, "<= 1.0x", warm_start / local_start, warm_start / local_start <= 1.0),
+        row("kernel shutdown, request to exit", sandbox_shutdown, "s", "local ipykernel",
+            local_shutdown, "<= 1.0x", sandbox_shutdown / local_shutdown,
+            sandbox_shutdown / local_shutdown <= 1.0 and container_gone <= 1.0,
+            note=f"median of {SHUTDOWN_RUNS}; container gone at most {container_gone:.2f} s "
+            "after the request (target <= 1 s)"),
         row(f"print {FLOOD_MB} MB, throughput", sandbox_flood, "MB/s", "local ipykernel",
             local_flood, ">= 0.7x", sandbox_flood / local_flood,
             sandbox_flood / local_flood >= 0.7,
@@ -276,7 +335,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
             100 / cp_seconds, ">= 1x", cp_seconds / write_seconds, cp_seconds / write_seconds >= 1),
     ]
     if kernels:
-        results["many_kernels"] = many_kernels(kernels, rounds=10)
+        results["many_kernels"] = many_kernels(kernels, rounds=10, kernel_name=POOL_KERNEL)
     if gateway_kernels >= 0 and engine == "docker":
         from gateway import measure_gateway
 
@@ -321,10 +380,16 @@ def table(results: dict[str, Any]) -> str:
     many = results.get("many_kernels")
     if many:
         lines.append(
-            f"{many['kernels']} kernels at once: {many['cells_answered']} cells answered, "
-            f"p50 {many['p50_ms']:.1f} ms, p99 {many['p99_ms']:.1f} ms, all up in "
+            f"{many['kernels']} kernels at once (pool of 4): {many['cells_answered']} cells "
+            f"answered, p50 {many['p50_ms']:.1f} ms, p99 {many['p99_ms']:.1f} ms; start p50 "
+            f"{many['start_p50_s']:.2f} s, p99 {many['start_p99_s']:.2f} s, all up in "
             f"{many['all_started_s']:.1f} s; per kernel {many['kernel_rss_mb_per_kernel']:.0f} MB "
             f"kernel RSS + {many['container_mb_per_kernel']:.0f} MB in its container")
+    for kind in ("cold", "warm"):
+        steps = results.get(f"timeline_{kind}")
+        if steps:
+            lines.append(f"timeline of a {kind} start (s from the start request):")
+            lines += [f"  {at:6.3f}  {what}" for at, what in steps]
     gw = results.get("gateway_kernels")
     if gw:
         lines.append(
@@ -371,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=os.environ.get("AGENTKERNEL_IMAGE",
                                                           "agentkernel-test:latest"))
     parser.add_argument("-n", type=int, default=200, help="round trips per kernel")
-    parser.add_argument("--kernels", type=int, default=20, help="kernels at once (0: skip)")
+    parser.add_argument("--kernels", type=int, default=50,
+                        help="kernels at once, from a pool of 4 (0: skip)")
     parser.add_argument("--results", default="bench",
                         help="name of the results files (bench: bench.json and bench.png)")
     parser.add_argument("--gateway-kernels", type=int, default=50,
@@ -380,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     prefix = Path(tempfile.mkdtemp(prefix="agentkernel-bench-"))
     install_kernelspec(prefix)
-    install(prefix=str(prefix), kernel_name=POOL_KERNEL, pool_size=1)
+    install(prefix=str(prefix), kernel_name=POOL_KERNEL, pool_size=POOL_SIZE)
     all_results = []
     for engine in args.engine or ["docker"]:
         results = measure(engine, args.image, args.n, args.kernels, args.gateway_kernels)

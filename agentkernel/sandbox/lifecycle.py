@@ -84,6 +84,17 @@ class Lifecycle(SandboxCore):
         finally:
             self.detach()
 
+    def leave_to_reaper(self) -> bool:
+        """Let go of an ephemeral sandbox and leave its removal to its host-side reaper: this
+        process's lifeline and reaper pipe close, and the reaper removes the container a
+        moment later (about 0.2 s) while the caller goes on. False, doing nothing, when no
+        reaper watches it (a persistent sandbox, or one not started here)."""
+        held = self._attachment
+        if held is None or self.effective.persistent or held.reaper_fd is None:
+            return False
+        self.detach()
+        return True
+
     def remove(self) -> None:
         """Remove the container, persistent or not, even after stop()."""
         with contextlib.suppress(SandboxError):
