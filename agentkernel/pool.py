@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 HANDOFF_ENV = "AGENTKERNEL_HANDOFF"
 POOL_LABEL = "agentkernel.pool"
 MAX_POOL_SIZE = 8
+REFILL_DELAY_S = 3.0  # after a take, before the replacement starts (the new kernel starts first)
 
 
 @dataclass
@@ -100,20 +102,24 @@ class WarmPool:
         self._lock = threading.Condition()
         self.refill()
 
-    def refill(self) -> None:
-        """Start sandboxes in the background until ``size`` are ready or starting."""
+    def refill(self, delay: float = 0.0) -> None:
+        """Start sandboxes in the background, ``delay`` seconds from now, until ``size`` are
+        ready or starting."""
         with self._lock:
             missing = self.size - len(self._ready) - self._starting
             if self._closed or missing <= 0:
                 return
             self._starting += missing
         for _ in range(missing):
-            threading.Thread(target=self._start_one, name="agentkernel-pool", daemon=True).start()
+            threading.Thread(target=self._start_one, args=(delay,), name="agentkernel-pool",
+                             daemon=True).start()
 
-    def _start_one(self) -> None:
+    def _start_one(self, delay: float = 0.0) -> None:
         warm = None
+        time.sleep(delay)
         try:
-            warm = start_warm(self.config, self.engine)
+            if not self._closed:
+                warm = start_warm(self.config, self.engine)
         except SandboxError as err:
             log.warning("warm pool: %s", err)
         with self._lock:
@@ -131,7 +137,8 @@ class WarmPool:
             if not self._ready and self._starting and timeout > 0:
                 self._lock.wait_for(lambda: self._ready or not self._starting, timeout)
             warm = self._ready.pop(0) if self._ready else None
-        self.refill()
+        # the kernel given this sandbox starts first: a replacement would take its CPU
+        self.refill(delay=REFILL_DELAY_S if warm is not None else 0.0)
         if warm is not None and not warm.sandbox.is_running:
             warm.discard()
             return None

@@ -34,7 +34,7 @@ INTROSPECTION_TIMEOUT = 5.0
 # waits 10 s to flush through an iopub thread that is being stopped; seen in most shutdowns of
 # a kernel that took a warm sandbox), and a client then kills the kernel after 2.5 s. Nothing
 # is left to do by then (the reply is sent, the sandbox is in its reaper's hands).
-EXIT_GRACE_S = 0.1
+EXIT_GRACE_S = 0.05
 # ``%sandbox`` commands that replace the runner, and with it IPython's execution count.
 NEW_RUNNER = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)
 
