@@ -6,6 +6,7 @@ Shared by the Jupyter kernel and the IPython extension; knows neither. Output go
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import signal
@@ -19,6 +20,7 @@ from traitlets.config import Config
 from . import commands
 from .config import SandboxConfig
 from .config.policy import SandboxPolicy, load_policy_config
+from .engine import load_backend
 from .errors import (
     ConfigError,
     PolicyRefused,
@@ -37,6 +39,7 @@ Out = Callable[[str, str], None]
 RESTART_HINT = "%sandbox restart to continue"
 MB = 1024 * 1024
 ENGINE_WARM_UP_DELAY_S = 0.5  # after the first reply, before a deferred engine connects
+ENGINE_LOAD_WAIT_S = 2.0  # start_in_background's wait for the engine's client library
 
 
 def _ignore(_name: str, _text: str) -> None:
@@ -81,10 +84,20 @@ class SandboxManager:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start_in_background(self) -> None:
-        """Start the default sandbox now, in a thread, so the first cell finds it ready."""
+        """Start the default sandbox now, in a thread, so the first cell finds it ready.
+
+        Returns once the thread has loaded the engine's client library (at most
+        ENGINE_LOAD_WAIT_S): that import is the CPU-bound part of the start, and the caller's
+        own imports (ipykernel) would otherwise share the GIL with it and delay the container;
+        while the engine creates and starts the container they cost nothing.
+        """
+        loaded = threading.Event()
 
         def run() -> None:
             try:
+                with contextlib.suppress(Exception):  # the start below reports any failure
+                    load_backend()
+                loaded.set()
                 self.ensure_session()
             except SandboxError as err:
                 self._background_error = err
@@ -93,6 +106,7 @@ class SandboxManager:
 
         self._background = threading.Thread(target=run, name="agentkernel-start", daemon=True)
         self._background.start()
+        loaded.wait(ENGINE_LOAD_WAIT_S)
 
     def wait_background(self, timeout: float | None = None) -> None:
         if self._background is not None:

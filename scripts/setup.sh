@@ -73,7 +73,21 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 stamp="$VENV/.agentkernel-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# also when something changed a package the test extras pin (the differential compares with them)
+pins_hold() {
+  "$VENV/bin/python" - <<'PY'
+import re, sys, tomllib
+from importlib.metadata import PackageNotFoundError, version
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+for pin in (re.fullmatch(r"([\w.-]+)==([^;\s]+)", d.strip()) for d in extras["test"]):
+    try:
+        if pin and version(pin[1]) != pin[2]:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! pins_hold; then
   log "installing agentkernel[test] into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q -e ".[test]"
