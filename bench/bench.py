@@ -46,6 +46,8 @@ POOL_KERNEL = "agentkernel-pool"  # a pool of POOL_SIZE (one pool per process an
 POOL_SIZE = 4
 POOL_FILL_S = 20  # the pool's sandboxes start one after another
 SHUTDOWN_RUNS = 10
+START_SAMPLES = 5  # starts per start row (the median is the row's value)
+POOL_REFILL_S = 8  # between warm starts: the pool refills 3 s after a take
 FLOOD_MB = 50
 FLOOD_CODE = (
     "import sys\nline = 'x' * 1023 + '\\n'\n"
@@ -96,6 +98,19 @@ def start_to_first_result(name: str) -> tuple[float, Kernel]:
     kernel.run("1")
     kernel.steps["first result"] = time.time()
     return time.perf_counter() - start, kernel
+
+
+def median_start(name: str, pause: float = 1.0) -> tuple[float, Kernel]:
+    """The median of START_SAMPLES starts to first result, ``pause`` seconds apart (each
+    kernel stopped but the last, returned for the rows that use it)."""
+    times = []
+    for sample in range(START_SAMPLES):
+        seconds, kernel = start_to_first_result(name)
+        times.append(seconds)
+        if sample < START_SAMPLES - 1:
+            kernel.stop()
+            time.sleep(pause)
+    return statistics.median(times), kernel
 
 
 def timeline(kernel: Kernel, engine: Any) -> list[tuple[float, str]]:
@@ -291,11 +306,11 @@ def measure(engine: str, image: str, n: int, kernels: int,
     from agentkernel.engine import connect
 
     engine_api = connect(engine)
-    local_start, local = start_to_first_result("python3")
+    local_start, local = median_start("python3")
     local_rt = round_trips(local, n)
     local_flood, local_rss = flood(local)
     local.stop()
-    cold_start, sandboxed = start_to_first_result("agentkernel")
+    cold_start, sandboxed = median_start("agentkernel")
     results["timeline_cold"] = timeline(sandboxed, engine_api)
     sandbox_rt = round_trips(sandboxed, n)
     direct_cpu_ms = pass_cpu_ms(sandboxed, engine)
@@ -304,7 +319,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
     warmer = Kernel(POOL_KERNEL)  # fills the pool of this process
     warmer.run("1")
     time.sleep(POOL_FILL_S)
-    warm_start, warm = start_to_first_result(POOL_KERNEL)
+    warm_start, warm = median_start(POOL_KERNEL, pause=POOL_REFILL_S)
     results["timeline_warm"] = timeline(warm, engine_api)
     warm.stop()
     warmer.stop()
@@ -369,7 +384,8 @@ def row(what: str, value: float, unit: str, baseline: str, base: float, target: 
 
 def table(results: dict[str, Any]) -> str:
     lines = [f"engine {results['engine']}, image {results['image']}, "
-             f"{results['samples']} round trips per kernel (medians)",
+             f"{results['samples']} round trips per kernel, {START_SAMPLES} starts per start "
+             "row (medians)",
              f"{'what':34} {'value':>12} {'baseline':30} {'ratio':>7} {'target':>14}  met"]
     for r in results["rows"]:
         lines.append(
