@@ -12,6 +12,7 @@ ipykernel's ``do_complete`` (IPython's experimental, Jedi-based completions), ``
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 
@@ -84,11 +85,25 @@ class Introspector:
         self._limit = limit
         self._lock = threading.Lock()
         self._running: str | None = None  # id of the request the worker is on
+        self._answering = False  # the worker is inside a handler (an interrupt may stop it)
         self._started = 0.0
         self._requests: queue.SimpleQueue = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._loop, name="agentkernel-introspection",
                                         daemon=True)
+        # the shell's own hook is sys.excepthook while a cell runs, the other one otherwise
+        sys.excepthook = self._ending_stopped_requests(sys.excepthook)
+        shell.excepthook = self._ending_stopped_requests(shell.excepthook)
         self._worker.start()
+
+    def _ending_stopped_requests(self, hook):
+        """``hook``, except for a stop on the worker thread. IPython's completer hands a
+        failing matcher's exception to ``sys.excepthook`` (which shows it) and goes on with the
+        next matcher; a stop is no matcher's failure: it ends the whole request, quietly."""
+        def excepthook(kind, value, tb):
+            if issubclass(kind, KeyboardInterrupt) and threading.get_ident() == self._worker.ident:
+                raise value
+            return hook(kind, value, tb)
+        return excepthook
 
     def submit(self, request: dict) -> None:
         """Queue ``request``, or answer it at once when the worker is still on another."""
@@ -119,23 +134,32 @@ class Introspector:
         kernel runs (ipykernel runs completions on its main thread), and a request spinning
         in user code would otherwise slow the interrupted cell by holding the GIL."""
         with self._lock:
-            if self._running is not None:
+            if self._answering:
                 _raise_in_thread(self._worker.ident, KeyboardInterrupt)
 
     def _loop(self) -> None:
         while True:
             request = self._requests.get()
-            fields = self._answer(request)
+            fields = self._stopped()
+            try:
+                fields = self._answer(request)
+            except KeyboardInterrupt:  # a stop that landed just after the handler
+                pass
             try:
                 self._finish(request, fields)
             except KeyboardInterrupt:  # the one interrupt for this request came late
                 self._finish(request, fields)
 
+    def _stopped(self) -> dict:
+        return {"status": "error",
+                "error": f"stopped: interrupted, or not finished within {self._limit:g} s"}
+
     def _answer(self, request: dict) -> dict:
         """The request's fields; a stop or a failure becomes a one-line error."""
-        stopped = {"status": "error", "error": (
-            f"stopped: interrupted, or not finished within {self._limit:g} s")}
+        stopped = self._stopped()
         try:
+            with self._lock:
+                self._answering = True  # from here on an interrupt may stop this request
             try:
                 fields = HANDLERS[request["type"]](self._shell, request)
                 fields["status"] = "ok"
@@ -149,6 +173,7 @@ class Introspector:
 
     def _finish(self, request: dict, fields: dict) -> None:
         with self._lock:
+            self._answering = False
             if self._running == request.get("id"):
                 self._running = None
                 _raise_in_thread(self._worker.ident, None)  # drop an interrupt not yet raised
