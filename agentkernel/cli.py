@@ -157,17 +157,22 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def _gc_bundles(engine: Engine, dry_run: bool) -> int:
-    """Remove the bundle volumes no sandbox of this host would use; return the failures."""
+    """Remove the bundle volumes no sandbox of this host would use, keeping those a container
+    (running or stopped, so a persistent sandbox) still mounts; return the failures."""
     failed = 0
     doomed = [(name, reason) for name, labels in bundle_volumes(engine)
               if (reason := stale_reason(engine, labels))]
     for name, reason in doomed:
+        users = engine.volume_users(name)
+        if users:
+            print(f"kept volume {name} ({reason}): used by {', '.join(sorted(users))}")
+            continue
         if dry_run:
             print(f"would remove volume {name}: {reason}")
             continue
         try:
             engine.remove_volume(name)
-        except SandboxError as err:  # a sandbox still uses it
+        except SandboxError as err:  # a sandbox started using it since
             failed += 1
             print(f"{PROG}: error: cannot remove volume {name}: {err}", file=sys.stderr)
             continue

@@ -220,6 +220,10 @@ class Engine(ABC):
         """Volumes carrying every label (``key`` or ``key=value``)."""
 
     @abstractmethod
+    def volume_users(self, name: str) -> list[str]:
+        """Names of the containers, running or stopped, that mount volume ``name``."""
+
+    @abstractmethod
     def remove_volume(self, name: str) -> None:
         """Remove volume ``name``; no error when it is gone, EngineError while a container
         uses it."""

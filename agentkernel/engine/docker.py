@@ -265,6 +265,11 @@ class DockerEngine(Engine):
         return [VolumeSummary(v["Name"], dict(v.get("Labels") or {}))
                 for v in found.get("Volumes") or []]
 
+    def volume_users(self, name: str) -> list[str]:
+        with self._errors(f"listing the users of volume {name}"):
+            found = self.api.containers(all=True, filters={"volume": name})
+        return [str((c.get("Names") or [c["Id"][:12]])[0]).lstrip("/") for c in found]
+
     def remove_volume(self, name: str) -> None:
         try:
             with self._errors(f"removing volume {name}"):

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # importlib.metadata and tarfile are imported when needed: ev
 
 from ..errors import SandboxError
 
-FORMAT = 2  # bump when the bundle's layout changes
+FORMAT = 3  # bump when the bundle's layout or digest changes
 ROOTS = ("ipython", "matplotlib-inline", "comm")
 TARGET_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 MANIFEST = "agentkernel-bundle.json"  # the name runner/ipython_path.py reads
@@ -187,9 +187,7 @@ def _files(dist: metadata.Distribution) -> list[tuple[str, Path]]:
     chosen = []
     for record in dist.files or []:
         relative = str(record).replace("\\", "/")
-        if relative.startswith("../") or "__pycache__/" in relative or relative.endswith(".pyc"):
-            continue
-        if skipped and relative.startswith(skipped):
+        if not _bundled(relative) or (skipped and relative.startswith(skipped)):
             continue
         if relative.endswith(COMPILED_SUFFIXES):
             raise SandboxError(
@@ -201,10 +199,20 @@ def _files(dist: metadata.Distribution) -> list[tuple[str, Path]]:
     return chosen
 
 
+def _bundled(relative: str) -> bool:
+    """True for a file of a distribution's record that may go in the bundle: not a script
+    outside site-packages (``../``), not byte code."""
+    return not (relative.startswith("../") or "__pycache__/" in relative
+                or relative.endswith(".pyc"))
+
+
 def _fingerprint(dist: metadata.Distribution) -> bytes:
-    """What identifies an installed distribution: name, version and its file record."""
+    """What identifies an installed distribution: name, version and the record lines (path,
+    hash, size) of its files that go in the bundle. Not the others: a console script's record
+    hashes its first line, the path of this environment's python."""
     record = dist.read_text("RECORD") or "\n".join(str(f) for f in dist.files or [])
-    return f"{dist.metadata['Name']}=={dist.version}\n{record}\n".encode()
+    lines = [line for line in record.splitlines() if _bundled(line.split(",", 1)[0])]
+    return (f"{dist.metadata['Name']}=={dist.version}\n" + "\n".join(lines) + "\n").encode()
 
 
 def min_python(requires_python: str) -> tuple[int, ...]:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from docker.errors import APIError, NotFound
+from helpers.engines import RUN_ID, RUN_LABEL
 
 from agentkernel.engine import Engine
 from agentkernel.sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
@@ -206,21 +207,31 @@ def test_gc_bundles(engine: Engine, test_image: str, token: str) -> None:
     assert labels is not None
     older = f"agentkernel-ipython-older-{token}"
     orphaned = f"agentkernel-ipython-orphaned-{token}"
+    used = f"agentkernel-ipython-used-{token}"
     engine.create_volume(older, {**labels, LABEL_BUNDLE: f"older-{token}"})
     engine.create_volume(orphaned, {**labels, LABEL_IMAGE: "sha256:" + "0" * 64})
+    engine.create_volume(used, {**labels, LABEL_BUNDLE: f"used-{token}"})
+    # a stopped container that mounts an old bundle: a persistent sandbox to start again later
+    holder = engine.create_container({
+        "Image": engine.image_id(test_image), "Cmd": ["true"], "Labels": {RUN_LABEL: RUN_ID},
+        "HostConfig": {"Binds": [f"{used}:/opt/agentkernel:ro"]}}, f"agentkernel-holder-{token}")
     try:
         dry = cli("gc", "--bundles", "--dry-run").stdout
         assert f"would remove volume {older}: IPython" in dry
         assert f"would remove volume {orphaned}: its image is gone" in dry
+        assert f"kept volume {used} (IPython" in dry
+        assert f"used by agentkernel-holder-{token}" in dry
         assert current not in dry
         result = cli("gc", "--bundles")
         assert result.returncode == 0, result
         assert f"removed volume {older}" in result.stdout
+        assert f"kept volume {used}" in result.stdout
         assert engine.volume_labels(older) is None and engine.volume_labels(orphaned) is None
-        assert engine.volume_labels(current) is not None
+        assert engine.volume_labels(current) is not None and engine.volume_labels(used) is not None
     finally:
-        engine.remove_volume(older)
-        engine.remove_volume(orphaned)
+        engine.remove_container(holder)
+        for name in (older, orphaned, used):
+            engine.remove_volume(name)
 
 
 # -- shell ------------------------------------------------------------------------------------

@@ -72,3 +72,34 @@ def test_the_digest_is_cached_until_a_distribution_changes(fresh_cache):
     assert bundle_module._from_cache() is None
     assert host_bundle().digest == computed.digest  # worked out again, and cached again
     assert bundle_module._from_cache() is not None
+
+
+def _copy_with_record(tmp_path, name: str, edit) -> metadata.Distribution:
+    """A copy of the host's ``ipython`` .dist-info whose RECORD lines went through ``edit``."""
+    source = metadata.distribution("ipython")
+    folder = tmp_path / name / f"ipython-{source.version}.dist-info"
+    folder.mkdir(parents=True)
+    (folder / "METADATA").write_text(source.read_text("METADATA"))
+    lines = source.read_text("RECORD").splitlines()
+    (folder / "RECORD").write_text("\n".join(edit(line) for line in lines) + "\n")
+    return metadata.PathDistribution(folder)
+
+
+def test_the_digest_does_not_depend_on_where_the_environment_is(tmp_path):
+    """pip records console scripts (``../../../bin/ipython``) with the hash of a file whose
+    first line names the environment's python: two venvs with the same IPython must still
+    share the bundle's volume, while a changed package file must change the digest."""
+    host = _copy_with_record(tmp_path, "host", lambda line: line)
+    scripts = [line for line in host.read_text("RECORD").splitlines() if line.startswith("../")]
+    assert scripts, "pip records IPython's console scripts"
+
+    def other_venv(line: str) -> str:
+        return line.split(",")[0] + ",sha256=elsewhere,99" if line.startswith("../") else line
+
+    def changed_file(line: str) -> str:
+        return line + "0" if line.startswith("IPython/__init__.py,") else line
+
+    moved = _copy_with_record(tmp_path, "moved", other_venv)
+    changed = _copy_with_record(tmp_path, "changed", changed_file)
+    assert bundle_module._fingerprint(moved) == bundle_module._fingerprint(host)
+    assert bundle_module._fingerprint(changed) != bundle_module._fingerprint(host)
