@@ -12,7 +12,11 @@ def main() -> None:
 
         install_main(sys.argv[2:])
         return
-    # Start the sandbox first, so the container comes up while ipykernel is still importing;
+    # Listen on the kernel's ports first: the client can connect while the rest loads.
+    from agentkernel_kernel.early_listen import listen_early
+
+    listeners = listen_early(sys.argv[1:])
+    # Start the sandbox next, so the container comes up while ipykernel is still importing;
     # or take over the warm one the launching process handed us.
     from agentkernel.config.policy import take_policy_option
     from agentkernel.manager import SandboxManager
@@ -26,7 +30,7 @@ def main() -> None:
 
     from agentkernel_kernel.app import AgentKernelApp
 
-    AgentKernelApp.launch_instance(manager=manager)
+    AgentKernelApp.launch_instance(manager=manager, early_listeners=listeners)
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import zmq
 from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.jsonutil import json_clean, json_default
 from jupyter_client.session import json_packer
-from traitlets import Instance, Type
+from traitlets import Dict, Instance, Type
 
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.kernel import AgentKernel
@@ -21,6 +22,25 @@ class AgentKernelApp(IPKernelApp):
     kernel_class = Type(AgentKernel, klass="ipykernel.kernelbase.Kernel").tag(config=True)
     manager = Instance(SandboxManager, allow_none=True,
                        help="The sandbox (maybe already starting) the kernel takes over.")
+
+    early_listeners = Dict(help="Sockets listening on the channel ports since the process "
+                           "started (early_listen.py), by port, for the channels to take over.")
+
+    def initialize(self, argv: Any = None) -> None:
+        try:
+            super().initialize(argv)
+        finally:  # a port ipykernel did not bind through _try_bind_socket is not held
+            for listener in self.early_listeners.values():
+                listener.close()
+            self.early_listeners.clear()
+
+    def _try_bind_socket(self, s: zmq.Socket, port: int) -> int:
+        """ipykernel's bind, taking over the listening socket made early for ``port``, with
+        the connections the client made meanwhile."""
+        listener = self.early_listeners.pop(port, None)
+        if listener is not None:
+            s.setsockopt(zmq.USE_FD, listener.detach())
+        return super()._try_bind_socket(s, port)
 
     def init_session(self) -> None:
         """ipykernel's session, packing every message so that it can always be sent."""

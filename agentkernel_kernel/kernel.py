@@ -15,6 +15,7 @@ import platform
 import threading
 from typing import Any
 
+from ipykernel import kernel_protocol_version
 from ipykernel.kernelbase import Kernel
 from IPython.core.error import StdinNotImplementedError
 from traitlets import Instance
@@ -73,6 +74,22 @@ class AgentKernel(Kernel):
         """kernelbase increments before each cell; the sandbox's IPython counts instead."""
 
     # -- kernel_info -------------------------------------------------------------------------
+    @property
+    def kernel_info(self) -> dict[str, Any]:
+        """ipykernel's reply without "debugger" among the supported features: the cells run in
+        the sandbox, where the host's debugpy cannot reach (ipykernel's own would claim it,
+        and import debugpy, 0.1-0.2 s of CPU, to find out)."""
+        features = ["kernel subshells"] if self._supports_kernel_subshells else []
+        return {
+            "protocol_version": kernel_protocol_version,
+            "implementation": self.implementation,
+            "implementation_version": self.implementation_version,
+            "language_info": self.language_info,
+            "banner": self.banner,
+            "help_links": self.help_links,
+            "supported_features": features,
+        }
+
     @property
     def language_info(self) -> dict[str, Any]:
         self.manager.wait_background(timeout=30)

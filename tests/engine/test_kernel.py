@@ -208,7 +208,11 @@ def test_comms_both_ways(kc: BlockingKernelClient) -> None:
 
 def test_language_info_is_the_image_python(kc: BlockingKernelClient) -> None:
     kc.kernel_info()
-    info = kc.get_shell_msg(timeout=30)["content"]["language_info"]
+    reply = kc.get_shell_msg(timeout=30)["content"]
+    info = reply["language_info"]
+    # the cells run in the sandbox: no debugger to offer (the kernelspec says so too)
+    assert "debugger" not in reply["supported_features"], reply
+    assert reply["implementation"] == "agentkernel" and reply["protocol_version"].startswith("5.")
     inside = execute(kc, "import platform; platform.python_version()").result["text/plain"]
     assert info["name"] == "python" and info["version"] == inside.strip("'")
     assert info["file_extension"] == ".py" and info["nbconvert_exporter"] == "python"
