@@ -21,10 +21,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-import docker
 import requests
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
-from docker.tls import TLSConfig
 
 from ..errors import (
     EngineError,
@@ -47,6 +44,15 @@ from .base import (
     split_reference,
 )
 from .discovery import Endpoint
+from .dockerpy import (
+    APIError,
+    DockerException,
+    ImageNotFound,
+    NotFound,
+    TLSConfig,
+    docker,
+    ssh_transport,
+)
 from .execstream import DockerExecStream, raw_socket
 from .relay import relay
 from .tlsconn import client_context, hijack
@@ -89,6 +95,8 @@ def engine_errors(engine: DockerEngine, action: str) -> Iterator[None]:
 
 def new_client(endpoint: Endpoint, timeout: float) -> docker.DockerClient:
     """A docker-py client for ``endpoint`` (TLS from its files; ssh:// over paramiko)."""
+    if endpoint.scheme == "ssh":
+        ssh_transport()
     tls = None
     if endpoint.tls is not None:
         files = endpoint.tls
