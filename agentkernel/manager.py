@@ -275,9 +275,11 @@ class SandboxManager:
     def _connect_engine_soon(self) -> None:
         """After the first cell of a kernel that took a warm sandbox: connect its deferred
         engine (see engine.deferred) in the background, once the reply is on its way."""
+        if self._engine_warming:
+            return
+        self._engine_warming = True
         warm_up = getattr(self.sandbox.engine if self.sandbox else None, "warm_up", None)
-        if warm_up is not None and not self._engine_warming:
-            self._engine_warming = True
+        if warm_up is not None:
             timer = threading.Timer(ENGINE_WARM_UP_DELAY_S, warm_up)
             timer.daemon = True
             timer.start()

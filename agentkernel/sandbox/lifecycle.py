@@ -5,8 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
-import threading
-from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import reaper
@@ -22,27 +21,6 @@ from .request import LABEL, LABEL_PERSISTENT, LABEL_PROFILE, create_request
 log = logging.getLogger(__name__)
 
 
-class _Beside:
-    """A call run on a thread beside the caller's next steps; ``wait()`` returns once it has
-    ended, raising what it raised."""
-
-    def __init__(self, call: Callable[..., object], *args: Any) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(call, args), daemon=True)
-        self._thread.start()
-
-    def _run(self, call: Callable[..., object], args: tuple) -> None:
-        try:
-            call(*args)
-        except BaseException as err:  # handed to wait()
-            self._error = err
-
-    def wait(self) -> None:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-
-
 class Lifecycle(SandboxCore):
     """start/stop, the lifeline, handing over, reconnecting, listing."""
 
@@ -55,18 +33,30 @@ class Lifecycle(SandboxCore):
         """
         eff = self.effective
         engine = self.engine
-        # The engine's host size is asked beside the steps up to the create (Podman's /info
-        # takes 0.35 s); a refused limit removes the container just created.
-        limits = _Beside(self._check_limits, eff.cpus, eff.memory_mb)
-        refuse_host_mounts_on_remote_engine(eff, engine)
-        image_id = ensure_image(engine, eff.image, progress)
-        self._refuse_taken_name()
-        volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
-                   ] if ipython else []
-        container_id = engine.create_container(create_request(eff, volumes), eff.container_name)
+        # The engine's host size is asked beside the create and start (Podman's /info takes
+        # 0.35 s); a refused limit removes the container just started.
+        beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkernel-limits")
+        try:
+            limits = beside.submit(self._check_limits, eff.cpus, eff.memory_mb)
+            refuse_host_mounts_on_remote_engine(eff, engine)
+            image_id = ensure_image(engine, eff.image, progress)
+            self._refuse_taken_name()
+            volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
+                       ] if ipython else []
+            container_id = engine.create_container(create_request(eff, volumes),
+                                                   eff.container_name)
+            self._start_created(container_id, limits)
+        finally:
+            beside.shutdown(wait=False)
+        log.info("sandbox %s started (%s)", self.name, container_id[:12])
+        return self
+
+    def _start_created(self, container_id: str, limits: Future[None]) -> None:
+        """Tie the created container to this process, start it, and hold it once ``limits``
+        (the host size check) passed; a failure removes it."""
+        eff, engine = self.effective, self.engine
         attachment = Attachment(container_id)
         try:
-            limits.wait()
             if not eff.persistent:
                 endpoint = engine.endpoint()
                 attachment.reaper_fd = reaper.start(endpoint.url, container_id, endpoint.tls_dir)
@@ -75,6 +65,7 @@ class Lifecycle(SandboxCore):
                 if not eff.persistent:
                     attachment.lifeline = engine.attach_stdin(container_id)
                 engine.start_container(container_id)
+            limits.result()
         except (SandboxError, OSError) as err:
             engine.remove_container(container_id)
             attachment.release()
@@ -82,8 +73,6 @@ class Lifecycle(SandboxCore):
                 raise SandboxError(f"starting sandbox {self.name} failed: {err}") from None
             raise
         self._hold(attachment)
-        log.info("sandbox %s started (%s)", self.name, container_id[:12])
-        return self
 
     def _refuse_taken_name(self) -> None:
         try:

@@ -368,6 +368,7 @@ def test_pull_progress_reported(engine: Engine) -> None:
         ({"cpus": -2}, "invalid cpus"),
         ({"memory_mb": 0}, "invalid memory"),
         ({"cpus": 4096}, "CPUs"),
+        ({"memory_mb": 2**30}, "the engine's host has"),  # refused once started: removed
     ],
 )
 def test_bad_config_leaves_nothing(engine: Engine, test_image: str, options: dict,
