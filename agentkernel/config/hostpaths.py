@@ -86,12 +86,14 @@ def protected_paths(write: bool) -> list[tuple[Path, str]]:
     return list(seen.items())
 
 
-def forbidden_reason(path: Path, write: bool = False) -> str | None:
+def forbidden_reason(path: Path, write: bool = False,
+                     protected_now: list[tuple[Path, str]] | None = None) -> str | None:
     """Why no sandbox may reach the resolved host ``path`` (for writing, with ``write``),
-    or None when nothing forbids it."""
+    or None when nothing forbids it. ``protected_now``: ``protected_paths(write)`` when the
+    caller has just worked it out (it resolves every listening unix socket of the host)."""
     if path == Path("/"):
         return "it is the root of the host's file system"
-    for protected, what in protected_paths(write):
+    for protected, what in protected_now or protected_paths(write):
         if path == protected:
             return f"it is {what} ({protected})"
         if protected in path.parents:

@@ -34,7 +34,7 @@ from traitlets.config import Config, Configurable
 from ..engine.discovery import remote_engine_url
 from ..errors import ConfigError, PolicyRefused
 from .files import load_config_file, load_config_files
-from .hostpaths import forbidden_reason
+from .hostpaths import forbidden_reason, protected_paths
 from .profiles import PROFILE_TABLE, PROFILES
 
 POLICY_ENV = "AGENTKERNEL_POLICY"
@@ -267,7 +267,8 @@ class SandboxPolicy(Configurable):
         PolicyRefused when no allowed folder does, for writing when ``write``, or when the
         path is one no sandbox may ever reach."""
         resolved = Path(path).expanduser().resolve()
-        reason = forbidden_reason(resolved, write)
+        protected = protected_paths(write)
+        reason = forbidden_reason(resolved, write, protected)
         if reason is not None:
             raise PolicyRefused(f"host path {resolved} refused: {reason}; no policy can allow it")
         for folder in self.folders:
@@ -276,7 +277,7 @@ class SandboxPolicy(Configurable):
                     raise PolicyRefused(
                         f"writing to {resolved} refused: the policy gives {folder.path} "
                         f"read-only {_rule('host_folders')}")
-                reason = forbidden_reason(folder.path, write)
+                reason = forbidden_reason(folder.path, write, protected)
                 if reason is not None:
                     raise PolicyRefused(f"host folder {folder.path} refused: {reason}; no "
                                         "policy can allow it")
