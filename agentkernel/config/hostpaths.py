@@ -86,14 +86,13 @@ def protected_paths(write: bool) -> list[tuple[Path, str]]:
     return list(seen.items())
 
 
-def forbidden_reason(path: Path, write: bool = False,
-                     protected_now: list[tuple[Path, str]] | None = None) -> str | None:
-    """Why no sandbox may reach the resolved host ``path`` (for writing, with ``write``),
-    or None when nothing forbids it. ``protected_now``: ``protected_paths(write)`` when the
-    caller has just worked it out (it resolves every listening unix socket of the host)."""
+def forbidden_reason(path: Path, protected_now: list[tuple[Path, str]]) -> str | None:
+    """Why no sandbox may reach the resolved host ``path``, given ``protected_paths(write)``
+    (worked out once by the caller: it resolves every listening unix socket of the host), or
+    None when nothing forbids it."""
     if path == Path("/"):
         return "it is the root of the host's file system"
-    for protected, what in protected_now or protected_paths(write):
+    for protected, what in protected_now:
         if path == protected:
             return f"it is {what} ({protected})"
         if protected in path.parents:

@@ -268,7 +268,7 @@ class SandboxPolicy(Configurable):
         path is one no sandbox may ever reach."""
         resolved = Path(path).expanduser().resolve()
         protected = protected_paths(write)
-        reason = forbidden_reason(resolved, write, protected)
+        reason = forbidden_reason(resolved, protected)
         if reason is not None:
             raise PolicyRefused(f"host path {resolved} refused: {reason}; no policy can allow it")
         for folder in self.folders:
@@ -277,7 +277,7 @@ class SandboxPolicy(Configurable):
                     raise PolicyRefused(
                         f"writing to {resolved} refused: the policy gives {folder.path} "
                         f"read-only {_rule('host_folders')}")
-                reason = forbidden_reason(folder.path, write, protected)
+                reason = forbidden_reason(folder.path, protected)
                 if reason is not None:
                     raise PolicyRefused(f"host folder {folder.path} refused: {reason}; no "
                                         "policy can allow it")
