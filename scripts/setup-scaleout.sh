@@ -23,6 +23,8 @@ TLS_BRIDGE=aktls0
 TLS_BRIDGE_CIDR=10.213.77.1/24
 GATEWAY_VENV=${AGENTKERNEL_GATEWAY_VENV:-$ROOT/.venv-gateway}
 log() { printf '[setup-scaleout] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 started=$SECONDS
 
 need_apt=()
@@ -113,12 +115,12 @@ if ! tls_docker info >/dev/null 2>&1; then
   mkdir -p "$TLS_ROOT" "$TLS_EXEC"
   echo '{}' >"$TLS_EXEC/daemon.json"  # not /etc/docker/daemon.json: that one is the main engine's
   rm -f "$TLS_EXEC/docker.pid"
-  nohup dockerd --config-file "$TLS_EXEC/daemon.json" \
+  start_daemon /var/log/agentkernel-dockerd-tls.log dockerd --config-file "$TLS_EXEC/daemon.json" \
     --host "tcp://127.0.0.1:$TLS_PORT" --tlsverify --tlscacert "$TLS_DIR/server/ca.pem" \
     --tlscert "$TLS_DIR/server/server-cert.pem" --tlskey "$TLS_DIR/server/server-key.pem" \
     --data-root "$TLS_ROOT" --exec-root "$TLS_EXEC" --pidfile "$TLS_EXEC/docker.pid" \
     --bridge "$TLS_BRIDGE" --iptables=false --ip6tables=false --ip-masq=false \
-    --cgroup-parent agentkernel-tls >/var/log/agentkernel-dockerd-tls.log 2>&1 &
+    --cgroup-parent agentkernel-tls
   for _ in $(seq 1 60); do tls_docker info >/dev/null 2>&1 && break; sleep 0.5; done
   tls_docker info >/dev/null 2>&1 || { log "TLS dockerd did not come up"; \
     tail -20 /var/log/agentkernel-dockerd-tls.log >&2; exit 1; }

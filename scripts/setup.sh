@@ -12,6 +12,8 @@ IMAGE=${AGENTKERNEL_IMAGE:-agentkernel-test:latest}
 PODMAN_SOCK=/run/podman/podman.sock
 WANT_PODMAN=${AGENTKERNEL_SETUP_PODMAN:-1}
 log() { printf '[setup] %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
 
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
@@ -34,7 +36,7 @@ fi
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p /var/log
-  (cd / && nohup dockerd >/var/log/agentkernel-dockerd.log 2>&1 &)
+  start_daemon /var/log/agentkernel-dockerd.log dockerd
   for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
   docker info >/dev/null 2>&1 || { log "dockerd did not come up; see /var/log/agentkernel-dockerd.log"; tail -20 /var/log/agentkernel-dockerd.log >&2; exit 1; }
 fi
@@ -61,10 +63,7 @@ CONF
     log "starting podman API service on $PODMAN_SOCK"
     mkdir -p "$(dirname "$PODMAN_SOCK")"
     rm -f "$PODMAN_SOCK"  # a stale socket from a killed service
-    # from /: conmon, which the service starts for each container, writes a file named "oom"
-    # into its working folder when the container's OOM killer strikes
-    (cd / && nohup podman system service --time=0 "unix://$PODMAN_SOCK" \
-      >/var/log/agentkernel-podman.log 2>&1 &)
+    start_daemon /var/log/agentkernel-podman.log podman system service --time=0 "unix://$PODMAN_SOCK"
     for _ in $(seq 1 30); do curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 && break; sleep 1; done
     curl -s --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 || { log "podman service did not come up"; tail -20 /var/log/agentkernel-podman.log >&2; exit 1; }
   fi

@@ -1,0 +1,26 @@
+# Shell helpers shared by the set-up scripts and the commands that call set-up. Source it.
+
+# start_daemon LOG CMD [ARG...]: start CMD as a daemon that outlives the calling script, writing
+# to LOG. It runs from / (conmon, which the Podman service starts for each container, writes a
+# file named "oom" into its working folder on an OOM kill), in a session of its own, and holds
+# none of the caller's stdin, stdout or stderr: a caller reading set-up's output through a pipe
+# (python=$(scripts/setup.sh | tail -n 1)) waits for that pipe's end, which a daemon holding it
+# would put off for ever.
+start_daemon() {
+  local log_file=$1
+  shift
+  (cd / && exec setsid "$@") </dev/null >"$log_file" 2>&1 &
+}
+
+# setup_python [ARG...]: run scripts/setup.sh and print the venv's python path (its last line).
+# Set-up's output goes through a file, not a pipe, so nothing it leaves running can keep the
+# caller waiting; the rest of that output goes to stderr.
+setup_python() {
+  local output status=0
+  output=$(mktemp)
+  scripts/setup.sh "$@" >"$output" || status=$?
+  sed '$d' "$output" >&2
+  tail -n 1 "$output"
+  rm -f "$output"
+  return "$status"
+}
