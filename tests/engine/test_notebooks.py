@@ -4,8 +4,10 @@
 - ``jupyter nbconvert --execute``,
 - ``jupyter console`` fed through a pipe.
 
-The quickstart's published port is fetched from the host while the kernel still runs, from an
-nbclient ``on_cell_executed`` hook that papermill passes through to its notebook client.
+The quickstart runs under the default policy, as `scripts/demo` and a new user run it (the other
+notebooks under the engine tests' lab policy). Its published port is fetched from the host while
+the kernel still runs, from an nbclient ``on_cell_executed`` hook that papermill passes through
+to its notebook client.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import papermill
 import pytest
 from helpers.engines import RUN_ID, RUN_LABEL
 from helpers.kernels import KERNEL_NAME
+from helpers.policies import DEFAULT
 
 from agentkernel.engine import Engine
 
@@ -139,13 +142,16 @@ class HostFetch:
 
 
 # -- quickstart ------------------------------------------------------------------------------------
-def test_quickstart_with_papermill(ready: Engine, engine_name: str, tmp_path: Path) -> None:
+def test_quickstart_with_papermill(ready: Engine, engine_name: str, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in DEFAULT.items():  # no policy file: the limits any user starts with
+        monkeypatch.setenv(name, value)
     fetch = HostFetch()
     nb = run_papermill(QUICKSTART, tmp_path / "quickstart.ipynb", on_cell_executed=fetch)
     assert errors_of(nb) == []
 
     started = text_of(code_cell(nb, "%sandbox start"))
-    assert "1 CPU, 512 MB" in started and f"; {engine_name})" in started
+    assert "0.5 CPU, 384 MB" in started and f"; {engine_name})" in started
     state = text_of(code_cell(nb, "visits += 1"))
     hostname = re.search(r"host (\S+),", state)[1]
     assert CONTAINER_ID.fullmatch(hostname) and hostname != socket.gethostname()
@@ -160,9 +166,9 @@ def test_quickstart_with_papermill(ready: Engine, engine_name: str, tmp_path: Pa
 
     assert "wrote /tmp/hello.py" in text_of(code_cell(nb, "%%sandbox_file /tmp/hello.py"))
     assert text_of(code_cell(nb, "!python3")) == "hello.py says hi to Ada, Grace\r\n"  # a pty
-    assert "2 CPU, 1024 MB (verified in the cgroup)" in text_of(code_cell(nb, "%sandbox resize"))
+    assert "1 CPU, 512 MB (verified in the cgroup)" in text_of(code_cell(nb, "%sandbox resize"))
     status = text_of(code_cell(nb, "%sandbox status"))
-    assert "limits  cpus 2, memory 1024 MB" in status and f"({engine_name}," in status
+    assert "limits  cpus 1, memory 512 MB" in status and f"({engine_name}," in status
 
     assert text_of(code_cell(nb, "import urllib")) == f"hello from {hostname}\n"
     ports = PORT_LINE.search(text_of(code_cell(nb, "%sandbox ports")))
