@@ -31,7 +31,7 @@ from .errors import (
 )
 from .paths import check_sandbox_path
 from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner
-from .sandbox import Sandbox
+from .sandbox import Sandbox, image_python
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,9 @@ class SandboxManager:
         self._background: threading.Thread | None = None
         self._background_error: SandboxError | None = None
         self._engine_warming = False
+        # kernel_info's Python version while the first sandbox starts (see python_version)
+        self._remembered_python: str | None = None
+        self._python_known = threading.Event()
 
     # -- lifecycle -----------------------------------------------------------------------
     def start_in_background(self) -> None:
@@ -103,6 +106,8 @@ class SandboxManager:
                 self._background_error = err
             except Exception as err:  # never let the thread die silently
                 self._background_error = SandboxError(f"could not start the sandbox: {err}")
+            finally:
+                self._python_known.set()
 
         self._background = threading.Thread(target=run, name="agentkernel-start", daemon=True)
         self._background.start()
@@ -111,6 +116,16 @@ class SandboxManager:
     def wait_background(self, timeout: float | None = None) -> None:
         if self._background is not None:
             self._background.join(timeout)
+
+    def python_version(self, timeout: float) -> str | None:
+        """The sandbox's Python version: its runner's once it is ready. While the first sandbox
+        is starting, what a fresh sandbox of the same image reported before
+        (``sandbox.image_python``), as soon as the image is known, so kernel_info need not
+        wait for the container; else the runner's, waiting for it at most ``timeout``
+        seconds. None when no sandbox told."""
+        if not self.ready and self._background is not None:
+            self._python_known.wait(timeout)
+        return self.ready.get("python") or self._remembered_python
 
     def ensure_session(self, out: Out = _ignore) -> RunnerSession:
         """The live runner session, starting the default sandbox on first use."""
@@ -133,13 +148,23 @@ class SandboxManager:
             self._drop_current()
         self.notes += notes
         sandbox = Sandbox(concrete)
-        sandbox.start(progress=_pull_reporter(out), ipython=True)
+        image: list[str] = []  # the image's id, once the start knows it
+
+        def image_known(image_id: str) -> None:
+            image.append(image_id)
+            self._remembered_python = image_python.recall(image_id)
+            if self._remembered_python:
+                self._python_known.set()
+
+        sandbox.start(progress=_pull_reporter(out), ipython=True, on_image=image_known)
         self.created.add(sandbox.name)
         try:
             self._attach(sandbox)
         except SandboxError:
             sandbox.stop()
             raise
+        if image:  # a fresh container's word, before any cell ran in it
+            image_python.remember(image[0], self.ready.get("python"))
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""

@@ -92,8 +92,7 @@ class AgentKernel(Kernel):
 
     @property
     def language_info(self) -> dict[str, Any]:
-        self.manager.wait_background(timeout=30)
-        version = self.manager.ready.get("python") or platform.python_version()
+        version = self.manager.python_version(timeout=30) or platform.python_version()
         return {
             "name": "python",
             "version": version,

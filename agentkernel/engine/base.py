@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..errors import SandboxNotRunning, one_line
+from ..errors import EngineError, SandboxNotRunning, one_line
 from .discovery import Endpoint
 
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -79,6 +79,11 @@ class ContainerGone(SandboxNotRunning):
     def __init__(self, message: str, removed: bool = True) -> None:
         super().__init__(message)
         self.removed = removed
+
+
+class CreateAgain(EngineError):
+    """A container was created on an engine fact remembered from an earlier process that the
+    engine now contradicts; it is removed, and a create made now gets it right."""
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,8 @@ class Engine(ABC):
 
     @abstractmethod
     def start_container(self, container_id: str) -> None:
-        """Start a created or stopped container."""
+        """Start a created or stopped container. CreateAgain: it was created on a remembered
+        engine fact that turned out stale; remove it and create it again."""
 
     @abstractmethod
     def stop_container(self, container_id: str, timeout: int = 2) -> None:

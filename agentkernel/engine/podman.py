@@ -12,17 +12,17 @@ this needs a local Podman (for a remote one, SECURITY.md says what is missing).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import threading
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, EngineError, one_line
-from .base import ContainerGone
+from .base import ContainerGone, CreateAgain
 from .discovery import Endpoint
 from .docker import API_VERSION, CPU_PERIOD, DockerEngine
 
@@ -56,6 +56,33 @@ def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
     return profile
 
 
+def _source_record(base_url: str) -> Path:
+    digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    return PROFILE_FOLDER / f"podman-seccomp-source-{digest}"
+
+
+def recorded_source(base_url: str) -> str | None:
+    """The path of Podman's default seccomp profile that /info gave for ``base_url`` last."""
+    try:
+        text = _source_record(base_url).read_text(encoding="utf-8")
+    except (OSError, UnicodeError):
+        return None
+    return text if text.startswith("/") and "\n" not in text and "\x00" not in text else None
+
+
+def record_source(base_url: str, source: str) -> None:
+    """Record /info's path of the default profile for ``base_url`` (best effort)."""
+    with contextlib.suppress(OSError):
+        _write_atomically(_source_record(base_url), source)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    staging.write_text(text, encoding="utf-8")
+    staging.replace(path)
+
+
 class PodmanEngine(DockerEngine):
     """Podman through its compatible API, with its own endpoints where that falls short."""
 
@@ -65,6 +92,9 @@ class PodmanEngine(DockerEngine):
         super().__init__(endpoint, client)
         self._host_lock = threading.Lock()
         self._host_answer: dict[str, Any] | None = None
+        self._profiles: dict[str, str] = {}  # default profile's path -> confined profile's
+        self._unconfirmed: dict[str, str] = {}  # container -> recorded default path it got
+        self._warned: set[str] = set()
 
     def _host(self) -> dict[str, Any]:
         """The "host" part of libpod's /info, asked once (it takes 0.35 s): the host's size
@@ -86,37 +116,83 @@ class PodmanEngine(DockerEngine):
 
     def create_container(self, request: dict[str, Any], name: str) -> str:
         """Create with the confined seccomp profile, when this Podman can be given one."""
-        profile = self._confined_profile_path
+        source, confirmed = self._profile_source()
+        profile = self._confined_profile_file(source)
         host = request.get("HostConfig", {})
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
             request = {**request, "HostConfig": host}
-        return super().create_container(request, name)
+        container_id = super().create_container(request, name)
+        if profile and not confirmed and source:
+            self._unconfirmed[container_id] = source
+        return container_id
 
-    @cached_property
-    def _confined_profile_path(self) -> str | None:
-        """Where the confined profile is written for this Podman, or None when it cannot be
-        (a Podman reached over the network reads profiles from its own host)."""
+    def start_container(self, container_id: str) -> None:
+        """Start; a container created on the recorded path of Podman's default profile is
+        checked against /info's answer (asked beside the create, for the host's size) once
+        started, before anything of the caller's runs in it: CreateAgain if Podman says
+        another path now."""
+        super().start_container(container_id)
+        assumed = self._unconfirmed.pop(container_id, None)
+        actual = self._reported_source() if assumed is not None else None
+        if actual is not None and actual != assumed:
+            raise CreateAgain(f"podman's default seccomp profile is now {actual}, not "
+                              f"{assumed} as recorded: the sandbox is created again on it")
+
+    def _profile_source(self) -> tuple[str | None, bool]:
+        """The path of Podman's default seccomp profile, and whether /info said it: /info's
+        answer once it came; before that, the path an earlier process recorded for this
+        endpoint (/info takes 0.2-0.35 s, so a start does not wait for it; start_container
+        checks); with neither, /info's, waited for. None for a Podman reached over the network
+        (it reads profiles from its own host) or one that does not say."""
         if not self.base_url.startswith("unix://"):
-            log.warning("podman at %s: sandboxes keep podman's default seccomp profile "
-                        "(namespace creation allowed): the engine is not local", self.base_url)
-            return None
+            self._warn_once(f"podman at {self.base_url}: sandboxes keep podman's default "
+                            "seccomp profile (namespace creation allowed): the engine is not "
+                            "local")
+            return None, True
+        if self._host_answer is None:
+            recorded = recorded_source(self.base_url)
+            if recorded is not None:
+                return recorded, False
+        return self._reported_source(), True
+
+    def _reported_source(self) -> str | None:
+        """/info's path of Podman's default seccomp profile, recorded for the next process
+        (see _profile_source); None when Podman does not say."""
         try:
-            default = Path(self._host()["security"]["seccompProfilePath"])
-            profile = confined_profile(json.loads(default.read_text()))
-        except (OSError, KeyError, ValueError, EngineError) as err:
-            log.warning("podman: sandboxes keep podman's default seccomp profile (namespace "
-                        "creation allowed): %s", one_line(err, 200))
+            source = str(self._host()["security"]["seccompProfilePath"])
+        except (KeyError, TypeError, EngineError) as err:
+            self._warn_once("podman: sandboxes keep podman's default seccomp profile "
+                            f"(namespace creation allowed): {one_line(err, 200)}")
             return None
-        text = json.dumps(profile, sort_keys=True)
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        path = PROFILE_FOLDER / f"podman-seccomp-{digest}.json"
-        if not path.exists():
-            PROFILE_FOLDER.mkdir(parents=True, exist_ok=True)
-            staging = path.with_suffix(f".{os.getpid()}.tmp")
-            staging.write_text(text)
-            staging.replace(path)
-        return str(path)
+        if recorded_source(self.base_url) != source:
+            record_source(self.base_url, source)
+        return source
+
+    def _confined_profile_file(self, source: str | None) -> str | None:
+        """The confined profile made from the default profile at ``source`` (written once per
+        content, named by its digest), or None when that cannot be read."""
+        if source is None:
+            return None
+        if source not in self._profiles:
+            try:
+                profile = confined_profile(json.loads(Path(source).read_text()))
+            except (OSError, KeyError, TypeError, ValueError) as err:
+                self._warn_once("podman: sandboxes keep podman's default seccomp profile "
+                                f"(namespace creation allowed): {one_line(err, 200)}")
+                return None
+            text = json.dumps(profile, sort_keys=True)
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            path = PROFILE_FOLDER / f"podman-seccomp-{digest}.json"
+            if not path.exists():
+                _write_atomically(path, text)
+            self._profiles[source] = str(path)
+        return self._profiles[source]
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s", message)
 
     def update_limits(self, container_id: str, cpus: float, memory_mb: int) -> None:
         try:

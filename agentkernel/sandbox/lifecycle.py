@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import reaper
 from ..config import SandboxConfig
 from ..engine import Engine, connect
+from ..engine.base import CreateAgain
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
 from .bundle_volume import MOUNT, ensure_volume
 from .core import Attachment, SandboxCore
@@ -24,12 +26,13 @@ log = logging.getLogger(__name__)
 class Lifecycle(SandboxCore):
     """start/stop, the lifeline, handing over, reconnecting, listing."""
 
-    def start(self, progress: ProgressCallback | None = None, *,
-              ipython: bool = False) -> Lifecycle:
+    def start(self, progress: ProgressCallback | None = None, *, ipython: bool = False,
+              on_image: Callable[[str], None] | None = None) -> Lifecycle:
         """Create and start the container (pulling the image if needed). Returns self.
 
         ``ipython``: mount agentkernel's IPython read-only at ``bundle_volume.MOUNT`` (the
         runner uses it when the image has no IPython), filling its volume on first use.
+        ``on_image`` gets the image's id as soon as it is known, before the create.
         """
         eff = self.effective
         engine = self.engine
@@ -40,12 +43,19 @@ class Lifecycle(SandboxCore):
             limits = beside.submit(self._check_limits, eff.cpus, eff.memory_mb)
             refuse_host_mounts_on_remote_engine(eff, engine)
             image_id = ensure_image(engine, eff.image, progress)
+            if on_image is not None:
+                on_image(image_id)
             self._refuse_taken_name()
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
-            container_id = engine.create_container(create_request(eff, volumes),
-                                                   eff.container_name)
-            self._start_created(container_id, limits)
+            request = create_request(eff, volumes)
+            container_id = engine.create_container(request, eff.container_name)
+            try:
+                self._start_created(container_id, limits)
+            except CreateAgain as stale:  # removed; made again on what the engine says now
+                log.info("%s", stale)
+                container_id = engine.create_container(request, eff.container_name)
+                self._start_created(container_id, limits)
         finally:
             beside.shutdown(wait=False)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])

@@ -1,0 +1,74 @@
+"""What a start takes from earlier processes instead of waiting for it, on the real engines:
+kernel_info answers with the image's Python version before the sandbox is up, and a Podman
+start creates its container on the recorded path of Podman's default seccomp profile, which it
+then checks against Podman's /info (and creates again when Podman says another path)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+from helpers.engines import TEST_IMAGE, get_engine
+from helpers.kernels import execute, kernel_containers, running_kernel
+
+from agentkernel.engine import Engine, connect_endpoint, podman
+from agentkernel.sandbox import Sandbox
+from agentkernel.sandbox.bundle import host_bundle
+from agentkernel.sandbox.bundle_volume import _fill_lock, volume_name
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(autouse=True)
+def _kernelspec(kernelspec: None) -> None:
+    """The kernel tests start their own kernels."""
+
+
+def test_kernel_info_does_not_wait_for_the_sandbox(engine: Engine, test_image: str) -> None:
+    """Once a fresh sandbox of the image told its Python version, the next kernel answers
+    kernel_info with it while its own sandbox is still starting (held here at its bundle
+    volume's lock, after the image is known): the client's ready wait overlaps the start."""
+    with running_kernel() as (_km, kc):
+        version = execute(kc, "import platform; platform.python_version()").result
+    volume = volume_name(host_bundle(), engine.image_id(test_image))
+    with contextlib.ExitStack() as held:
+        held.enter_context(_fill_lock(volume))
+        with running_kernel(startup_timeout=20) as (km, kc):  # kernel_info answered
+            kc.kernel_info()
+            info = kc.get_shell_msg(timeout=10)["content"]["language_info"]
+            assert f"'{info['version']}'" == version["text/plain"]
+            assert not kernel_containers(engine, km, running_only=False), "start held"
+            held.close()
+            assert execute(kc, "import platform; platform.python_version()").result == version
+            assert len(kernel_containers(engine, km)) == 1
+
+
+def _confined_text(default: Path) -> str:
+    return json.dumps(podman.confined_profile(json.loads(default.read_text())), sort_keys=True)
+
+
+def test_podman_start_checks_the_recorded_profile_path(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start on a stale record (another file, with the default profile's rules in another
+    order) removes its first container once /info answers, creates it again on Podman's real
+    default, and records that path for the next process."""
+    shared = get_engine("podman")
+    actual = Path(shared._host()["security"]["seccompProfilePath"])
+    stale = tmp_path / "old-seccomp.json"
+    default = json.loads(actual.read_text())
+    stale.write_text(json.dumps({**default, "syscalls": default["syscalls"][::-1]}))
+    assert _confined_text(stale) != _confined_text(actual)
+    monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path / "profiles")
+    podman.record_source(shared.base_url, str(stale))
+    fresh = connect_endpoint("podman", shared.endpoint())  # /info not asked yet
+    with Sandbox(image=TEST_IMAGE, network=False, engine=fresh) as sandbox:
+        options = fresh.api.inspect_container(sandbox.container_id)["HostConfig"]["SecurityOpt"]
+        (profile,) = [o.split("=", 1)[1] for o in options if o.startswith("seccomp=")]
+        made_from_actual = Path(profile).read_text() == _confined_text(actual)
+        assert made_from_actual, f"{profile} is not the confined form of {actual}"
+        assert podman.recorded_source(shared.base_url) == str(actual)
+        assert sandbox.exec("echo hi").stdout == "hi\n"
+        named = fresh.api.containers(all=True, filters={"name": sandbox.container_name})
+        assert [c["Id"] for c in named] == [sandbox.container_id]

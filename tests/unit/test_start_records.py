@@ -1,0 +1,84 @@
+"""What a start remembers for the next process: an image's Python version (for kernel_info)
+and the path of Podman's default seccomp profile. Each is read back only when well formed, and
+a cache that cannot be written only costs the wait it saves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentkernel.engine import podman
+from agentkernel.sandbox import image_python
+
+IMAGE = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    return tmp_path / "agentkernel"
+
+
+def test_an_image_python_version_is_recalled(cache: Path) -> None:
+    assert image_python.recall(IMAGE) is None
+    image_python.remember(IMAGE, "3.11.2")
+    assert image_python.recall(IMAGE) == "3.11.2"
+    assert image_python.recall("ab" * 32) == "3.11.2", "podman gives ids without sha256:"
+    image_python.remember(IMAGE, "3.12.0")
+    assert image_python.recall(IMAGE) == "3.12.0"
+    assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("version", ["3.11", "3.11.2\n<script>", "", None, 3.11, "1234.1.1"])
+def test_what_is_not_a_version_is_not_remembered(cache: Path, version: object) -> None:
+    image_python.remember(IMAGE, version)
+    assert image_python.recall(IMAGE) is None
+
+
+@pytest.mark.parametrize("image_id", ["agentkernel-test:latest", "sha256:../../etc/passwd",
+                                      "sha256:" + "ab" * 31, "", "../" + "ab" * 32])
+def test_only_image_ids_name_a_record(cache: Path, image_id: str) -> None:
+    image_python.remember(image_id, "3.11.2")
+    assert image_python.recall(image_id) is None
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_a_record_that_is_not_a_version_is_ignored(cache: Path) -> None:
+    image_python.remember(IMAGE, "3.11.2")
+    (record,) = cache.glob(f"{image_python.PREFIX}*")
+    record.write_text("3.11.2; rm -rf /")
+    assert image_python.recall(IMAGE) is None
+    record.write_bytes(b"\xff\xfe")
+    assert image_python.recall(IMAGE) is None
+
+
+def test_an_unusable_cache_folder_is_no_error(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache's place (and the fallback's) is a file, not a folder."""
+    (tmp_path / "agentkernel").write_text("not a folder")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "agentkernel"))
+    image_python.remember(IMAGE, "3.11.2")
+    assert image_python.recall(IMAGE) is None
+
+
+def test_podman_profile_source_is_recorded_per_endpoint(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path / "profiles")
+    here, there = "unix:///run/podman/podman.sock", "unix:///run/user/1000/podman/podman.sock"
+    assert podman.recorded_source(here) is None
+    podman.record_source(here, "/usr/share/containers/seccomp.json")
+    assert podman.recorded_source(here) == "/usr/share/containers/seccomp.json"
+    assert podman.recorded_source(there) is None
+
+
+@pytest.mark.parametrize("text", ["relative/seccomp.json", "/a\n/b", "/a\x00b", ""])
+def test_a_podman_record_that_is_not_an_absolute_path_is_ignored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path)
+    url = "unix:///run/podman/podman.sock"
+    podman.record_source(url, "/usr/share/containers/seccomp.json")
+    (record,) = tmp_path.glob("podman-seccomp-source-*")
+    record.write_text(text)
+    assert podman.recorded_source(url) is None
