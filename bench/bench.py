@@ -374,7 +374,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
     if gateway_kernels >= 0 and engine == "docker":
         from gateway import measure_gateway
 
-        gw = measure_gateway(n, gateway_kernels)
+        gw = measure_gateway(n, gateway_kernels, START_SAMPLES)
         results["rows"] += [
             row("pass cell round trip, via gateway", gw["pass_rt_s"] * 1e3, "ms",
                 "direct (row 1)", sandbox_rt * 1e3, "<= 1.5x", gw["pass_rt_s"] / sandbox_rt,

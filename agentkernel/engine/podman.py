@@ -117,7 +117,10 @@ class PodmanEngine(DockerEngine):
     def create_container(self, request: dict[str, Any], name: str) -> str:
         """Create with the confined seccomp profile, when this Podman can be given one."""
         source, confirmed = self._profile_source()
-        profile = self._confined_profile_file(source)
+        profile = self._confined_profile_file(source, warn=confirmed)
+        if profile is None and not confirmed:  # the recorded file is unusable: ask /info
+            source, confirmed = self._reported_source(), True
+            profile = self._confined_profile_file(source)
         host = request.get("HostConfig", {})
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
@@ -134,10 +137,13 @@ class PodmanEngine(DockerEngine):
         another path now."""
         super().start_container(container_id)
         assumed = self._unconfirmed.pop(container_id, None)
-        actual = self._reported_source() if assumed is not None else None
-        if actual is not None and actual != assumed:
-            raise CreateAgain(f"podman's default seccomp profile is now {actual}, not "
-                              f"{assumed} as recorded: the sandbox is created again on it")
+        if assumed is None:
+            return
+        actual = self._reported_source()
+        if actual != assumed:
+            said = f"is now {actual}" if actual else "was not given by podman's /info"
+            raise CreateAgain(f"podman's default seccomp profile {said}, not {assumed} as "
+                              "recorded: the sandbox is created again")
 
     def _profile_source(self) -> tuple[str | None, bool]:
         """The path of Podman's default seccomp profile, and whether /info said it: /info's
@@ -152,7 +158,7 @@ class PodmanEngine(DockerEngine):
             return None, True
         if self._host_answer is None:
             recorded = recorded_source(self.base_url)
-            if recorded is not None:
+            if recorded is not None and os.path.isfile(recorded):
                 return recorded, False
         return self._reported_source(), True
 
@@ -169,17 +175,19 @@ class PodmanEngine(DockerEngine):
             record_source(self.base_url, source)
         return source
 
-    def _confined_profile_file(self, source: str | None) -> str | None:
+    def _confined_profile_file(self, source: str | None, warn: bool = True) -> str | None:
         """The confined profile made from the default profile at ``source`` (written once per
-        content, named by its digest), or None when that cannot be read."""
+        content, named by its digest), or None when that cannot be read (said in the log
+        with ``warn``: sandboxes then keep Podman's default)."""
         if source is None:
             return None
         if source not in self._profiles:
             try:
                 profile = confined_profile(json.loads(Path(source).read_text()))
             except (OSError, KeyError, TypeError, ValueError) as err:
-                self._warn_once("podman: sandboxes keep podman's default seccomp profile "
-                                f"(namespace creation allowed): {one_line(err, 200)}")
+                if warn:
+                    self._warn_once("podman: sandboxes keep podman's default seccomp profile "
+                                    f"(namespace creation allowed): {one_line(err, 200)}")
                 return None
             text = json.dumps(profile, sort_keys=True)
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]

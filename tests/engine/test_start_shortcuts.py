@@ -49,17 +49,22 @@ def _confined_text(default: Path) -> str:
     return json.dumps(podman.confined_profile(json.loads(default.read_text())), sort_keys=True)
 
 
-def test_podman_start_checks_the_recorded_profile_path(tmp_path: Path,
+@pytest.mark.parametrize("record", ["another profile", "a missing file", "not a profile"])
+def test_podman_start_checks_the_recorded_profile_path(tmp_path: Path, record: str,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A start on a stale record (another file, with the default profile's rules in another
-    order) removes its first container once /info answers, creates it again on Podman's real
-    default, and records that path for the next process."""
+    """A start on a stale record ends with the confined form of Podman's real default and
+    records that path for the next process: another file (the default profile's rules in
+    another order) is found out once /info answers, and the first container is removed and
+    made again; a record naming a missing or unreadable file sends the create to /info."""
     shared = get_engine("podman")
     actual = Path(shared._host()["security"]["seccompProfilePath"])
     stale = tmp_path / "old-seccomp.json"
     default = json.loads(actual.read_text())
-    stale.write_text(json.dumps({**default, "syscalls": default["syscalls"][::-1]}))
-    assert _confined_text(stale) != _confined_text(actual)
+    if record == "another profile":
+        stale.write_text(json.dumps({**default, "syscalls": default["syscalls"][::-1]}))
+        assert _confined_text(stale) != _confined_text(actual)
+    elif record == "not a profile":
+        stale.write_text("{")
     monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path / "profiles")
     podman.record_source(shared.base_url, str(stale))
     fresh = connect_endpoint("podman", shared.endpoint())  # /info not asked yet
