@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import zmq
+from ipykernel.heartbeat import Heartbeat
 from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.jsonutil import json_clean, json_default
 from jupyter_client.session import json_packer
@@ -13,6 +14,8 @@ from traitlets import Dict, Instance, Type
 
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.kernel import AgentKernel
+
+CURVE_KEYS = ("curve_publickey", "curve_secretkey")  # ipykernel 7's, passed to its heartbeat
 
 
 class AgentKernelApp(IPKernelApp):
@@ -42,10 +45,36 @@ class AgentKernelApp(IPKernelApp):
             s.setsockopt(zmq.USE_FD, listener.detach())
         return super()._try_bind_socket(s, port)
 
+    def init_heartbeat(self) -> None:
+        """ipykernel's heartbeat (its own context and thread), binding through the listening
+        socket made early for its port."""
+        listener = self.early_listeners.pop(self.hb_port, None)
+        curve = {key: getattr(self, key) for key in CURVE_KEYS if hasattr(self, key)}
+        self.heartbeat = EarlyHeartbeat(
+            zmq.Context(), (self.transport, self.ip, self.hb_port), **curve,
+            listener_fd=listener.detach() if listener is not None else None,
+        )
+        self.hb_port = self.heartbeat.port
+        self.heartbeat.start()
+
     def init_session(self) -> None:
         """ipykernel's session, packing every message so that it can always be sent."""
         super().init_session()
         self.session.pack = pack_message
+
+
+class EarlyHeartbeat(Heartbeat):
+    """ipykernel's heartbeat, whose socket takes over the port's early listening socket."""
+
+    def __init__(self, *args: Any, listener_fd: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._listener_fd = listener_fd
+
+    def _try_bind_socket(self) -> Any:
+        fd, self._listener_fd = self._listener_fd, None
+        if fd is not None:
+            self.socket.setsockopt(zmq.USE_FD, fd)
+        return super()._try_bind_socket()
 
 
 def pack_message(obj: Any) -> bytes:

@@ -7,6 +7,11 @@ that was already up. Listening on the ports at once lets the client's first atte
 operating system accepts and holds the connections, and ipykernel's sockets take the listening
 sockets over when they bind (ZMQ_USE_FD, see ``AgentKernelApp``).
 
+Until then, another process may also take a port the launcher chose free (a kernel's outgoing
+connection, with many kernels launched at once): ipykernel's heartbeat thread then dies on
+"Address already in use", and a client's heartbeat channel waits on it for ever. Held from the
+process's first step, the ports leave that race only the launch itself.
+
 Plain TCP on an IP address only; anything else (IPC, a host name, a port already taken) is left
 to ipykernel, which binds as it always does. Standard library only: this runs before any import
 that takes time.
@@ -20,9 +25,10 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-# The channels ipykernel binds through IPKernelApp._bind_socket; not the heartbeat, which its
-# own thread binds (a port held here would make that bind fail).
+# The channels ipykernel binds through IPKernelApp._bind_socket, and the heartbeat's port, which
+# its own thread binds (AgentKernelApp.init_heartbeat hands it the listening socket).
 CHANNELS = ("shell_port", "iopub_port", "stdin_port", "control_port")
+HEARTBEAT = "hb_port"
 BACKLOG = 100  # ZeroMQ's own
 
 
@@ -38,8 +44,9 @@ def connection_file(argv: Sequence[str]) -> str | None:
 
 
 def listen_early(argv: Sequence[str]) -> dict[int, socket.socket]:
-    """Listening sockets on the channel ports of the connection file named in ``argv``, by
-    port; empty when there is none to read or it is not plain TCP on an IP address."""
+    """Listening sockets on the channel and heartbeat ports of the connection file named in
+    ``argv``, by port; empty when there is none to read or it is not plain TCP on an IP
+    address."""
     path = connection_file(argv)
     try:
         info = json.loads(Path(path).read_text()) if path else {}
@@ -50,7 +57,7 @@ def listen_early(argv: Sequence[str]) -> dict[int, socket.socket]:
         return {}
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
     listeners: dict[int, socket.socket] = {}
-    for key in CHANNELS:
+    for key in (*CHANNELS, HEARTBEAT):
         port = info.get(key)
         if isinstance(port, int) and 0 < port < 65536 and port not in listeners:
             listener = _listen(family, str(address), port)

@@ -219,6 +219,12 @@ def test_language_info_is_the_image_python(kc: BlockingKernelClient) -> None:
     assert info["mimetype"] == "text/x-python" and info["codemirror_mode"]["name"] == "ipython"
 
 
+def test_the_heartbeat_beats(kc: BlockingKernelClient) -> None:
+    """ipykernel's heartbeat answers, bound through the port held since the process started
+    (agentkernel_kernel/early_listen.py)."""
+    wait_until(kc.hb_channel.is_beating, 10, "the heartbeat beating")
+
+
 # -- magics --------------------------------------------------------------------------------------
 def test_magics_lifecycle(kc: BlockingKernelClient, tmp_path: Path) -> None:
     run = execute(kc, "%sandbox start --cpus 1 --memory 300 -p 8000 -e GREETING=hi")

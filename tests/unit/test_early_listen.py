@@ -10,7 +10,8 @@ import pytest
 import zmq
 from jupyter_client.connect import write_connection_file
 
-from agentkernel_kernel.early_listen import CHANNELS, connection_file, listen_early
+from agentkernel_kernel.app import EarlyHeartbeat
+from agentkernel_kernel.early_listen import CHANNELS, HEARTBEAT, connection_file, listen_early
 
 
 @pytest.mark.parametrize("argv", [
@@ -38,8 +39,7 @@ def test_a_message_sent_before_the_kernel_binds_arrives_at_once(tmp_path: Path) 
     socket over gets the message without waiting for ZeroMQ's reconnect."""
     path, info = _connection(tmp_path)
     listeners = listen_early(["-f", str(path)])
-    assert set(listeners) == {info[key] for key in CHANNELS}
-    assert info["hb_port"] not in listeners  # ipykernel's heartbeat thread binds its own
+    assert set(listeners) == {info[key] for key in (*CHANNELS, HEARTBEAT)}
     context = zmq.Context()
     client = context.socket(zmq.DEALER)
     kernel = context.socket(zmq.ROUTER)
@@ -59,6 +59,29 @@ def test_a_message_sent_before_the_kernel_binds_arrives_at_once(tmp_path: Path) 
         client.close(0)
         kernel.close(0)
         context.term()
+
+
+def test_the_heartbeat_answers_a_ping_sent_before_it_binds(tmp_path: Path) -> None:
+    """ipykernel's heartbeat thread takes over its port's listening socket: the port was held
+    from the start (no other process could take it), and a ping already sent is echoed."""
+    path, info = _connection(tmp_path)
+    listeners = listen_early(["-f", str(path)])
+    context = zmq.Context()
+    client = context.socket(zmq.REQ)
+    heartbeat = EarlyHeartbeat(zmq.Context(), ("tcp", "127.0.0.1", info["hb_port"]),
+                               listener_fd=listeners.pop(info["hb_port"]).detach())
+    try:
+        client.connect(f"tcp://127.0.0.1:{info['hb_port']}")
+        client.send(b"ping")
+        heartbeat.start()
+        assert client.poll(2000) and client.recv() == b"ping"
+        assert heartbeat.is_alive()
+    finally:
+        for listener in listeners.values():
+            listener.close()
+        client.close(0)
+        context.term()
+        heartbeat.context.term()
 
 
 @pytest.mark.parametrize("overrides", [
