@@ -45,10 +45,14 @@ class WarmSandbox:
     ready: dict[str, Any]
 
     def handoff(self) -> tuple[dict[str, Any], list[int]]:
-        """The description a kernel process needs, and the fds it must inherit."""
+        """The description a kernel process needs, and the fds it must inherit; SandboxError
+        when one of them is closed already (the sandbox cannot be handed over)."""
         sandbox = self.sandbox
         lifeline, reaper_fd = sandbox.lifeline_fds()
         runner = self.stream.fileno()
+        if min(lifeline, reaper_fd, runner) < 0:
+            raise SandboxError(f"warm sandbox {sandbox.name} lost a socket (lifeline fd "
+                               f"{lifeline}, reaper fd {reaper_fd}, runner fd {runner})")
         description = {
             "engine": sandbox.engine.kind,
             "endpoint": sandbox.engine.endpoint().to_dict(),

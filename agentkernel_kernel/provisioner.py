@@ -41,8 +41,14 @@ class PoolProvisioner(LocalProvisioner):
         env = dict(kwargs.get("env") or os.environ)
         pool = self._pool_for(env)
         warm = pool.take(self.take_timeout) if pool is not None else None
-        if warm is not None:
-            description, fds = warm.handoff()
+        try:
+            handed = warm.handoff() if warm is not None else None
+        except SandboxError as err:  # the kernel starts its own sandbox instead
+            self.log.warning("agentkernel warm sandbox not handed over: %s", err)
+            warm.discard()
+            handed = None
+        if handed is not None:
+            description, fds = handed
             env.update(handoff_env(description))
             kwargs["env"] = env
             kwargs["pass_fds"] = tuple(fds)

@@ -101,6 +101,25 @@ def test_sigkilled_pooled_kernel_takes_its_container(engine_name: str, engine: E
         wait_until(lambda: not running(engine, mine), 15)
 
 
+def test_a_warm_sandbox_that_lost_a_socket_is_not_handed_out(engine_name: str, engine: Engine,
+                                                             test_image: str,
+                                                             pool_kernelspec: None) -> None:
+    """A warm sandbox whose runner socket is closed in the pool's process (seen once in the
+    bench's 50 kernels at once: the launch handed Popen fd -1 and failed) is removed, and the
+    kernel starts its own sandbox."""
+    with running_kernel(kernel_name=POOL_KERNEL) as (km, kc):
+        assert execute(kc, "1").status == "ok"
+        pool = km.provisioner._pool_for(dict(os.environ))
+        wait_until(lambda: pool.available >= 1, 60)
+        (broken,) = pool._ready
+    broken_id = broken.sandbox.container_id
+    os.close(broken.stream._sock.detach())  # the socket object closed for good: fileno() -1
+    with running_kernel(kernel_name=POOL_KERNEL) as (km, kc):
+        assert execute(kc, "6 * 7").result == {"text/plain": "42"}
+        assert container_of(kc, engine) != broken_id
+        assert not running(engine, broken_id)
+
+
 def test_pool_close_removes_warm_sandboxes(engine_name: str, engine: Engine,
                                            test_image: str) -> None:
     from agentkernel.config import SandboxConfig
