@@ -36,6 +36,7 @@ from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import timing  # noqa: E402
 from helpers.kernels import install_kernelspec  # noqa: E402
 
 from agentkernel.sandbox import Sandbox  # noqa: E402
@@ -47,7 +48,7 @@ POOL_SIZE = 4
 POOL_FILL_S = 20  # the pool's sandboxes start one after another
 SHUTDOWN_RUNS = 10
 MANY_READY_TIMEOUT_S = 120  # a kernel of the many-kernels row that is not up by then has died
-START_SAMPLES = 5  # starts per start row (the median is the row's value)
+START_SAMPLES = timing.START_SAMPLES
 POOL_REFILL_S = 8  # between warm starts: the pool refills 3 s after a take
 FLOOD_MB = 50
 FLOOD_CODE = (
@@ -107,16 +108,8 @@ def start_to_first_result(name: str, ready_timeout: float = 180) -> tuple[float,
 
 
 def median_start(name: str, pause: float = 1.0) -> tuple[float, Kernel]:
-    """The median of START_SAMPLES starts to first result, ``pause`` seconds apart (each
-    kernel stopped but the last, returned for the rows that use it)."""
-    times = []
-    for sample in range(START_SAMPLES):
-        seconds, kernel = start_to_first_result(name)
-        times.append(seconds)
-        if sample < START_SAMPLES - 1:
-            kernel.stop()
-            time.sleep(pause)
-    return statistics.median(times), kernel
+    """The median of START_SAMPLES starts to first result of kernel ``name`` (timing.py)."""
+    return timing.median_start(lambda: start_to_first_result(name), Kernel.stop, pause)
 
 
 def timeline(kernel: Kernel, engine: Any) -> list[tuple[float, str]]:
@@ -374,7 +367,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
     if gateway_kernels >= 0 and engine == "docker":
         from gateway import measure_gateway
 
-        gw = measure_gateway(n, gateway_kernels, START_SAMPLES)
+        gw = measure_gateway(n, gateway_kernels)
         results["rows"] += [
             row("pass cell round trip, via gateway", gw["pass_rt_s"] * 1e3, "ms",
                 "direct (row 1)", sandbox_rt * 1e3, "<= 1.5x", gw["pass_rt_s"] / sandbox_rt,

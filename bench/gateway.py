@@ -28,6 +28,7 @@ from helpers.gateway import (
     GatewayKernel,
     running_gateway,
 )
+from timing import median_start
 
 from agentkernel.engine import connect
 from agentkernel.sandbox import LABEL_OWNER
@@ -55,19 +56,6 @@ def start_to_first_result(gateway: Gateway, spec: str) -> tuple[float, GatewayKe
     kernel = gateway.connect(gateway.start_kernel(spec, LAUNCH_ENV, timeout=600))
     _ok(kernel, "1")
     return time.perf_counter() - start, kernel
-
-
-def median_start(gateway: Gateway, spec: str, samples: int) -> tuple[float, GatewayKernel]:
-    """The median of ``samples`` starts to first result, a second apart, as the direct start
-    rows take theirs (each kernel shut down but the last, returned)."""
-    times = []
-    for sample in range(samples):
-        seconds, kernel = start_to_first_result(gateway, spec)
-        times.append(seconds)
-        if sample < samples - 1:
-            kernel.shutdown()
-            time.sleep(1.0)
-    return statistics.median(times), kernel
 
 
 def round_trips(kernel: GatewayKernel, n: int) -> float:
@@ -215,18 +203,20 @@ def _placement(gateway: Gateway, kernel_id: str) -> str:
     return "?"
 
 
-def measure_gateway(n: int, count: int, start_samples: int) -> dict[str, Any]:
-    """Everything above, with one gateway on 127.0.0.1; start rows are medians of
-    ``start_samples`` starts."""
+def measure_gateway(n: int, count: int) -> dict[str, Any]:
+    """Everything above, with one gateway on 127.0.0.1; start rows are medians of starts, as
+    the direct rows are (timing.py)."""
     results: dict[str, Any] = {}
     with running_gateway(Path(tempfile.mkdtemp(prefix="agentkernel-bench-gw-"))) as gateway:
-        local_start, kernel = median_start(gateway, LOCAL_SPEC, start_samples)
+        local_start, kernel = median_start(
+            lambda: start_to_first_result(gateway, LOCAL_SPEC), GatewayKernel.shutdown)
         results["start_local_proxy_s"] = local_start
         results["pass_rt_s"] = round_trips(kernel, n)
         kernel.quick_ack = True
         results["pass_rt_quick_ack_s"] = round_trips(kernel, n)
         kernel.shutdown()
-        distributed_start, kernel = median_start(gateway, DISTRIBUTED_SPEC, start_samples)
+        distributed_start, kernel = median_start(
+            lambda: start_to_first_result(gateway, DISTRIBUTED_SPEC), GatewayKernel.shutdown)
         results["start_distributed_s"] = distributed_start
         results["pass_rt_distributed_s"] = round_trips(kernel, n)
         kernel.shutdown()

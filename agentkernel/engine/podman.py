@@ -21,7 +21,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, EngineError, one_line
+from ..cache import cache_dir, write_atomically
+from ..errors import ConfigError, EngineError, SandboxError, one_line
 from .base import ContainerGone, CreateAgain
 from .discovery import Endpoint
 from .docker import API_VERSION, CPU_PERIOD, DockerEngine
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 # NEWPID, NEWNET (the mask Docker's default profile uses)
 NAMESPACE_FLAGS = 0x7E020000
 ENOSYS, EPERM = 38, 1
-PROFILE_FOLDER = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agentkernel"
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -58,29 +58,22 @@ def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
 
 def _source_record(base_url: str) -> Path:
     digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
-    return PROFILE_FOLDER / f"podman-seccomp-source-{digest}"
+    return cache_dir() / f"podman-seccomp-source-{digest}"
 
 
 def recorded_source(base_url: str) -> str | None:
     """The path of Podman's default seccomp profile that /info gave for ``base_url`` last."""
     try:
         text = _source_record(base_url).read_text(encoding="utf-8")
-    except (OSError, UnicodeError):
+    except (OSError, UnicodeError, SandboxError):
         return None
     return text if text.startswith("/") and "\n" not in text and "\x00" not in text else None
 
 
 def record_source(base_url: str, source: str) -> None:
     """Record /info's path of the default profile for ``base_url`` (best effort)."""
-    with contextlib.suppress(OSError):
-        _write_atomically(_source_record(base_url), source)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    staging.write_text(text, encoding="utf-8")
-    staging.replace(path)
+    with contextlib.suppress(OSError, SandboxError):
+        write_atomically(_source_record(base_url), source)
 
 
 class PodmanEngine(DockerEngine):
@@ -95,6 +88,7 @@ class PodmanEngine(DockerEngine):
         self._profiles: dict[str, str] = {}  # default profile's path -> confined profile's
         self._unconfirmed: dict[str, str] = {}  # container -> recorded default path it got
         self._warned: set[str] = set()
+        self._recorded: str | None = None  # the path this engine found or put on record
 
     def _host(self) -> dict[str, Any]:
         """The "host" part of libpod's /info, asked once (it takes 0.35 s): the host's size
@@ -171,8 +165,10 @@ class PodmanEngine(DockerEngine):
             self._warn_once("podman: sandboxes keep podman's default seccomp profile "
                             f"(namespace creation allowed): {one_line(err, 200)}")
             return None
-        if recorded_source(self.base_url) != source:
-            record_source(self.base_url, source)
+        if source != self._recorded:  # the record is read and written once per engine
+            if recorded_source(self.base_url) != source:
+                record_source(self.base_url, source)
+            self._recorded = source
         return source
 
     def _confined_profile_file(self, source: str | None, warn: bool = True) -> str | None:
@@ -191,9 +187,9 @@ class PodmanEngine(DockerEngine):
                 return None
             text = json.dumps(profile, sort_keys=True)
             digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-            path = PROFILE_FOLDER / f"podman-seccomp-{digest}.json"
+            path = cache_dir() / f"podman-seccomp-{digest}.json"
             if not path.exists():
-                _write_atomically(path, text)
+                write_atomically(path, text)
             self._profiles[source] = str(path)
         return self._profiles[source]
 

@@ -18,10 +18,8 @@ import functools
 import hashlib
 import io
 import json
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +28,7 @@ if TYPE_CHECKING:  # importlib.metadata and tarfile are imported when needed: ev
     import tarfile  # start imports this module, and most only read the cached digest
     from importlib import metadata
 
+from ..cache import cache_dir, write_atomically
 from ..errors import SandboxError
 
 FORMAT = 3  # bump when the bundle's layout or digest changes
@@ -248,21 +247,6 @@ def _computed() -> Bundle:
                   requires_python=requires, min_python=min_python(requires))
 
 
-def cache_dir() -> Path:
-    """A user-private folder for the bundle's cache and fill locks (created 0700)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for folder in (Path(base) / "agentkernel",
-                   Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"):
-        try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):
-                return folder
-        except OSError:
-            continue
-    raise SandboxError(f"no private folder for agentkernel's cache: {base}/agentkernel and "
-                       f"{tempfile.gettempdir()} are not writable")
-
-
 def _cache_file() -> Path:
     """This interpreter's cache file (one per Python environment)."""
     key = hashlib.sha256(f"{sys.prefix}\n{sys.version}".encode()).hexdigest()[:16]
@@ -302,10 +286,7 @@ def _to_cache(bundle: Bundle) -> None:
              "digest": bundle.digest, "ipython": bundle.ipython,
              "requires_python": bundle.requires_python, "min_python": list(bundle.min_python)}
     try:
-        target = _cache_file()
-        partial = target.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(entry))
-        os.replace(partial, target)
+        write_atomically(_cache_file(), json.dumps(entry))
     except (OSError, SandboxError):
         pass  # no cache: the next process works it out again
 

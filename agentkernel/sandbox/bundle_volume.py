@@ -23,10 +23,11 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from ..cache import cache_dir
 from ..engine import Engine
 from ..errors import EngineError, SandboxError, one_line
 from ..tarball import single_file_tar
-from .bundle import SITE, Bundle, cache_dir, host_bundle
+from .bundle import SITE, Bundle, host_bundle
 from .request import HOLD_COMMAND, LABEL_OWNER, MB, owner_label
 
 log = logging.getLogger(__name__)

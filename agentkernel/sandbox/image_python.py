@@ -13,12 +13,11 @@ runner's ``major.minor.micro``. A missing or unwritable cache only means waiting
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from pathlib import Path
 
+from ..cache import cache_dir, write_atomically
 from ..errors import SandboxError
-from .bundle import cache_dir
 
 IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 VERSION = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}")  # what runner.py sends: "{}.{}.{}"
@@ -44,9 +43,7 @@ def remember(image_id: str, version: object) -> None:
         path = _path(image_id)
         if path is None or recall(image_id) == version:
             return
-        staging = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        staging.write_text(version, encoding="ascii")
-        staging.replace(path)
+        write_atomically(path, version)
 
 
 def _path(image_id: str) -> Path | None:

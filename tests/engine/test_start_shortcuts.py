@@ -65,7 +65,7 @@ def test_podman_start_checks_the_recorded_profile_path(tmp_path: Path, record: s
         assert _confined_text(stale) != _confined_text(actual)
     elif record == "not a profile":
         stale.write_text("{")
-    monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path / "profiles")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # records and profiles
     podman.record_source(shared.base_url, str(stale))
     fresh = connect_endpoint("podman", shared.endpoint())  # /info not asked yet
     with Sandbox(image=TEST_IMAGE, network=False, engine=fresh) as sandbox:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkernel.cache import write_atomically
 from agentkernel.engine import podman
 from agentkernel.sandbox import image_python
 
@@ -53,6 +54,16 @@ def test_a_record_that_is_not_a_version_is_ignored(cache: Path) -> None:
     assert image_python.recall(IMAGE) is None
 
 
+def test_a_failed_write_leaves_the_old_file_and_no_partial_one(cache: Path) -> None:
+    image_python.remember(IMAGE, "3.11.2")
+    (record,) = cache.glob(f"{image_python.PREFIX}*")
+    with pytest.raises(OSError):
+        write_atomically(cache / "missing-folder" / "x", "text")
+    write_atomically(record, "3.12.1")
+    assert image_python.recall(IMAGE) == "3.12.1"
+    assert sorted(p.name for p in cache.iterdir()) == [record.name]
+
+
 def test_an_unusable_cache_folder_is_no_error(tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The cache's place (and the fallback's) is a file, not a folder."""
@@ -63,9 +74,7 @@ def test_an_unusable_cache_folder_is_no_error(tmp_path: Path,
     assert image_python.recall(IMAGE) is None
 
 
-def test_podman_profile_source_is_recorded_per_endpoint(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path / "profiles")
+def test_podman_profile_source_is_recorded_per_endpoint(cache: Path) -> None:
     here, there = "unix:///run/podman/podman.sock", "unix:///run/user/1000/podman/podman.sock"
     assert podman.recorded_source(here) is None
     podman.record_source(here, "/usr/share/containers/seccomp.json")
@@ -74,11 +83,9 @@ def test_podman_profile_source_is_recorded_per_endpoint(tmp_path: Path,
 
 
 @pytest.mark.parametrize("text", ["relative/seccomp.json", "/a\n/b", "/a\x00b", ""])
-def test_a_podman_record_that_is_not_an_absolute_path_is_ignored(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
-    monkeypatch.setattr(podman, "PROFILE_FOLDER", tmp_path)
+def test_a_podman_record_that_is_not_an_absolute_path_is_ignored(cache: Path, text: str) -> None:
     url = "unix:///run/podman/podman.sock"
     podman.record_source(url, "/usr/share/containers/seccomp.json")
-    (record,) = tmp_path.glob("podman-seccomp-source-*")
+    (record,) = cache.glob("podman-seccomp-source-*")
     record.write_text(text)
     assert podman.recorded_source(url) is None
