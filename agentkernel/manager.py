@@ -39,7 +39,7 @@ Out = Callable[[str, str], None]
 RESTART_HINT = "%sandbox restart to continue"
 MB = 1024 * 1024
 ENGINE_WARM_UP_DELAY_S = 0.5  # after the first reply, before a deferred engine connects
-ENGINE_LOAD_WAIT_S = 2.0  # start_in_background's wait for the engine's client library
+START_CPU_WAIT_S = 2.0  # start_in_background's wait for the start's CPU-bound first steps
 
 
 def _ignore(_name: str, _text: str) -> None:
@@ -84,34 +84,34 @@ class SandboxManager:
         # kernel_info's Python version while the first sandbox starts (see python_version)
         self._remembered_python: str | None = None
         self._python_known = threading.Event()
+        self._engine_asked = threading.Event()  # the first start has reached the engine
 
     # -- lifecycle -----------------------------------------------------------------------
     def start_in_background(self) -> None:
         """Start the default sandbox now, in a thread, so the first cell finds it ready.
 
-        Returns once the thread has loaded the engine's client library (at most
-        ENGINE_LOAD_WAIT_S): that import is the CPU-bound part of the start, and the caller's
-        own imports (ipykernel) would otherwise share the GIL with it and delay the container;
-        while the engine creates and starts the container they cost nothing.
+        Returns once the thread has sent its first request to the engine (at most
+        START_CPU_WAIT_S): loading the engine's client library and applying the policy are
+        the CPU-bound part of the start, and the caller's own imports (ipykernel) would
+        otherwise share the GIL with them and delay the container; while the engine creates
+        and starts the container they cost nothing.
         """
-        loaded = threading.Event()
-
         def run() -> None:
             try:
                 with contextlib.suppress(Exception):  # the start below reports any failure
                     load_backend()
-                loaded.set()
                 self.ensure_session()
             except SandboxError as err:
                 self._background_error = err
             except Exception as err:  # never let the thread die silently
                 self._background_error = SandboxError(f"could not start the sandbox: {err}")
             finally:
+                self._engine_asked.set()
                 self._python_known.set()
 
         self._background = threading.Thread(target=run, name="agentkernel-start", daemon=True)
         self._background.start()
-        loaded.wait(ENGINE_LOAD_WAIT_S)
+        self._engine_asked.wait(START_CPU_WAIT_S)
 
     def wait_background(self, timeout: float | None = None) -> None:
         if self._background is not None:
@@ -151,6 +151,7 @@ class SandboxManager:
         image: list[str] = []  # the image's id, once the start knows it
 
         def image_known(image_id: str) -> None:
+            self._engine_asked.set()
             image.append(image_id)
             self._remembered_python = image_python.recall(image_id)
             if self._remembered_python:

@@ -95,6 +95,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! pins_hold; then
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
+# Byte code for the package's own modules: an editable install has none, and where
+# PYTHONDONTWRITEBYTECODE is set every kernel would compile them again at its start.
+"$VENV/bin/python" -m compileall -q agentkernel agentkernel_kernel >/dev/null
 "$VENV/bin/python" -m agentkernel_kernel install --sys-prefix >/dev/null
 
 # --- test image -----------------------------------------------------------

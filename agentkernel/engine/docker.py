@@ -27,6 +27,7 @@ from ..errors import (
     EngineError,
     EngineUnavailable,
     ImageNotAvailable,
+    SandboxConflict,
     SandboxError,
     SandboxNotFound,
     one_line,
@@ -85,6 +86,8 @@ def engine_errors(engine: DockerEngine, action: str) -> Iterator[None]:
             raise ContainerGone(f"{action}: {text}") from None
         if err.status_code == 409 and "not running" in text.lower():
             raise ContainerGone(f"{action}: {text}", removed=False) from None
+        if "is already in use" in text:  # a create's name (Podman answers 500, Docker 409)
+            raise SandboxConflict(f"{action} failed: {text}") from None
         raise EngineError(f"{action} failed: {text}") from None
     except (requests.ConnectionError, ConnectionError, DockerException) as err:
         raise EngineUnavailable(

@@ -17,7 +17,10 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import struct
 import threading
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 # NEWPID, NEWNET (the mask Docker's default profile uses)
 NAMESPACE_FLAGS = 0x7E020000
 ENOSYS, EPERM = 38, 1
+PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +80,60 @@ def record_source(base_url: str, source: str) -> None:
         write_atomically(_source_record(base_url), source)
 
 
+def service_identity(base_url: str) -> str | None:
+    """Which process serves the local socket ``base_url``: this boot's id, the pid of the
+    process that listens on it (SO_PEERCRED) and that process's start time. None when it
+    cannot be told (not a unix socket, a peer in another PID namespace, no /proc)."""
+    if not base_url.startswith("unix://"):
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(base_url[len("unix://"):])
+            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+        pid = PEERCRED.unpack(credentials)[0]
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except (OSError, ValueError, IndexError):
+        return None
+    return f"{boot}/{pid}/{started}" if pid > 0 else None
+
+
+def _host_record(base_url: str) -> Path:
+    digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
+    return cache_dir() / f"podman-host-{digest}.json"
+
+
+def recorded_host(base_url: str, service: str | None) -> dict[str, Any] | None:
+    """What /info said about its host (CPUs, memory, default seccomp profile's path) to an
+    earlier process, if the same Podman process (``service_identity``) still serves
+    ``base_url``: a running service does not read its configuration again."""
+    if service is None:
+        return None
+    try:
+        record = json.loads(_host_record(base_url).read_text(encoding="utf-8"))
+        host = record["host"]
+        fits = (record["service"] == service and isinstance(host["cpus"], int)
+                and isinstance(host["memTotal"], int)
+                and isinstance(host["security"]["seccompProfilePath"], str))
+    except (OSError, UnicodeError, SandboxError, ValueError, KeyError, TypeError):
+        return None
+    return host if fits else None
+
+
+def record_host(base_url: str, service: str | None, host: dict[str, Any]) -> None:
+    """Record the part of /info's ``host`` a start needs, for ``service`` (best effort)."""
+    try:
+        kept = {"cpus": host["cpus"], "memTotal": host["memTotal"],
+                "security": {"seccompProfilePath": host["security"]["seccompProfilePath"]}}
+    except (KeyError, TypeError):
+        return
+    if service is not None:
+        with contextlib.suppress(OSError, SandboxError):
+            write_atomically(_host_record(base_url),
+                             json.dumps({"service": service, "host": kept}))
+
+
 class PodmanEngine(DockerEngine):
     """Podman through its compatible API, with its own endpoints where that falls short."""
 
@@ -91,14 +149,29 @@ class PodmanEngine(DockerEngine):
         self._recorded: str | None = None  # the path this engine found or put on record
 
     def _host(self) -> dict[str, Any]:
-        """The "host" part of libpod's /info, asked once (it takes 0.35 s): the host's size
-        and the seccomp profile's path both come from it, during a start at the same time,
-        and the second asker waits for the first one's answer."""
+        """The "host" part of libpod's /info, asked once (it takes 0.2-0.35 s, and CPU the
+        container's start needs): the host's size and the seccomp profile's path both come
+        from it, during a start at the same time, and the second asker waits for the first
+        one's answer. Not asked at all when the same Podman process answered it to an
+        earlier process (``recorded_host``)."""
         with self._host_lock:
-            if self._host_answer is None:
+            known = self._host_if_known()
+            if known is None:
                 info = self._libpod("get", "/info", "asking podman about its host")
-                self._host_answer = info.get("host") or {}
-            return self._host_answer
+                known = self._host_answer = info.get("host") or {}
+                record_host(self.base_url, self._service, known)
+            return known
+
+    def _host_if_known(self) -> dict[str, Any] | None:
+        """/info's host part without asking: answered already, or on record for the Podman
+        process that serves this socket now."""
+        if self._host_answer is None:
+            self._host_answer = recorded_host(self.base_url, self._service)
+        return self._host_answer
+
+    @cached_property
+    def _service(self) -> str | None:
+        return service_identity(self.base_url)
 
     @property
     def ncpu(self) -> int:
@@ -150,7 +223,7 @@ class PodmanEngine(DockerEngine):
                             "seccomp profile (namespace creation allowed): the engine is not "
                             "local")
             return None, True
-        if self._host_answer is None:
+        if self._host_if_known() is None:
             recorded = recorded_source(self.base_url)
             if recorded is not None and os.path.isfile(recorded):
                 return recorded, False

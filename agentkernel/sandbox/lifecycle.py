@@ -45,16 +45,15 @@ class Lifecycle(SandboxCore):
             image_id = ensure_image(engine, eff.image, progress)
             if on_image is not None:
                 on_image(image_id)
-            self._refuse_taken_name()
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
             request = create_request(eff, volumes)
-            container_id = engine.create_container(request, eff.container_name)
+            container_id = self._create(request)
             try:
                 self._start_created(container_id, limits)
             except CreateAgain as stale:  # removed; made again on what the engine says now
                 log.info("%s", stale)
-                container_id = engine.create_container(request, eff.container_name)
+                container_id = self._create(request)
                 self._start_created(container_id, limits)
         finally:
             beside.shutdown(wait=False)
@@ -84,16 +83,20 @@ class Lifecycle(SandboxCore):
             raise
         self._hold(attachment)
 
-    def _refuse_taken_name(self) -> None:
+    def _create(self, request: dict[str, Any]) -> str:
+        """Create the container; a taken name is refused by the engine itself (no round trip
+        of its own on every start), and named here with what holds it."""
         try:
-            existing = self.engine.inspect_container(self.container_name)
-        except SandboxError:
-            return
-        if existing is not None:
+            return self.engine.create_container(request, self.container_name)
+        except SandboxConflict as conflict:
+            existing = None
+            with contextlib.suppress(SandboxError):
+                existing = self.engine.inspect_container(self.container_name)
+            state = f" ({existing.state})" if existing is not None else ""
             raise SandboxConflict(
-                f"a sandbox named {self.name!r} already exists ({existing.state}): connect to "
-                f"it (%sandbox connect {self.name}) or choose another --name"
-            )
+                f"a sandbox named {self.name!r} already exists{state}: connect to it "
+                f"(%sandbox connect {self.name}) or choose another --name"
+            ) from conflict
 
     def stop(self) -> None:
         """Stop the sandbox; its container is removed unless it is persistent."""

@@ -305,7 +305,7 @@ def test_labels_and_unique_names(engine: Engine, test_image: str) -> None:
 def test_same_name_refused(engine: Engine, test_image: str) -> None:
     name = f"dup-{os.getpid()}"
     with Sandbox(image=test_image, name=name, engine=engine) as first:
-        with pytest.raises(SandboxConflict, match="already exists"):
+        with pytest.raises(SandboxConflict, match=r"already exists \(running\): connect"):
             Sandbox(image=test_image, name=name, engine=engine).start()
         assert first.is_running and first.exec("true").ok
 

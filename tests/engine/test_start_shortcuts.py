@@ -77,3 +77,24 @@ def test_podman_start_checks_the_recorded_profile_path(tmp_path: Path, record: s
         assert sandbox.exec("echo hi").stdout == "hi\n"
         named = fresh.api.containers(all=True, filters={"name": sandbox.container_name})
         assert [c["Id"] for c in named] == [sandbox.container_id]
+
+
+def test_podman_start_without_info_when_the_same_service_answered_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once /info has answered, a later process served by the same Podman process (pid and
+    start time) takes its host size and profile path from the record: no /info at all, and
+    the sandbox still gets the confined form of Podman's default profile."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = connect_endpoint("podman", get_engine("podman").endpoint())
+    actual = Path(first._host()["security"]["seccompProfilePath"])  # asked, and recorded
+    later = connect_endpoint("podman", first.endpoint())
+    asked: list[str] = []
+    libpod = later._libpod
+    monkeypatch.setattr(later, "_libpod", lambda method, path, *args, **kwargs: (
+        asked.append(path), libpod(method, path, *args, **kwargs))[1])
+    with Sandbox(image=TEST_IMAGE, network=False, engine=later) as sandbox:
+        options = later.api.inspect_container(sandbox.container_id)["HostConfig"]["SecurityOpt"]
+        (profile,) = [o.split("=", 1)[1] for o in options if o.startswith("seccomp=")]
+        assert Path(profile).read_text() == _confined_text(actual)
+        assert sandbox.exec("echo hi").stdout == "hi\n"
+    assert "/info" not in asked and later.ncpu == first.ncpu

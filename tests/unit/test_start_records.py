@@ -4,6 +4,8 @@ a cache that cannot be written only costs the wait it saves."""
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,49 @@ def test_a_podman_record_that_is_not_an_absolute_path_is_ignored(cache: Path, te
     (record,) = cache.glob("podman-seccomp-source-*")
     record.write_text(text)
     assert podman.recorded_source(url) is None
+
+
+HOST = {"cpus": 2, "memTotal": 24 << 30, "security": {"seccompProfilePath": "/usr/share/x.json"},
+        "hostname": "not kept"}
+
+
+def test_the_process_serving_a_socket_is_told_by_pid_and_start_time(tmp_path: Path) -> None:
+    path = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(path))
+        server.listen()
+        started = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        assert podman.service_identity(f"unix://{path}") == f"{boot}/{os.getpid()}/{started}"
+    assert podman.service_identity(f"unix://{path}") is None, "nobody listens any more"
+    assert podman.service_identity("tcp://127.0.0.1:2375") is None
+
+
+def test_a_host_record_serves_only_the_same_service_process(cache: Path) -> None:
+    url = "unix:///run/podman/podman.sock"
+    podman.record_host(url, "boot/100/5000", HOST)
+    kept = {key: HOST[key] for key in ("cpus", "memTotal", "security")}
+    assert podman.recorded_host(url, "boot/100/5000") == kept
+    assert podman.recorded_host(url, "boot/100/5001") is None, "the service was restarted"
+    assert podman.recorded_host(url, None) is None, "a service that cannot be told"
+    assert podman.recorded_host("unix:///run/user/1000/podman/podman.sock",
+                                "boot/100/5000") is None
+
+
+@pytest.mark.parametrize("text", [
+    "{", "[]", '{"service": "boot/100/5000"}',
+    '{"service": "boot/100/5000", "host": {"cpus": "2", "memTotal": 1, '
+    '"security": {"seccompProfilePath": "/x"}}}',
+    '{"service": "boot/100/5000", "host": {"cpus": 2, "memTotal": 1, "security": {}}}',
+])
+def test_a_host_record_that_is_not_well_formed_is_ignored(cache: Path, text: str) -> None:
+    url = "unix:///run/podman/podman.sock"
+    podman.record_host(url, "boot/100/5000", HOST)
+    (record,) = cache.glob("podman-host-*")
+    record.write_text(text)
+    assert podman.recorded_host(url, "boot/100/5000") is None
+
+
+def test_an_answer_without_what_a_start_needs_is_not_recorded(cache: Path) -> None:
+    podman.record_host("unix:///run/podman/podman.sock", "boot/1/2", {"cpus": 2})
+    assert not list(cache.glob("podman-host-*"))
