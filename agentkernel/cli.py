@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
+from . import netguard
 from .attach import attach_shell
 from .config import options
+from .config.options import GUARDED_NETWORK
 from .engine import ENGINE_KINDS, ContainerSummary, Engine, connect
 from .errors import SandboxError, SandboxNotFound, one_line
 from .imagebuild import build_image, image_exists
@@ -221,10 +223,41 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- network ------------------------------------------------------------------------------------
+def cmd_network_setup(args: argparse.Namespace) -> int:
+    """Make each engine's guarded network and its firewall rules (root; once per boot)."""
+    for engine in _engines(args):
+        print(netguard.setup(engine))
+    return 0
+
+
+def cmd_network_status(args: argparse.Namespace) -> int:
+    """Say, per engine, whether sandboxes with the network get the guarded network."""
+    for engine in _engines(args):
+        bridge = engine.network_bridge(GUARDED_NETWORK)
+        if bridge is None:
+            state = "not set up: sandboxes start without network (agentkernel network setup)"
+        elif not netguard.available(engine):
+            state = (f"network {GUARDED_NETWORK} on {bridge}, but its firewall rules are not "
+                     "in place since this host started: sandboxes start without network "
+                     "(agentkernel network setup)")
+        elif engine.remote:
+            state = (f"network {GUARDED_NETWORK} on {bridge} (a remote engine: its firewall "
+                     "rules are its host's, set up there after every boot)")
+        else:
+            state = f"guarded: network {GUARDED_NETWORK} on {bridge}, firewall rules in place"
+        print(f"{engine.kind}: {state}")
+    return 0
+
+
+def _engines(args: argparse.Namespace) -> list[Engine]:
+    return [connect(kind) for kind in args.engines] if args.engines else [_engine(args)]
+
+
 # -- image build, install -----------------------------------------------------------------------
 def cmd_image_build(args: argparse.Namespace) -> int:
     """Build a Python image with debootstrap (skipped with --if-missing when it exists)."""
-    engines = [connect(kind) for kind in args.engines] if args.engines else [_engine(args)]
+    engines = _engines(args)
     if args.if_missing:
         for engine in [e for e in engines if image_exists(e, args.tag)]:
             print(f"image {args.tag} is present in {engine.kind}: nothing to build")
@@ -313,6 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["stop"].add_argument("--rm", action="store_true",
                                      help="remove it, even a persistent one")
     _add_image_commands(add("image", None, "Build images."))
+    network = add("network", None, "Set up or show the guarded network (sandboxes with the "
+                  "network reach the internet, not the host).").add_subparsers(
+        dest="network_command", required=True, metavar="COMMAND")
+    for name, handler, text in (
+            ("setup", cmd_network_setup, "make each engine's guarded network and its firewall "
+             "rules (root; again after every boot)"),
+            ("status", cmd_network_status, "whether sandboxes with the network get it")):
+        command = network.add_parser(name, help=text, description=text[0].upper() + text[1:])
+        command.add_argument("--engines", nargs="+", choices=["docker", "podman"], metavar="E",
+                             help="these engines (default: --engine)")
+        command.set_defaults(handler=handler)
     from agentkernel_kernel.kernelspec import add_install_arguments
 
     add_install_arguments(add("install", cmd_install, "Install the Jupyter kernelspec."))

@@ -158,6 +158,7 @@ class SandboxManager:
                 self._python_known.set()
 
         sandbox.start(progress=_pull_reporter(out), ipython=True, on_image=image_known)
+        self.notes += sandbox.notes
         self.created.add(sandbox.name)
         try:
             self._attach(sandbox)

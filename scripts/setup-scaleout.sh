@@ -130,6 +130,10 @@ if ! tls_docker image inspect "$IMAGE" >/dev/null 2>&1; then
   docker save "$IMAGE" | tls_docker load -q >&2
 fi
 
+# sandboxes with the network join this engine's guarded network too (agentkernel/netguard.py)
+DOCKER_HOST=tcp://127.0.0.1:$TLS_PORT DOCKER_TLS_VERIFY=1 DOCKER_CERT_PATH=$TLS_DIR/client \
+  "$VENV/bin/agentkernel" --engine docker network setup >&2
+
 # --- Enterprise Gateway, in its own venv ------------------------------------------------------
 if [ ! -x "$GATEWAY_VENV/bin/jupyter-enterprisegateway" ]; then
   log "installing Enterprise Gateway into $GATEWAY_VENV"

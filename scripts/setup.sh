@@ -111,6 +111,10 @@ engines=(docker)
 AGENTKERNEL_IMAGE="$IMAGE" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" -m helpers.widgets_image \
   --if-missing --engines "${engines[@]}" >&2
 
+# --- the guarded network: where sandboxes with the network go (agentkernel/netguard.py) ------
+# Firewall rules are gone after a reboot, so this runs every time (idempotent).
+"$VENV/bin/agentkernel" network setup --engines "${engines[@]}" >&2
+
 # --- scale-out: sshd on loopback, a TLS engine, Enterprise Gateway (docs/scale-out.md) -------
 if [ "${AGENTKERNEL_SETUP_SCALEOUT:-1}" = 1 ]; then
   scripts/setup-scaleout.sh "$VENV" "$IMAGE"

@@ -25,6 +25,7 @@ from .profiles import DEFAULT_PROFILE, PROFILES
 
 Kind = Literal["value", "list", "map", "switch", "tristate"]
 DEFAULT_IMAGE = "python:3.12-slim"
+GUARDED_NETWORK = "agentkernel-guarded"  # see agentkernel.netguard
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ OPTIONS: tuple[Option, ...] = (
            _nullable(Int), flags=("--shm-size",), parse=specs.parse_memory_mb, metavar="SIZE"),
     Option("network", "network on or off (default: the profile's)", _nullable(Bool),
            kind="tristate", flags=("--network",)),
+    Option("network_name", "the engine network a sandbox with the network joins (config "
+           f"files only): {GUARDED_NETWORK!r}, agentkernel's guarded network (`agentkernel "
+           "network setup`), by default; '' for the engine's default bridge, from which the "
+           "host's services can be reached", lambda: Unicode(GUARDED_NETWORK)),
     Option("ports", f"publish a port: {specs.PORT_USAGE}", lambda: List(Unicode()),
            kind="list", flags=("-p", "--port"), parse=_keep(specs.parse_port), metavar="SPEC"),
     Option("volumes", f"mount {specs.VOLUME_USAGE}", lambda: List(Unicode()), kind="list",

@@ -97,6 +97,11 @@ class SandboxConfigBase(Configurable):
                 f"profile {prof.name} forbids the network: drop --network or use "
                 "--profile moderate"
             )
+        if self.network_name in ("host", "none", "bridge") or ":" in self.network_name:
+            raise ConfigError(
+                f"invalid network_name {self.network_name!r}: a network of its own, "
+                f"{options.GUARDED_NETWORK!r} (the default) or '' (the engine's bridge)"
+            )
         ports = tuple(specs.parse_port(p) for p in self.ports)
         if ports and not network:
             raise ConfigError(

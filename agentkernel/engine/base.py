@@ -211,6 +211,17 @@ class Engine(ABC):
     def commit_container(self, container_id: str, tag: str) -> str:
         """Save a container's file system as image ``tag``; returns the image id."""
 
+    # -- networks --------------------------------------------------------------------------
+    @abstractmethod
+    def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
+        """Create the bridge network ``name`` on the host interface ``bridge``, with no
+        traffic between its containers where the engine can refuse it."""
+
+    @abstractmethod
+    def network_bridge(self, name: str) -> str | None:
+        """The host interface of bridge network ``name``; None when there is no such network
+        (or it names no interface)."""
+
     # -- volumes ---------------------------------------------------------------------------
     @abstractmethod
     def create_volume(self, name: str, labels: Mapping[str, str]) -> None:

@@ -63,6 +63,7 @@ from .tlsconn import client_context, hijack
 API_VERSION = "1.41"
 REQUEST_TIMEOUT = 120
 CPU_PERIOD = 100_000
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"  # a bridge network's host interface
 IMPORT_CHUNK = 1 << 20
 
 
@@ -253,6 +254,20 @@ class DockerEngine(Engine):
             answer = self.api.commit(container_id, repository=self._local_repo(repo),
                                      tag=version)
         return str(answer.get("Id") or answer.get("id") or "")
+
+    # -- networks --------------------------------------------------------------------------
+    def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
+        with self._errors(f"creating network {name}"):
+            self.api.create_network(name, driver="bridge", labels=dict(labels), options={
+                BRIDGE_NAME_OPTION: bridge, "com.docker.network.bridge.enable_icc": "false"})
+
+    def network_bridge(self, name: str) -> str | None:
+        try:
+            with self._errors(f"inspecting network {name}"):
+                options = self.api.inspect_network(name).get("Options") or {}
+        except ContainerGone:  # 404
+            return None
+        return options.get(BRIDGE_NAME_OPTION) or None
 
     # -- volumes ---------------------------------------------------------------------------
     def create_volume(self, name: str, labels: Mapping[str, str]) -> None:

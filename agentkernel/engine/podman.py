@@ -20,6 +20,7 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # NEWPID, NEWNET (the mask Docker's default profile uses)
 NAMESPACE_FLAGS = 0x7E020000
 ENOSYS, EPERM = 38, 1
+LIBPOD_NETWORKS = "4.0.0"  # the libpod API version its network endpoints take
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
@@ -284,6 +286,22 @@ class PodmanEngine(DockerEngine):
         self._libpod("post", f"/containers/{container_id}/update", "resizing the sandbox",
                      json=body)
 
+    def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
+        """Through libpod: the compatible API ignores the interface name. Podman has no
+        per-network switch against traffic between its containers; the guarded network's
+        firewall rules refuse it (``agentkernel.netguard``)."""
+        self._libpod("post", "/networks/create", f"creating network {name}", LIBPOD_NETWORKS, json={
+            "name": name, "driver": "bridge", "network_interface": bridge,
+            "labels": dict(labels)})
+
+    def network_bridge(self, name: str) -> str | None:
+        try:
+            network = self._libpod("get", f"/networks/{name}/json", f"inspecting network {name}",
+                                   LIBPOD_NETWORKS)
+        except ContainerGone:  # 404
+            return None
+        return network.get("network_interface") or None
+
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Refuse a container created with another OCI runtime than the one asked for: the
         compatible API ignores the option, so a sandbox meant for gVisor or Kata would
@@ -300,9 +318,11 @@ class PodmanEngine(DockerEngine):
                 f"{runtime!r} podman's default runtime in containers.conf, or use Docker)"
             )
 
-    def _libpod(self, method: str, path: str, action: str, **kwargs: Any) -> dict[str, Any]:
-        """Call one of Podman's own endpoints (``/libpod/...``); its JSON answer, or {}."""
-        url = f"{self.api.base_url}/v{API_VERSION}/libpod{path}"
+    def _libpod(self, method: str, path: str, action: str, version: str = API_VERSION,
+                **kwargs: Any) -> dict[str, Any]:
+        """Call one of Podman's own endpoints (``/libpod/...``) as API ``version`` (its
+        network endpoints refuse Docker's version numbers); its JSON answer, or {}."""
+        url = f"{self.api.base_url}/v{version}/libpod{path}"
         with self._errors(action):
             answer = self.api.request(method, url, timeout=self.api.timeout, **kwargs)
         if answer.status_code == 404:

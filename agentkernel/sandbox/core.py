@@ -65,6 +65,7 @@ class SandboxCore:
             config = config.copy(**overrides)
         self.config = config
         self.effective: EffectiveConfig = config.resolve()
+        self.notes: list[str] = []  # what its start chose that the user should read
         self._engine = engine
         self._attachment: Attachment | None = None
         self._finalizer: weakref.finalize | None = None

@@ -9,8 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from .. import reaper
-from ..config import SandboxConfig
+from .. import netguard, reaper
+from ..config import EffectiveConfig, SandboxConfig
+from ..config.options import GUARDED_NETWORK
 from ..engine import Engine, connect
 from ..engine.base import CreateAgain
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
@@ -34,8 +35,8 @@ class Lifecycle(SandboxCore):
         runner uses it when the image has no IPython), filling its volume on first use.
         ``on_image`` gets the image's id as soon as it is known, before the create.
         """
-        eff = self.effective
         engine = self.engine
+        eff = self._network_checked()
         # The engine's host size is asked beside the create and start (Podman's /info takes
         # 0.35 s); a refused limit removes the container just started.
         beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkernel-limits")
@@ -59,6 +60,29 @@ class Lifecycle(SandboxCore):
             beside.shutdown(wait=False)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
         return self
+
+    def _network_checked(self) -> EffectiveConfig:
+        """The effective configuration with the network only where it is guarded: a sandbox
+        bound for the guarded network whose rules are not in place on this host (see
+        agentkernel.netguard) starts without the network when the profile chose it (said in
+        ``notes``), and is refused when the network was asked for."""
+        eff = self.effective
+        if not eff.network or eff.network_name != GUARDED_NETWORK:
+            return eff
+        if netguard.available(self.engine):
+            return eff
+        where = (f"the engine at {self.engine.base_url} has no {GUARDED_NETWORK} network"
+                 if self.engine.remote else "`agentkernel network setup` has not run (as root) "
+                 "since this host started")
+        why = (f"the guarded network is not set up ({where}; an operator may instead set "
+               "c.SandboxConfig.network_name = '' for the engine's bridge, from which the "
+               "host's services can be reached)")
+        if self.config.network or eff.ports:
+            raise SandboxError(f"the network is not available: {why}")
+        self.notes.append(f"the sandbox has no network: {why}")
+        log.warning("sandbox %s has no network: %s", self.name, why)
+        self.effective = eff.replace(network=False)
+        return self.effective
 
     def _start_created(self, container_id: str, limits: Future[None]) -> None:
         """Tie the created container to this process, start it, and hold it once ``limits``
