@@ -21,6 +21,7 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v busybox >/dev/null || need_apt+=(busybox-static)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # a local registry for pull tests
 command -v chromium >/dev/null || need_apt+=(chromium)
+command -v ip6tables >/dev/null || need_apt+=(iptables)  # the guarded network's rules
 if [ "$WANT_PODMAN" = 1 ]; then
   command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
   [ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || need_apt+=(catatonit)

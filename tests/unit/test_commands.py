@@ -115,7 +115,13 @@ def test_every_option_with_a_flag_is_a_start_flag():
     for option in options.OPTIONS:
         if option.flags:
             assert option.flag in help_text, option.name
-    assert flagged == set(options.BY_NAME) - {"work_dir", "labels"}
+    assert flagged == set(options.BY_NAME) - {"work_dir", "labels", "network_name"}
+
+
+def test_a_cell_cannot_choose_the_engine_network():
+    """The network a sandbox joins is the operator's (the guarded one by default)."""
+    with pytest.raises(CommandError):
+        sandbox("start --network-name host")
 
 
 def test_start_network_flag_and_equals_syntax():

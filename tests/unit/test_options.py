@@ -75,7 +75,7 @@ def test_profiles_in_the_create_request():
     assert (moderate["Memory"], moderate["CpuQuota"], moderate["PidsLimit"]) == (
         512 * MB, 100_000, 512)
     assert moderate["CapDrop"] == ["ALL"] and moderate["SecurityOpt"] == ["no-new-privileges"]
-    assert "NetworkMode" not in moderate and moderate["AutoRemove"] is True
+    assert moderate["NetworkMode"] == "agentkernel-guarded" and moderate["AutoRemove"] is True
     strict = resolved(profile="restrictive")
     host = strict["HostConfig"]
     assert host["NetworkMode"] == "none" and host["ReadonlyRootfs"] is True
