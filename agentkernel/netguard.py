@@ -70,9 +70,9 @@ def rules(kind: str, nameservers: Iterable[str]) -> dict[str, dict[str, list[lis
 
 
 def jumps(kind: str, bridge: str) -> dict[str, list[str]]:
-    """Where each chain is entered: {chain: [built-in chain, rule arguments]}. Docker's
+    """Where each chain is entered: {chain: [parent chain, rule arguments]}. Docker's
     forwarding rules come after its DOCKER-USER chain, which it never flushes; Podman's
-    (netavark) after the FORWARD chain's first rule."""
+    (netavark's) after the jump setup puts first in FORWARD."""
     chain_in, chain_fwd = chains(kind)
     return {chain_in: ["INPUT", "-i", bridge, "-j", chain_in],
             chain_fwd: ["DOCKER-USER" if kind == "docker" else "FORWARD", "-i", bridge,

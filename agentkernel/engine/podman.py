@@ -290,9 +290,10 @@ class PodmanEngine(DockerEngine):
         """Through libpod: the compatible API ignores the interface name. Podman has no
         per-network switch against traffic between its containers; the guarded network's
         firewall rules refuse it (``agentkernel.netguard``)."""
-        self._libpod("post", "/networks/create", f"creating network {name}", LIBPOD_NETWORKS, json={
-            "name": name, "driver": "bridge", "network_interface": bridge,
-            "labels": dict(labels)})
+        body = {"name": name, "driver": "bridge", "network_interface": bridge,
+                "labels": dict(labels)}
+        self._libpod("post", "/networks/create", f"creating network {name}", LIBPOD_NETWORKS,
+                     json=body)
 
     def network_bridge(self, name: str) -> str | None:
         try:
