@@ -6,8 +6,9 @@ containers, a cloud's metadata endpoint. ``agentkernel network setup`` (root, on
 makes one bridge network per engine, ``GUARDED_NETWORK`` on a fixed interface (``BRIDGES``),
 and firewall rules for that interface (:func:`rules`):
 
-- to the host itself (INPUT): only replies to connections the host opened (published ports),
-  and on Podman DNS to the network's own resolver (aardvark-dns, on the bridge);
+- to the host itself (INPUT): only replies to connections the host opened (published ports);
+  Podman's network has no DNS server of its own on the bridge (its containers use the host's
+  resolvers), and Docker's answers inside each container (127.0.0.11);
 - through the host (FORWARD): no private, loopback, link-local, shared, multicast or reserved
   address, except DNS to the host's own resolvers (often private in clouds); replies pass;
 - no IPv6 at all (the network has none).
@@ -57,10 +58,7 @@ def rules(kind: str, nameservers: Iterable[str]) -> dict[str, dict[str, list[lis
     """The rules of ``kind``'s guarded network: {tool: {chain: [rule arguments]}}."""
     chain_in, chain_fwd = chains(kind)
     dns = [[*proto, "--dport", "53"] for proto in (["-p", "udp"], ["-p", "tcp"])]
-    to_host = [[*REPLIES, "-j", "ACCEPT"]]
-    if kind == "podman":  # aardvark-dns answers on the bridge's own address
-        to_host += [[*port, "-j", "ACCEPT"] for port in dns]
-    to_host.append(["-j", "DROP"])
+    to_host = [[*REPLIES, "-j", "ACCEPT"], ["-j", "DROP"]]
     through = [[*REPLIES, "-j", "RETURN"]]
     through += [["-d", server, *port, "-j", "RETURN"] for server in nameservers for port in dns]
     through += [["-d", block, "-j", "DROP"] for block in BLOCKED_V4]

@@ -287,11 +287,12 @@ class PodmanEngine(DockerEngine):
                      json=body)
 
     def create_network(self, name: str, bridge: str, labels: Mapping[str, str]) -> None:
-        """Through libpod: the compatible API ignores the interface name. Podman has no
-        per-network switch against traffic between its containers; the guarded network's
-        firewall rules refuse it (``agentkernel.netguard``)."""
+        """Through libpod: the compatible API ignores the interface name. No DNS server of
+        Podman's on the bridge (containers use the host's resolvers), and no per-network
+        switch against traffic between its containers: the guarded network's firewall rules
+        refuse it (``agentkernel.netguard``)."""
         body = {"name": name, "driver": "bridge", "network_interface": bridge,
-                "labels": dict(labels)}
+                "dns_enabled": False, "labels": dict(labels)}
         self._libpod("post", "/networks/create", f"creating network {name}", LIBPOD_NETWORKS,
                      json=body)
 
