@@ -144,10 +144,11 @@ class SandboxManager:
         ``replace``, the current one goes first, once the new one has passed the policy (a
         refused start leaves the current sandbox as it was)."""
         concrete, notes = self.policy.apply(config, self.operator)
+        sandbox = Sandbox(concrete)
+        sandbox.check_network()  # a network that cannot be guarded is refused here too
         if replace:
             self._drop_current()
         self.notes += notes
-        sandbox = Sandbox(concrete)
         image: list[str] = []  # the image's id, once the start knows it
 
         def image_known(image_id: str) -> None:

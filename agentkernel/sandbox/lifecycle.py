@@ -36,7 +36,7 @@ class Lifecycle(SandboxCore):
         ``on_image`` gets the image's id as soon as it is known, before the create.
         """
         engine = self.engine
-        eff = self._network_checked()
+        eff = self.check_network()
         # The engine's host size is asked beside the create and start (Podman's /info takes
         # 0.35 s); a refused limit removes the container just started.
         beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkernel-limits")
@@ -61,11 +61,12 @@ class Lifecycle(SandboxCore):
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
         return self
 
-    def _network_checked(self) -> EffectiveConfig:
+    def check_network(self) -> EffectiveConfig:
         """The effective configuration with the network only where it is guarded: a sandbox
         bound for the guarded network whose rules are not in place on this host (see
         agentkernel.netguard) starts without the network when the profile chose it (said in
-        ``notes``), and is refused when the network was asked for."""
+        ``notes``), and is refused (SandboxError) when the network was asked for. The start
+        calls it; a caller may call it first, to refuse before anything else is done."""
         eff = self.effective
         if not eff.network or eff.network_name != GUARDED_NETWORK:
             return eff

@@ -122,5 +122,9 @@ def test_without_the_rules_the_network_stays_off(engine: Engine, test_image: str
         manager.execute("1", on_event=lambda _e: None, out=lambda *line: printed.append(line))
         (stream, text), = printed
         assert stream == "stderr" and text.startswith("[agentkernel] the sandbox has no network")
+        current = manager.sandbox
+        with pytest.raises(SandboxError, match="the network is not available"):
+            manager.start(manager.operator.copy(network=True))
+        assert manager.sandbox is current and current.is_running, "the sandbox is kept"
     finally:
         manager.shutdown()

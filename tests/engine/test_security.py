@@ -286,6 +286,7 @@ def test_home_mount_stays_read_only_inside(engine: Engine, test_image: str, tmp_
     home = tmp_path / "me"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "host-cache"))  # the host's own records
     with Sandbox(image=test_image, volumes=[f"{home}:/h", f"{tmp_path}:/above"],
                  engine=engine) as sb:
         for target in ("/h", "/above"):
