@@ -149,11 +149,8 @@ class SandboxManager:
         if replace:
             self._drop_current()
         self.notes += notes
-        image: list[str] = []  # the image's id, once the start knows it
-
         def image_known(image_id: str) -> None:
             self._engine_asked.set()
-            image.append(image_id)
             self._remembered_python = image_python.recall(image_id)
             if self._remembered_python:
                 self._python_known.set()
@@ -166,8 +163,8 @@ class SandboxManager:
         except SandboxError:
             sandbox.stop()
             raise
-        if image:  # a fresh container's word, before any cell ran in it
-            image_python.remember(image[0], self.ready.get("python"))
+        if sandbox.image_id:  # a fresh container's word, before any cell ran in it
+            image_python.remember(sandbox.image_id, self.ready.get("python"))
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""

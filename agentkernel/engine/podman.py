@@ -62,26 +62,6 @@ def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
     return profile
 
 
-def _source_record(base_url: str) -> Path:
-    digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
-    return cache_dir() / f"podman-seccomp-source-{digest}"
-
-
-def recorded_source(base_url: str) -> str | None:
-    """The path of Podman's default seccomp profile that /info gave for ``base_url`` last."""
-    try:
-        text = _source_record(base_url).read_text(encoding="utf-8")
-    except (OSError, UnicodeError, SandboxError):
-        return None
-    return text if text.startswith("/") and "\n" not in text and "\x00" not in text else None
-
-
-def record_source(base_url: str, source: str) -> None:
-    """Record /info's path of the default profile for ``base_url`` (best effort)."""
-    with contextlib.suppress(OSError, SandboxError):
-        write_atomically(_source_record(base_url), source)
-
-
 def service_identity(base_url: str) -> str | None:
     """Which process serves the local socket ``base_url``: this boot's id, the pid of the
     process that listens on it (SO_PEERCRED) and that process's start time. None when it
@@ -106,34 +86,49 @@ def _host_record(base_url: str) -> Path:
     return cache_dir() / f"podman-host-{digest}.json"
 
 
+def _read_record(base_url: str) -> tuple[str | None, dict[str, Any]] | None:
+    """The record of ``base_url``'s last /info answer: (the service that gave it, the part
+    kept), or None when there is none that is well formed."""
+    try:
+        record = json.loads(_host_record(base_url).read_text(encoding="utf-8"))
+        host, service = record["host"], record["service"]
+        source = host["security"]["seccompProfilePath"]
+        well_formed = (isinstance(host["cpus"], int) and isinstance(host["memTotal"], int)
+                       and isinstance(source, str) and source.startswith("/")
+                       and "\n" not in source and "\x00" not in source
+                       and (service is None or isinstance(service, str)))
+    except (OSError, UnicodeError, SandboxError, ValueError, KeyError, TypeError):
+        return None
+    return (service, host) if well_formed else None
+
+
 def recorded_host(base_url: str, service: str | None) -> dict[str, Any] | None:
     """What /info said about its host (CPUs, memory, default seccomp profile's path) to an
     earlier process, if the same Podman process (``service_identity``) still serves
     ``base_url``: a running service does not read its configuration again."""
-    if service is None:
+    record = _read_record(base_url)
+    if service is None or record is None or record[0] != service:
         return None
-    try:
-        record = json.loads(_host_record(base_url).read_text(encoding="utf-8"))
-        host = record["host"]
-        fits = (record["service"] == service and isinstance(host["cpus"], int)
-                and isinstance(host["memTotal"], int)
-                and isinstance(host["security"]["seccompProfilePath"], str))
-    except (OSError, UnicodeError, SandboxError, ValueError, KeyError, TypeError):
-        return None
-    return host if fits else None
+    return record[1]
+
+
+def recorded_source(base_url: str) -> str | None:
+    """The path of Podman's default seccomp profile that /info gave for ``base_url`` last,
+    whichever Podman process gave it (a start checks it against /info)."""
+    record = _read_record(base_url)
+    return record[1]["security"]["seccompProfilePath"] if record else None
 
 
 def record_host(base_url: str, service: str | None, host: dict[str, Any]) -> None:
-    """Record the part of /info's ``host`` a start needs, for ``service`` (best effort)."""
+    """Record the part of /info's ``host`` a start needs, with the ``service`` that gave it
+    (best effort; only an answer that has all of it)."""
     try:
         kept = {"cpus": host["cpus"], "memTotal": host["memTotal"],
                 "security": {"seccompProfilePath": host["security"]["seccompProfilePath"]}}
     except (KeyError, TypeError):
         return
-    if service is not None:
-        with contextlib.suppress(OSError, SandboxError):
-            write_atomically(_host_record(base_url),
-                             json.dumps({"service": service, "host": kept}))
+    with contextlib.suppress(OSError, SandboxError):
+        write_atomically(_host_record(base_url), json.dumps({"service": service, "host": kept}))
 
 
 class PodmanEngine(DockerEngine):
@@ -148,7 +143,6 @@ class PodmanEngine(DockerEngine):
         self._profiles: dict[str, str] = {}  # default profile's path -> confined profile's
         self._unconfirmed: dict[str, str] = {}  # container -> recorded default path it got
         self._warned: set[str] = set()
-        self._recorded: str | None = None  # the path this engine found or put on record
 
     def _host(self) -> dict[str, Any]:
         """The "host" part of libpod's /info, asked once (it takes 0.2-0.35 s, and CPU the
@@ -232,19 +226,14 @@ class PodmanEngine(DockerEngine):
         return self._reported_source(), True
 
     def _reported_source(self) -> str | None:
-        """/info's path of Podman's default seccomp profile, recorded for the next process
-        (see _profile_source); None when Podman does not say."""
+        """/info's path of Podman's default seccomp profile (recorded for the next process
+        with the rest of /info's answer, see _host); None when Podman does not say."""
         try:
-            source = str(self._host()["security"]["seccompProfilePath"])
+            return str(self._host()["security"]["seccompProfilePath"])
         except (KeyError, TypeError, EngineError) as err:
             self._warn_once("podman: sandboxes keep podman's default seccomp profile "
                             f"(namespace creation allowed): {one_line(err, 200)}")
             return None
-        if source != self._recorded:  # the record is read and written once per engine
-            if recorded_source(self.base_url) != source:
-                record_source(self.base_url, source)
-            self._recorded = source
-        return source
 
     def _confined_profile_file(self, source: str | None, warn: bool = True) -> str | None:
         """The confined profile made from the default profile at ``source`` (written once per

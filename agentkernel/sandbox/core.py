@@ -66,6 +66,8 @@ class SandboxCore:
         self.config = config
         self.effective: EffectiveConfig = config.resolve()
         self.notes: list[str] = []  # what its start chose that the user should read
+        self.image_id: str | None = None  # the image's id, once a start here knows it
+        self._network_checked = False  # check_network() done (it may ask the engine)
         self._engine = engine
         self._attachment: Attachment | None = None
         self._finalizer: weakref.finalize | None = None

@@ -43,7 +43,7 @@ class Lifecycle(SandboxCore):
         try:
             limits = beside.submit(self._check_limits, eff.cpus, eff.memory_mb)
             refuse_host_mounts_on_remote_engine(eff, engine)
-            image_id = ensure_image(engine, eff.image, progress)
+            image_id = self.image_id = ensure_image(engine, eff.image, progress)
             if on_image is not None:
                 on_image(image_id)
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
@@ -68,9 +68,10 @@ class Lifecycle(SandboxCore):
         ``notes``), and is refused (SandboxError) when the network was asked for. The start
         calls it; a caller may call it first, to refuse before anything else is done."""
         eff = self.effective
-        if not eff.network or eff.network_name != GUARDED_NETWORK:
+        if self._network_checked or not eff.network or eff.network_name != GUARDED_NETWORK:
             return eff
         if netguard.available(self.engine):
+            self._network_checked = True
             return eff
         where = (f"the engine at {self.engine.base_url} has no {GUARDED_NETWORK} network"
                  if self.engine.remote else "`agentkernel network setup` has not run (as root) "
@@ -83,6 +84,7 @@ class Lifecycle(SandboxCore):
         self.notes.append(f"the sandbox has no network: {why}")
         log.warning("sandbox %s has no network: %s", self.name, why)
         self.effective = eff.replace(network=False)
+        self._network_checked = True
         return self.effective
 
     def _start_created(self, container_id: str, limits: Future[None]) -> None:

@@ -66,7 +66,9 @@ def test_podman_start_checks_the_recorded_profile_path(tmp_path: Path, record: s
     elif record == "not a profile":
         stale.write_text("{")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # records and profiles
-    podman.record_source(shared.base_url, str(stale))
+    # a record of the stale path by a Podman process that is gone: taken, then checked
+    podman.record_host(shared.base_url, "another-boot/1/1", {
+        **shared._host(), "security": {"seccompProfilePath": str(stale)}})
     fresh = connect_endpoint("podman", shared.endpoint())  # /info not asked yet
     with Sandbox(image=TEST_IMAGE, network=False, engine=fresh) as sandbox:
         options = fresh.api.inspect_container(sandbox.container_id)["HostConfig"]["SecurityOpt"]

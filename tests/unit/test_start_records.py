@@ -76,21 +76,27 @@ def test_an_unusable_cache_folder_is_no_error(tmp_path: Path,
     assert image_python.recall(IMAGE) is None
 
 
+def _host_with(source: str) -> dict:
+    return {"cpus": 2, "memTotal": 1 << 30, "security": {"seccompProfilePath": source}}
+
+
 def test_podman_profile_source_is_recorded_per_endpoint(cache: Path) -> None:
+    """The profile's path is kept whichever Podman process gave it, even one that cannot be
+    told (a start checks the path against /info)."""
     here, there = "unix:///run/podman/podman.sock", "unix:///run/user/1000/podman/podman.sock"
     assert podman.recorded_source(here) is None
-    podman.record_source(here, "/usr/share/containers/seccomp.json")
+    podman.record_host(here, None, _host_with("/usr/share/containers/seccomp.json"))
     assert podman.recorded_source(here) == "/usr/share/containers/seccomp.json"
     assert podman.recorded_source(there) is None
 
 
-@pytest.mark.parametrize("text", ["relative/seccomp.json", "/a\n/b", "/a\x00b", ""])
-def test_a_podman_record_that_is_not_an_absolute_path_is_ignored(cache: Path, text: str) -> None:
+@pytest.mark.parametrize("source", ["relative/seccomp.json", "/a\n/b", "/a\x00b", ""])
+def test_a_podman_record_that_is_not_an_absolute_path_is_ignored(cache: Path,
+                                                                 source: str) -> None:
     url = "unix:///run/podman/podman.sock"
-    podman.record_source(url, "/usr/share/containers/seccomp.json")
-    (record,) = cache.glob("podman-seccomp-source-*")
-    record.write_text(text)
+    podman.record_host(url, "boot/1/2", _host_with(source))
     assert podman.recorded_source(url) is None
+    assert podman.recorded_host(url, "boot/1/2") is None
 
 
 HOST = {"cpus": 2, "memTotal": 24 << 30, "security": {"seccompProfilePath": "/usr/share/x.json"},
