@@ -30,7 +30,7 @@ from .errors import (
     SandboxError,
 )
 from .paths import check_sandbox_path
-from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner
+from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner, runner_main_command
 from .sandbox import Sandbox, image_python
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,8 @@ class SandboxManager:
             if self._remembered_python:
                 self._python_known.set()
 
-        sandbox.start(progress=_pull_reporter(out), ipython=True, on_image=image_known)
+        sandbox.start(progress=_pull_reporter(out), ipython=True, on_image=image_known,
+                      main=runner_main_command())
         self.notes += sandbox.notes
         self.created.add(sandbox.name)
         try:

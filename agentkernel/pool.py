@@ -3,11 +3,12 @@
 The pool lives in the process that launches kernels (Jupyter server, papermill, nbclient), through
 the kernel provisioner in ``agentkernel_kernel.provisioner``. Handing a warm sandbox to a kernel
 means passing two sockets to the kernel process: the container's stdin lifeline and the runner's
-exec stream. The pool then closes its copies, so the container lives exactly as long as that
-kernel. A sandbox is handed out once and never returns to the pool. The kernel reaches the
-engine as this process does (``Engine.endpoint()``: URL and TLS files). With a remote engine
-over TLS or SSH the runner stream (and over SSH the lifeline) is a local socket relayed by this
-process (see ``engine/relay.py``), so those kernels rely on it staying up.
+stream (a second fd on the lifeline's connection when the runner is the container's main process,
+an exec's otherwise). The pool then closes its copies, so the container lives exactly as long as
+that kernel. A sandbox is handed out once and never returns to the pool. The kernel reaches the
+engine as this process does (``Engine.endpoint()``: URL and TLS files). With a remote engine over
+TLS or SSH the runner stream (and over SSH the lifeline) is a local socket relayed by this process
+(see ``engine/relay.py``), so those kernels rely on it staying up.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .config import SandboxConfig
 from .engine import Endpoint, Engine, ExecStream, connect
 from .engine.deferred import DeferredEngine
 from .errors import SandboxError
-from .runner_client import launch_runner
+from .runner_client import launch_runner, runner_main_command
 from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,8 @@ class WarmSandbox:
 def start_warm(config: SandboxConfig, engine: Engine | None = None) -> WarmSandbox:
     """Start a sandbox and its runner, and wait for the runner's ``ready`` frame."""
     labels = {**config.labels, POOL_LABEL: "warm"}
-    sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start(ipython=True)
+    sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start(
+        ipython=True, main=runner_main_command())
     try:
         stream, ready = launch_runner(sandbox)
     except SandboxError as err:

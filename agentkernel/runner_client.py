@@ -30,6 +30,7 @@ from . import safepickle
 from .errors import RunnerError, RunnerGone, RunnerUnsupported, SandboxError, one_line
 from .runner.protocol import FrameDecoder, ProtocolError, check_frame, encode_frame
 from .sandbox.bundle_volume import MOUNT as BUNDLE_MOUNT
+from .sandbox.request import HOLD_SCRIPT
 
 if TYPE_CHECKING:
     from .engine import ExecStream
@@ -61,6 +62,9 @@ _LOG_LEVELS = {
 }
 _INTERRUPT = encode_frame({"type": "interrupt"})
 _SHUTDOWN = encode_frame({"type": "shutdown"})
+# The ``exited`` frame the container's main process writes once the runner it ran has ended,
+# as a printf format: "%3d" prints an exit status (0-255) in as many characters as it takes.
+EXITED_FORMAT = '{"type":"exited","code":%3d}'
 
 
 class RunnerTransport(Protocol):
@@ -86,6 +90,17 @@ def runner_command(bundle: str | None = BUNDLE_MOUNT) -> list[str]:
     return ["python3", "-u", "-c", runner_source(), *([bundle] if bundle else [])]
 
 
+def runner_main_command(bundle: str | None = BUNDLE_MOUNT) -> list[str]:
+    """The container's main process when it runs the runner (``Sandbox.start(main=...)``):
+    the runner on the container's stdin and stdout (no exec to wait for); once the runner has
+    ended, an ``exited`` frame with its exit status (the stream cannot end: its connection is
+    the lifeline), then the lifeline's wait for EOF, so that the container outlives its runner
+    and the host can find out inside it why the runner died."""
+    header = "".join(f"\\{byte:03o}" for byte in len(EXITED_FORMAT).to_bytes(4, "big"))
+    script = f'"$@"; printf \'{header}{EXITED_FORMAT}\' "$?"; {HOLD_SCRIPT}'
+    return ["/bin/sh", "-c", script, "agentkernel-runner", *runner_command(bundle)]
+
+
 @functools.cache
 def runner_source() -> str:
     """The source passed to ``python3 -u -c``: ``runner/boot.py``, then a call that loads the
@@ -99,13 +114,15 @@ def runner_source() -> str:
 
 
 def launch_runner(sandbox: Sandbox, timeout: float = READY_TIMEOUT) -> tuple[ExecStream, dict]:
-    """Start the runner in ``sandbox``; return its exec stream and its ``ready`` frame.
+    """Start the runner in ``sandbox`` (or take the one its start ran as the container's main
+    process, ``runner_main_command``); return its stream and its ``ready`` frame.
 
     Exactly the ready frame is read, nothing after it, so the stream can be handed to another
     process (the warm pool) or to a RunnerSession. SandboxError says why the runner did not
     come up (no python3 in the image, most often).
     """
-    stream = sandbox.open_exec(runner_command(), workdir=sandbox.effective.workdir)
+    stream = sandbox.take_main_stream() or sandbox.open_exec(
+        runner_command(), workdir=sandbox.effective.workdir)
     try:
         return stream, _read_ready(stream, timeout)
     except RunnerUnsupported:
@@ -128,6 +145,9 @@ def _read_ready(stream: ExecStream, timeout: float) -> dict:
             for frame in decoder.feed(data):
                 if frame.get("type") == "fatal":
                     raise RunnerUnsupported(one_line(str(frame.get("message"))))
+                if frame.get("type") == "exited":
+                    raise ProtocolError(f"the runner exited with code {frame.get('code')}: "
+                                        f"{one_line(stream.stderr_tail())}")
                 if frame.get("type") == "ready":
                     if decoder.pending() or stream.pending():
                         raise ProtocolError("the runner sent more than its ready frame")
@@ -302,6 +322,7 @@ class RunnerSession:
         self._gone: str | None = None
         self._ready: dict | None = ready
         self._fatal: str | None = None  # why the runner could not start (a ``fatal`` frame)
+        self._exit_code: int | None = None  # from an ``exited`` frame
         self._ready_event = threading.Event()
         if ready is not None:  # a runner handed over after it said ready
             self._ready_event.set()
@@ -448,7 +469,10 @@ class RunnerSession:
         return values
 
     def exit_code(self) -> int | None:
-        """The runner's exit code once it has ended, when the transport can tell (else None)."""
+        """The runner's exit code once it has ended, when its ``exited`` frame or the transport
+        can tell (else None)."""
+        if self._exit_code is not None:
+            return self._exit_code
         ask = getattr(self._transport, "exit_code", None)
         try:
             return ask() if ask is not None else None
@@ -564,7 +588,7 @@ class RunnerSession:
     def _read_loop(self) -> None:
         decoder = FrameDecoder()
         try:
-            while data := self._read(decoder):
+            while self._exit_code is None and (data := self._read(decoder)):
                 before = decoder.pending()
                 frames = decoder.feed(data)
                 if frames:  # each frame's share of the bytes it took, for the inbox's limit
@@ -605,6 +629,8 @@ class RunnerSession:
                 self._fatal = one_line(frame["message"])
             else:
                 self._fail(one_line(frame["message"]))
+        elif kind == "exited":  # the stream ends here (see runner_main_command)
+            self._exit_code = frame["code"]
         elif kind == "log":
             level = _LOG_LEVELS.get(frame.get("level"), logging.ERROR)
             runner_log.log(level, "%s", frame.get("message"))

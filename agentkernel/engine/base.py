@@ -254,8 +254,10 @@ class Engine(ABC):
         """Raise ConfigError when the container does not run under ``runtime``."""
 
     @abstractmethod
-    def attach_stdin(self, container_id: str) -> socket.socket:
-        """A socket to the container's main process's stdin (its lifeline)."""
+    def attach_stdin(self, container_id: str, *, output: bool = False) -> socket.socket:
+        """A socket to the container's main process's stdin (its lifeline); with ``output``
+        it also carries that process's stdout and stderr, multiplexed as an exec's are
+        (``adopt_exec(None, fd)`` reads them)."""
 
     @abstractmethod
     def start_container(self, container_id: str) -> None:
@@ -290,8 +292,10 @@ class Engine(ABC):
         """Start ``argv`` in the container with a two-way stream."""
 
     @abstractmethod
-    def adopt_exec(self, exec_id: str, fd: int) -> ExecStream:
-        """An exec started by another process whose socket this one inherited as ``fd``."""
+    def adopt_exec(self, exec_id: str | None, fd: int) -> ExecStream:
+        """An exec whose socket this process holds as ``fd`` (started by another process, or
+        with ``exec_id`` None the main process's stream from ``attach_stdin(output=True)``,
+        which the stream's ``close`` leaves open for the lifeline)."""
 
     @abstractmethod
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:

@@ -59,7 +59,7 @@ class DeferredEngine:
         threading.Thread(target=connect_quietly, name="agentkernel-engine-connect",
                          daemon=True).start()
 
-    def adopt_exec(self, exec_id: str, fd: int) -> ExecStream:
+    def adopt_exec(self, exec_id: str | None, fd: int) -> ExecStream:
         """The running exec whose stream another process handed over as ``fd``."""
         if self.kind not in DOCKER_API_KINDS:
             return self.connected().adopt_exec(exec_id, fd)

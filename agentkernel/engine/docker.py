@@ -314,12 +314,13 @@ class DockerEngine(Engine):
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Docker refuses an unknown runtime at create: nothing left to check."""
 
-    def attach_stdin(self, container_id: str) -> socket.socket:
-        """Over TLS the socket is the TLS connection's own: the lifeline is never read or
-        written, only held and closed, so its file descriptor may be handed to another
-        process like a plain one."""
+    def attach_stdin(self, container_id: str, *, output: bool = False) -> socket.socket:
+        """Over TLS the socket is the TLS connection's own: a lifeline without ``output`` is
+        never read or written, only held and closed, so its file descriptor may be handed to
+        another process like a plain one (``output`` is for local engines)."""
+        params = {"stdin": 1, "stream": 1, **({"stdout": 1, "stderr": 1} if output else {})}
         with self._errors("attaching the sandbox's lifeline"):
-            hijacked = self.api.attach_socket(container_id, params={"stdin": 1, "stream": 1})
+            hijacked = self.api.attach_socket(container_id, params=params)
         return self._local_socket(hijacked)
 
     def _local_socket(self, hijacked: Any) -> socket.socket:
@@ -395,7 +396,7 @@ class DockerEngine(Engine):
         return hijack(host.strip("[]"), int(port), self._tls_context,
                       f"/v{API_VERSION}{path}", body, REQUEST_TIMEOUT)
 
-    def adopt_exec(self, exec_id: str, fd: int) -> ExecStream:
+    def adopt_exec(self, exec_id: str | None, fd: int) -> ExecStream:
         return DockerExecStream(self.api, exec_id, socket.socket(fileno=fd))
 
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:

@@ -3,7 +3,9 @@
 A :class:`DockerExecStream` is one command running in a container with stdin attached. Without
 a TTY its socket carries stdout and stderr multiplexed with 8-byte frame headers (stream id, 3
 zero bytes, big-endian length); with a TTY it carries the terminal's raw bytes both ways.
-``write`` sends to the command's stdin and ``close_stdin`` half-closes it.
+``write`` sends to the command's stdin and ``close_stdin`` half-closes it. The same class reads
+the container's main process through the lifeline's attach connection (``exec_id`` None): that
+connection is the lifeline, so such a stream never shuts it down, it only closes its own fd.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def raw_socket(hijacked: Any) -> socket.socket:
 class DockerExecStream:
     """A running exec: write its stdin, read its (demultiplexed) output."""
 
-    def __init__(self, api: Any, exec_id: str, sock: socket.socket, tty: bool = False) -> None:
+    def __init__(self, api: Any, exec_id: str | None, sock: socket.socket,
+                 tty: bool = False) -> None:
         self._api = api
         self.exec_id = exec_id
         self.tty = tty
@@ -59,7 +62,10 @@ class DockerExecStream:
             self._sock.sendall(data)
 
     def close_stdin(self) -> None:
-        """Half-close: the command sees EOF on stdin, its output still flows."""
+        """Half-close: the command sees EOF on stdin, its output still flows (not for the
+        main process's stream: its stdin is the lifeline)."""
+        if self.exec_id is None:
+            return
         try:
             self._sock.shutdown(socket.SHUT_WR)
         except OSError:
@@ -112,7 +118,10 @@ class DockerExecStream:
     # -- the exec ------------------------------------------------------------------------
     def exit_code(self) -> int | None:
         """The command's exit code once it has ended (None while it runs); EngineUnavailable
-        when the engine cannot tell (it, or the container, is gone)."""
+        when the engine cannot tell (it, or the container, is gone). None for the main
+        process's stream (the engine records no code while the container runs)."""
+        if self.exec_id is None:
+            return None
         try:
             info = self._api.exec_inspect(self.exec_id)
         except Exception as err:
@@ -125,7 +134,10 @@ class DockerExecStream:
         self._api.exec_resize(self.exec_id, height=height, width=width)
 
     def close(self) -> None:
-        """End the exec's connection (for every process that shares the socket)."""
+        """End the exec's connection (for every process that shares the socket); the main
+        process's stream only closes this fd (its connection is the lifeline)."""
+        if self.exec_id is None:
+            self.forget()
         if self._closed:
             return
         self._closed = True

@@ -53,6 +53,7 @@ FRAME_FIELDS = {
     "comm_msg": {"comm_id": str, "data": dict},
     "comm_close": {"comm_id": str, "data": dict},
     "fatal": {"message": str},
+    "exited": {"code": int},
     "done": {"status": str},
 }
 OPTIONAL_DICTS = ("metadata", "transient", "user_expressions")

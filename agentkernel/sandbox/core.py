@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import EffectiveConfig, SandboxConfig
-from ..engine import ContainerGone, ContainerInfo, Engine, connect
+from ..engine import ContainerGone, ContainerInfo, Engine, ExecStream, connect
 from ..errors import ConfigError, SandboxError, SandboxNotRunning
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class SandboxCore:
         self.notes: list[str] = []  # what its start chose that the user should read
         self.image_id: str | None = None  # the image's id, once a start here knows it
         self._network_checked = False  # check_network() done (it may ask the engine)
+        self._main_stream: ExecStream | None = None  # the main program's, until taken
         self._engine = engine
         self._attachment: Attachment | None = None
         self._finalizer: weakref.finalize | None = None

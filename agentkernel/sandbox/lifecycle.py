@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from .. import netguard, reaper
 from ..config import EffectiveConfig, SandboxConfig
 from ..config.options import GUARDED_NETWORK
-from ..engine import Engine, connect
+from ..engine import Engine, ExecStream, connect
 from ..engine.base import CreateAgain
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
 from .bundle_volume import MOUNT, ensure_volume
@@ -28,12 +29,18 @@ class Lifecycle(SandboxCore):
     """start/stop, the lifeline, handing over, reconnecting, listing."""
 
     def start(self, progress: ProgressCallback | None = None, *, ipython: bool = False,
-              on_image: Callable[[str], None] | None = None) -> Lifecycle:
+              on_image: Callable[[str], None] | None = None,
+              main: Sequence[str] | None = None) -> Lifecycle:
         """Create and start the container (pulling the image if needed). Returns self.
 
         ``ipython``: mount agentkernel's IPython read-only at ``bundle_volume.MOUNT`` (the
         runner uses it when the image has no IPython), filling its volume on first use.
         ``on_image`` gets the image's id as soon as it is known, before the create.
+        ``main``: a program (argv) to run as the container's main process, on the lifeline's
+        stdin and with its output on the lifeline's connection (``take_main_stream``), which
+        saves an exec; it must end at its stdin's EOF, and should outlive what it runs. Only
+        an ephemeral sandbox on a local engine runs it (a persistent one has no lifeline, and
+        a remote engine's lifeline is only held); otherwise it is ignored.
         """
         engine = self.engine
         eff = self.check_network()
@@ -48,18 +55,25 @@ class Lifecycle(SandboxCore):
                 on_image(image_id)
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
-            request = create_request(eff, volumes)
+            main = main if main and not eff.persistent and not engine.remote else None
+            request = create_request(eff, volumes, main)
             container_id = self._create(request)
             try:
-                self._start_created(container_id, limits)
+                self._start_created(container_id, limits, bool(main))
             except CreateAgain as stale:  # removed; made again on what the engine says now
                 log.info("%s", stale)
                 container_id = self._create(request)
-                self._start_created(container_id, limits)
+                self._start_created(container_id, limits, bool(main))
         finally:
             beside.shutdown(wait=False)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
         return self
+
+    def take_main_stream(self) -> ExecStream | None:
+        """The stream of the main program ``start(main=...)`` ran (once; None when it did
+        not run one): write its stdin, read its output; closing it leaves the lifeline."""
+        stream, self._main_stream = self._main_stream, None
+        return stream
 
     def check_network(self) -> EffectiveConfig:
         """The effective configuration with the network only where it is guarded: a sandbox
@@ -87,9 +101,10 @@ class Lifecycle(SandboxCore):
         self._network_checked = True
         return self.effective
 
-    def _start_created(self, container_id: str, limits: Future[None]) -> None:
+    def _start_created(self, container_id: str, limits: Future[None], main: bool) -> None:
         """Tie the created container to this process, start it, and hold it once ``limits``
-        (the host size check) passed; a failure removes it."""
+        (the host size check) passed; a failure removes it. ``main``: its main process's
+        output comes on the lifeline too (before the start, so none of it is lost)."""
         eff, engine = self.effective, self.engine
         attachment = Attachment(container_id)
         try:
@@ -99,9 +114,11 @@ class Lifecycle(SandboxCore):
             with self._errors(f"starting sandbox {self.name}"):
                 engine.check_runtime(container_id, eff.runtime)
                 if not eff.persistent:
-                    attachment.lifeline = engine.attach_stdin(container_id)
+                    attachment.lifeline = engine.attach_stdin(container_id, output=main)
                 engine.start_container(container_id)
             limits.result()
+            if main and attachment.lifeline is not None:
+                self._main_stream = engine.adopt_exec(None, os.dup(attachment.lifeline.fileno()))
         except (SandboxError, OSError) as err:
             engine.remove_container(container_id)
             attachment.release()
@@ -172,6 +189,8 @@ class Lifecycle(SandboxCore):
         if self._finalizer is not None:
             self._finalizer.detach()
             self._finalizer = None
+        if (stream := self.take_main_stream()) is not None:
+            stream.close()
         if self._attachment is not None:
             self._attachment.release()
         self._attachment = None

@@ -22,7 +22,8 @@ CPU_PERIOD = 100_000
 TMPFS_MAX_MB = 256
 MB = 1024 * 1024
 # The container's main process: wait on stdin, exit at EOF (the lifeline, see ARCHITECTURE.md).
-HOLD_COMMAND = ["/bin/sh", "-c", "while read -r _; do :; done; exit 0"]
+HOLD_SCRIPT = "while read -r _; do :; done; exit 0"
+HOLD_COMMAND = ["/bin/sh", "-c", HOLD_SCRIPT]
 
 
 def tmpfs_mb(memory_mb: int | None) -> int:
@@ -39,13 +40,15 @@ def owner_label() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def create_request(eff: EffectiveConfig,
-                   volumes: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+def create_request(eff: EffectiveConfig, volumes: Sequence[tuple[str, str]] = (),
+                   main: Sequence[str] | None = None) -> dict[str, Any]:
     """The create body for a sandbox of ``eff``, with the named ``volumes`` (name, target)
     mounted read-only.
 
     An ephemeral sandbox (not ``persistent``) gets an open, attach-once stdin and is removed by
     the engine when it exits: its main process ends at stdin's EOF, when its owner is gone.
+    ``main`` replaces that process (HOLD_COMMAND) with one that also ends at that EOF; its
+    output goes to whoever attached, not to the engine's logs.
     """
     ephemeral = not eff.persistent
     host: dict[str, Any] = {
@@ -67,6 +70,7 @@ def create_request(eff: EffectiveConfig,
                 {"HostIp": p.host_ip, "HostPort": str(p.host_port or "")}]
             for p in eff.ports
         } or None,
+        "LogConfig": {"Type": "none", "Config": {}} if main else None,
     }
     if eff.memory_mb:
         host.update(Memory=eff.memory_mb * MB, MemorySwap=eff.memory_mb * MB)
@@ -85,7 +89,7 @@ def create_request(eff: EffectiveConfig,
     }
     request = {
         "Image": eff.image,
-        "Entrypoint": HOLD_COMMAND,
+        "Entrypoint": list(main or HOLD_COMMAND),
         "Cmd": [],
         "Hostname": eff.hostname,
         "Labels": labels,

@@ -1,7 +1,9 @@
 """What a start takes from earlier processes instead of waiting for it, on the real engines:
-kernel_info answers with the image's Python version before the sandbox is up, and a Podman
-start creates its container on the recorded path of Podman's default seccomp profile, which it
-then checks against Podman's /info (and creates again when Podman says another path)."""
+kernel_info answers with the image's Python version before the sandbox is up; the runner is
+the container's main process (no exec to wait for), and a persistent sandbox's is an exec; a
+Podman start creates its container on the recorded path of Podman's default seccomp profile,
+which it then checks against Podman's /info (and creates again when Podman says another
+path)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from helpers.engines import TEST_IMAGE, get_engine
 from helpers.kernels import execute, kernel_containers, running_kernel
 
 from agentkernel.engine import Engine, connect_endpoint, podman
+from agentkernel.runner_client import RunnerSession, launch_runner, runner_main_command
 from agentkernel.sandbox import Sandbox
 from agentkernel.sandbox.bundle import host_bundle
 from agentkernel.sandbox.bundle_volume import _fill_lock, volume_name
@@ -43,6 +46,44 @@ def test_kernel_info_does_not_wait_for_the_sandbox(engine: Engine, test_image: s
             held.close()
             assert execute(kc, "import platform; platform.python_version()").result == version
             assert len(kernel_containers(engine, km)) == 1
+
+
+# The runner's parent's argv; 0 when the parent is outside the container (an exec's).
+PARENT_ARGV = ("import os\n"
+               "parent = f'/proc/{os.getppid()}/cmdline'\n"
+               "open(parent, 'rb').read().split(b'\\0')[:4] if os.getppid() else 0")
+
+
+def test_the_runner_is_the_containers_main_process(engine: Engine, test_image: str) -> None:
+    """A kernel's runner was started with its container (its parent is the container's main
+    shell, not an exec's), its output goes to no engine log, and the container outlives it:
+    the kernel can still say inside it why the runner died."""
+    with running_kernel() as (km, kc):
+        parent = execute(kc, PARENT_ARGV).result["text/plain"]
+        assert "b'agentkernel-runner'" in parent, parent
+        (container,) = kernel_containers(engine, km)
+        log_config = engine.api.inspect_container(container["Id"])["HostConfig"]["LogConfig"]
+        assert log_config["Type"] == "none"
+        death = execute(kc, "import os; os._exit(3)").error
+        assert "runner exited with code 3" in death["evalue"], death
+        assert [c["Id"] for c in kernel_containers(engine, km)] == [container["Id"]]
+
+
+def test_a_persistent_sandbox_runs_its_runner_by_exec(engine: Engine, test_image: str) -> None:
+    """A persistent sandbox has no lifeline to carry the runner, so ``main`` is ignored and
+    the runner is an exec (its parent is outside the container's process namespace)."""
+    sandbox = Sandbox(image=test_image, network=False, persistent=True, engine=engine)
+    try:
+        sandbox.start(ipython=True, main=runner_main_command())
+        assert sandbox.take_main_stream() is None
+        stream, ready = launch_runner(sandbox)
+        with RunnerSession(stream, ready=ready) as session:
+            events: list[dict] = []
+            session.execute(PARENT_ARGV, on_event=events.append, timeout=60)
+            (result,) = [e for e in events if e["type"] == "result"]
+            assert result["data"]["text/plain"] == "0"
+    finally:
+        sandbox.remove()
 
 
 def _confined_text(default: Path) -> str:

@@ -36,7 +36,12 @@ from agentkernel.errors import RunnerError, RunnerGone, RunnerUnsupported
 from agentkernel.runner import ipython_path
 from agentkernel.runner.protocol import MAX_FRAME, FrameDecoder, ProtocolError, encode_frame
 from agentkernel.runner.shell import HASH_SEED, murmur2_x86
-from agentkernel.runner_client import LocalProcessTransport, RunnerSession, runner_source
+from agentkernel.runner_client import (
+    LocalProcessTransport,
+    RunnerSession,
+    runner_main_command,
+    runner_source,
+)
 from agentkernel.sandbox.bundle import MANIFEST, SITE, host_bundle
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -788,6 +793,36 @@ def test_runner_gone_names_the_reason_and_stderr():
         RunnerSession(DeadTransport(b"")).wait_ready(TIMEOUT)
     with pytest.raises(RunnerGone, match="broke the protocol.*JSON"):
         RunnerSession(DeadTransport(b"\x00\x00\x00\x01x")).wait_ready(TIMEOUT)
+
+
+@pytest.mark.parametrize("status", [0, 3, 137, 255])
+def test_main_command_reports_the_runners_exit_then_holds(status):
+    """The container's main process (runner_main_command) run by this host's /bin/sh with a
+    program in the runner's place: after the program, one ``exited`` frame with its status,
+    then nothing until stdin's EOF (the lifeline), at which it exits 0."""
+    script = runner_main_command()[:4]
+    with subprocess.Popen([*script, "sh", "-c", f"exit {status}"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE) as proc:
+        frames = FrameDecoder().feed(proc.stdout.read1(65536))
+        assert frames == [{"type": "exited", "code": status}]
+        time.sleep(0.2)
+        assert proc.poll() is None, "the main process must hold the lifeline"
+        proc.stdin.write(b"anything the host still sends\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+        assert proc.stdout.read() == b""
+
+
+def test_session_on_the_main_command_ends_with_the_runners_exit_code():
+    """A runner run by the main process's script: its death ends the session (the stream
+    itself stays open: it is the lifeline) with the exit code the ``exited`` frame gave."""
+    wrapper = runner_main_command()[:4]
+    with RunnerSession(LocalProcessTransport([*wrapper, sys.executable])) as own:
+        own.wait_ready(TIMEOUT)
+        assert Cell(own, "1 + 1").result["data"]["text/plain"] == "2"
+        with pytest.raises(RunnerGone, match="the runner exited"):
+            Cell(own, "import os\nos._exit(3)")
+        assert own.exit_code() == 3
 
 
 def test_large_output_arrives_complete(session):
