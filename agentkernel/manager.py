@@ -12,15 +12,15 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from traitlets.config import Config
 
-from . import commands
+from . import commands, handoff
 from .config import SandboxConfig
 from .config.policy import SandboxPolicy, load_policy_config
-from .engine import load_backend
+from .engine import ExecStream, load_backend
 from .errors import (
     ConfigError,
     PolicyRefused,
@@ -32,6 +32,10 @@ from .errors import (
 from .paths import check_sandbox_path
 from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner, runner_main_command
 from .sandbox import Sandbox, image_python
+from .sandbox.request import LABEL_OWNER, owner_label
+
+if TYPE_CHECKING:
+    from .pool import WarmSandbox
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +91,15 @@ class SandboxManager:
         self._engine_asked = threading.Event()  # the first start has reached the engine
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start_in_background(self) -> None:
+    def start_in_background(self, handoffs: Iterable[tuple[dict, list[int]]] | None = None,
+                            ) -> None:
         """Start the default sandbox now, in a thread, so the first cell finds it ready.
 
-        Returns once the thread has sent its first request to the engine (at most
+        ``handoffs``: the messages of another process that starts it (the kernel's start
+        child, ``handoff.receive``): the image's id as soon as it knows it, then the sandbox
+        to adopt; without one (that process failed or would not), it is started here.
+
+        Otherwise returns once the thread has sent its first request to the engine (at most
         START_CPU_WAIT_S): loading the engine's client library and applying the policy are
         the CPU-bound part of the start, and the caller's own imports (ipykernel) would
         otherwise share the GIL with them and delay the container; while the engine creates
@@ -98,6 +107,8 @@ class SandboxManager:
         """
         def run() -> None:
             try:
+                if handoffs is not None and self._take_started(handoffs):
+                    return
                 with contextlib.suppress(Exception):  # the start below reports any failure
                     load_backend()
                 self.ensure_session()
@@ -111,7 +122,39 @@ class SandboxManager:
 
         self._background = threading.Thread(target=run, name="agentkernel-start", daemon=True)
         self._background.start()
-        self._engine_asked.wait(START_CPU_WAIT_S)
+        if handoffs is None:
+            self._engine_asked.wait(START_CPU_WAIT_S)
+
+    def _take_started(self, handoffs: Iterable[tuple[dict, list[int]]]) -> bool:
+        """Adopt the sandbox another process started for this manager's configuration (see
+        start_in_background), reading its messages to their end (that process has exited
+        then). False when it handed none over and said nothing (start it here); True also
+        when its start failed (the first cell starts again, and says why). Holds the lock
+        meanwhile, so a first cell waits for it instead of starting another."""
+        settled = False
+        with self._lock:
+            for message, fds in handoffs:
+                if "image_id" in message:
+                    self._image_known(str(message["image_id"]))
+                elif "failed" in message:
+                    self._background_error = SandboxError(str(message["failed"]))
+                    settled = True
+                elif not settled:
+                    settled = self._adopt_started(message, fds)
+        return settled
+
+    def _adopt_started(self, message: dict, fds: list[int]) -> bool:
+        """Adopt the handoff in ``message`` (the fds came with it), keeping this manager's
+        configuration (the sandbox was started from it)."""
+        try:
+            description = handoff.with_fds(message["handoff"], fds)
+        except (KeyError, ValueError) as err:
+            log.warning("the sandbox's start process sent a bad handoff: %s", err)
+            return False
+        config = self.config
+        adopted = self.adopt(description)
+        self.config = config
+        return adopted
 
     def wait_background(self, timeout: float | None = None) -> None:
         if self._background is not None:
@@ -143,29 +186,56 @@ class SandboxManager:
         """Start a sandbox of ``config`` as the policy allows it, with its runner; with
         ``replace``, the current one goes first, once the new one has passed the policy (a
         refused start leaves the current sandbox as it was)."""
+        sandbox, stream, ready = self._launch(config, out, replace)
+        self.notes += sandbox.notes
+        self.created.add(sandbox.name)
+        self._make_current(sandbox, self._session(stream, ready), ready)
+
+    def _launch(self, config: SandboxConfig, out: Out, replace: bool = False,
+                on_image: Callable[[str], None] | None = None,
+                ) -> tuple[Sandbox, ExecStream, dict]:
+        """A started sandbox of ``config`` (what the policy changed is in its notes), its
+        runner's stream and ready frame; ``replace`` as in _start."""
         concrete, notes = self.policy.apply(config, self.operator)
         sandbox = Sandbox(concrete)
+        sandbox.notes += notes
         sandbox.check_network()  # a network that cannot be guarded is refused here too
         if replace:
             self._drop_current()
-        self.notes += notes
-        def image_known(image_id: str) -> None:
-            self._engine_asked.set()
-            self._remembered_python = image_python.recall(image_id)
-            if self._remembered_python:
-                self._python_known.set()
-
-        sandbox.start(progress=_pull_reporter(out), ipython=True, on_image=image_known,
-                      main=runner_main_command())
-        self.notes += sandbox.notes
-        self.created.add(sandbox.name)
+        sandbox.start(progress=_pull_reporter(out), ipython=True,
+                      on_image=on_image or self._image_known, main=runner_main_command())
         try:
-            self._attach(sandbox)
+            stream, ready = launch_runner(sandbox)
         except SandboxError:
             sandbox.stop()
             raise
         if sandbox.image_id:  # a fresh container's word, before any cell ran in it
-            image_python.remember(sandbox.image_id, self.ready.get("python"))
+            image_python.remember(sandbox.image_id, ready.get("python"))
+        return sandbox, stream, ready
+
+    def start_for_handoff(self, owner: int,
+                          on_image: Callable[[str], None]) -> WarmSandbox | None:
+        """Start the configured sandbox and its runner for process ``owner`` to adopt (what
+        ``start_in_background(handoffs)`` there takes; the sandbox is labelled as that
+        process's): the caller sends its ``handoff()`` on, then ``release()``s it. None when
+        the engine is remote: streams from a remote engine are relayed by the process that
+        opened them (engine/relay.py), so the process that keeps the sandbox must start it."""
+        from .pool import WarmSandbox
+
+        if self.broken is not None:
+            raise self.broken
+        config = self.config.copy(labels={**self.config.labels, LABEL_OWNER: owner_label(owner)})
+        if Sandbox(config).engine.remote:
+            return None
+        return WarmSandbox(*self._launch(config, _ignore, on_image=on_image))
+
+    def _image_known(self, image_id: str) -> None:
+        """The first sandbox's image is known: kernel_info may answer with the Python version
+        a fresh sandbox of it reported (sandbox/image_python.py)."""
+        self._engine_asked.set()
+        self._remembered_python = image_python.recall(image_id)
+        if self._remembered_python:
+            self._python_known.set()
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""
@@ -182,8 +252,9 @@ class SandboxManager:
     def _make_current(self, sandbox: Sandbox, session: RunnerSession, ready: dict) -> None:
         self.sandbox, self.session, self.ready, self.dead_reason = sandbox, session, ready, None
 
-    def adopt(self, handoff: dict[str, Any]) -> bool:
-        """Take over a warm sandbox and its ready runner, handed over by the pool's process.
+    def adopt(self, description: dict[str, Any]) -> bool:
+        """Take over a warm sandbox and its ready runner, handed over by the pool's process (or
+        the kernel's start child: start_in_background).
 
         False (logged) when that fails; the caller then starts a sandbox the usual way.
         """
@@ -191,12 +262,13 @@ class SandboxManager:
 
         with self._lock:
             try:
-                sandbox, stream, ready = adopt(handoff)
+                sandbox, stream, ready = adopt(description)
             except (SandboxError, OSError, KeyError) as err:
                 log.warning("could not take over the warm sandbox: %s", err)
                 return False
             self.config = sandbox.config
             self.created.add(sandbox.name)
+            self.notes += description.get("notes") or []
             self._make_current(sandbox, self._session(stream, ready), ready)
         return True
 

@@ -14,9 +14,7 @@ TLS or SSH the runner stream (and over SSH the lifeline) is a local socket relay
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -31,7 +29,6 @@ from .sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
-HANDOFF_ENV = "AGENTKERNEL_HANDOFF"
 POOL_LABEL = "agentkernel.pool"
 MAX_POOL_SIZE = 8
 REFILL_DELAY_S = 3.0  # after a take, before the replacement starts (the new kernel starts first)
@@ -64,6 +61,7 @@ class WarmSandbox:
             "runner_fd": runner,
             "ready": self.ready,
             "config": {**sandbox.config.values(), "name": sandbox.name},
+            "notes": list(sandbox.notes),
         }
         return description, [lifeline, reaper_fd, runner]
 
@@ -164,10 +162,6 @@ class WarmPool:
             return len(self._ready)
 
 
-def handoff_env(description: dict[str, Any]) -> dict[str, str]:
-    return {HANDOFF_ENV: json.dumps(description)}
-
-
 def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, Any]]:
     """In the kernel process: rebuild the sandbox and runner stream from inherited fds. The
     engine is connected on first use (the first reply needs only the inherited sockets)."""
@@ -179,8 +173,3 @@ def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, A
     stream = engine.adopt_exec(description["exec_id"], description["runner_fd"])
     return sandbox, stream, description["ready"]
 
-
-def take_handoff() -> dict[str, Any] | None:
-    """The handoff description given to this process, if any (read once)."""
-    raw = os.environ.pop(HANDOFF_ENV, None)
-    return json.loads(raw) if raw else None

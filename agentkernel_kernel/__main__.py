@@ -16,17 +16,23 @@ def main() -> None:
     from agentkernel_kernel.early_listen import listen_early
 
     listeners = listen_early(sys.argv[1:])
-    # Start the sandbox next, so the container comes up while ipykernel is still importing;
-    # or take over the warm one the launching process handed us.
+    # Start the sandbox next, in a forked child on the other core, so the container comes up
+    # while ipykernel is still importing; or take over the warm one the launching process
+    # handed us.
+    from agentkernel.handoff import HANDOFF_ENV, take_handoff
+    from agentkernel_kernel.start_child import StartChild
+
+    eager = os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0"
+    child = StartChild.fork(close=listeners.values()) if (
+        eager and HANDOFF_ENV not in os.environ) else None
     from agentkernel.config.policy import take_policy_option
     from agentkernel.manager import SandboxManager
-    from agentkernel.pool import take_handoff
 
     manager = SandboxManager(policy_file=take_policy_option(sys.argv))
     handoff = take_handoff()
     adopted = handoff is not None and manager.adopt(handoff)
-    if not adopted and os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
-        manager.start_in_background()
+    if not adopted and eager:
+        manager.start_in_background(child.messages() if child is not None else None)
 
     from agentkernel_kernel.app import AgentKernelApp
 

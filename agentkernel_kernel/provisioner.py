@@ -18,7 +18,8 @@ from traitlets import Float, Int
 
 from agentkernel.config import SandboxConfig
 from agentkernel.errors import SandboxError
-from agentkernel.pool import MAX_POOL_SIZE, WarmPool, WarmSandbox, handoff_env
+from agentkernel.handoff import handoff_env
+from agentkernel.pool import MAX_POOL_SIZE, WarmPool, WarmSandbox
 
 PoolKey = tuple[str, str, str, str]
 

@@ -35,9 +35,10 @@ def tmpfs_mb(memory_mb: int | None) -> int:
     return TMPFS_MAX_MB if not memory_mb else max(1, min(TMPFS_MAX_MB, memory_mb // 2))
 
 
-def owner_label() -> str:
-    """Who owns the sandboxes this process creates: ``host:pid``."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+def owner_label(pid: int | None = None) -> str:
+    """Who owns the sandboxes this process creates (or process ``pid``, which it creates
+    them for): ``host:pid``."""
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
 
 
 def create_request(eff: EffectiveConfig, volumes: Sequence[tuple[str, str]] = (),

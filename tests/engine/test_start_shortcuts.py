@@ -1,9 +1,10 @@
 """What a start takes from earlier processes instead of waiting for it, on the real engines:
-kernel_info answers with the image's Python version before the sandbox is up; the runner is
-the container's main process (no exec to wait for), and a persistent sandbox's is an exec; a
-Podman start creates its container on the recorded path of Podman's default seccomp profile,
-which it then checks against Podman's /info (and creates again when Podman says another
-path)."""
+kernel_info answers with the image's Python version before the sandbox is up; the first sandbox
+is started by a child the kernel forks (and collects), and a failed one is told at the first
+cell; the runner is the container's main process (no exec to wait for), and a persistent
+sandbox's is an exec; a Podman start creates its container on the recorded path of Podman's
+default seccomp profile, which it then checks against Podman's /info (and creates again when
+Podman says another path)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,46 @@ def test_kernel_info_does_not_wait_for_the_sandbox(engine: Engine, test_image: s
             held.close()
             assert execute(kc, "import platform; platform.python_version()").result == version
             assert len(kernel_containers(engine, km)) == 1
+
+
+def _children(pid: int) -> list[str]:
+    """The processes whose parent is ``pid``: "name state" of each, read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:  # gone meanwhile
+            continue
+        name, _, rest = stat.rpartition(")")
+        fields = rest.split()
+        if len(fields) > 1 and fields[1] == str(pid):
+            found.append(f"{name.partition('(')[2]} {fields[0]}")
+    return found
+
+
+def test_the_first_sandbox_is_started_by_a_child_that_exits(engine: Engine,
+                                                              test_image: str) -> None:
+    """A cold kernel's sandbox is started by a child it forked at its first step, so the
+    kernel's own start runs meanwhile on the other core: by the first result the child has
+    handed the sandbox over, exited and been collected (no zombie), and the sandbox's reaper
+    is the child's, not the kernel's (a start in the kernel's own process makes it the
+    kernel's child); the sandbox is labelled as the kernel's all the same."""
+    with running_kernel() as (km, kc):
+        assert execute(kc, "21 * 2").result == {"text/plain": "42"}
+        assert _children(km.provisioner.process.pid) == []
+        assert len(kernel_containers(engine, km)) == 1
+
+
+def test_a_failed_first_start_is_told_at_the_first_cell(engine: Engine, test_image: str) -> None:
+    """The child's failed start leaves the kernel without a sandbox and says nothing until
+    the first cell, which tries again and shows why, in one line."""
+    missing = "agentkernel-no-such-image:0"
+    with running_kernel(env={"AGENTKERNEL_IMAGE": missing}) as (km, kc):
+        run = execute(kc, "1")
+        assert run.error is not None and run.error["ename"] == "ImageNotAvailable", run.error
+        assert missing in run.error["evalue"] and "\n" not in run.error["evalue"]
+        assert _children(km.provisioner.process.pid) == []
+        assert not kernel_containers(engine, km, running_only=False)
 
 
 # The runner's parent's argv; 0 when the parent is outside the container (an exec's).
