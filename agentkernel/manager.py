@@ -20,7 +20,7 @@ from traitlets.config import Config
 from . import commands, handoff
 from .config import SandboxConfig
 from .config.policy import SandboxPolicy, load_policy_config
-from .engine import ExecStream, load_backend
+from .engine import Engine, ExecStream, connect, load_backend
 from .errors import (
     ConfigError,
     PolicyRefused,
@@ -192,12 +192,12 @@ class SandboxManager:
         self._make_current(sandbox, self._session(stream, ready), ready)
 
     def _launch(self, config: SandboxConfig, out: Out, replace: bool = False,
-                on_image: Callable[[str], None] | None = None,
+                on_image: Callable[[str], None] | None = None, engine: Engine | None = None,
                 ) -> tuple[Sandbox, ExecStream, dict]:
         """A started sandbox of ``config`` (what the policy changed is in its notes), its
         runner's stream and ready frame; ``replace`` as in _start."""
         concrete, notes = self.policy.apply(config, self.operator)
-        sandbox = Sandbox(concrete)
+        sandbox = Sandbox(concrete, engine=engine)
         sandbox.notes += notes
         sandbox.check_network()  # a network that cannot be guarded is refused here too
         if replace:
@@ -224,10 +224,12 @@ class SandboxManager:
 
         if self.broken is not None:
             raise self.broken
-        config = self.config.copy(labels={**self.config.labels, LABEL_OWNER: owner_label(owner)})
-        if Sandbox(config).engine.remote:
+        engine = connect()
+        if engine.remote:
+            engine.close()
             return None
-        return WarmSandbox(*self._launch(config, _ignore, on_image=on_image))
+        config = self.config.copy(labels={**self.config.labels, LABEL_OWNER: owner_label(owner)})
+        return WarmSandbox(*self._launch(config, _ignore, on_image=on_image, engine=engine))
 
     def _image_known(self, image_id: str) -> None:
         """The first sandbox's image is known: kernel_info may answer with the Python version
