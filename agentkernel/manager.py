@@ -144,17 +144,14 @@ class SandboxManager:
         return settled
 
     def _adopt_started(self, message: dict, fds: list[int]) -> bool:
-        """Adopt the handoff in ``message`` (the fds came with it), keeping this manager's
+        """Adopt the handoff in ``message`` (the fds came with it); this manager keeps its
         configuration (the sandbox was started from it)."""
         try:
             description = handoff.with_fds(message["handoff"], fds)
         except (KeyError, ValueError) as err:
             log.warning("the sandbox's start process sent a bad handoff: %s", err)
             return False
-        config = self.config
-        adopted = self.adopt(description)
-        self.config = config
-        return adopted
+        return self._take_over(description) is not None
 
     def wait_background(self, timeout: float | None = None) -> None:
         if self._background is not None:
@@ -189,7 +186,7 @@ class SandboxManager:
         sandbox, stream, ready = self._launch(config, out, replace)
         self.notes += sandbox.notes
         self.created.add(sandbox.name)
-        self._make_current(sandbox, self._session(stream, ready), ready)
+        self._make_current(sandbox, stream, ready)
 
     def _launch(self, config: SandboxConfig, out: Out, replace: bool = False,
                 on_image: Callable[[str], None] | None = None, engine: Engine | None = None,
@@ -241,17 +238,15 @@ class SandboxManager:
 
     def _attach(self, sandbox: Sandbox) -> None:
         """Launch the runner inside ``sandbox`` and make it current."""
-        stream, ready = launch_runner(sandbox)
-        self._make_current(sandbox, self._session(stream, ready), ready)
-
-    def _session(self, stream: Any, ready: dict) -> RunnerSession:
-        return RunnerSession(stream, ready=ready, on_orphan=self._orphan)
+        self._make_current(sandbox, *launch_runner(sandbox))
 
     def _orphan(self, frame: dict) -> None:
         if self.on_orphan is not None:
             self.on_orphan(frame)
 
-    def _make_current(self, sandbox: Sandbox, session: RunnerSession, ready: dict) -> None:
+    def _make_current(self, sandbox: Sandbox, stream: ExecStream, ready: dict) -> None:
+        """Make ``sandbox`` current, with a session on its runner's ``stream``."""
+        session = RunnerSession(stream, ready=ready, on_orphan=self._orphan)
         self.sandbox, self.session, self.ready, self.dead_reason = sandbox, session, ready, None
 
     def adopt(self, description: dict[str, Any]) -> bool:
@@ -260,6 +255,16 @@ class SandboxManager:
 
         False (logged) when that fails; the caller then starts a sandbox the usual way.
         """
+        with self._lock:
+            sandbox = self._take_over(description)
+            if sandbox is None:
+                return False
+            self.config = sandbox.config
+        return True
+
+    def _take_over(self, description: dict[str, Any]) -> Sandbox | None:
+        """Make the handed-over sandbox current (its notes to be shown); None (logged) when
+        that fails. The caller decides what this manager's configuration is then."""
         from .pool import adopt
 
         with self._lock:
@@ -267,12 +272,11 @@ class SandboxManager:
                 sandbox, stream, ready = adopt(description)
             except (SandboxError, OSError, KeyError) as err:
                 log.warning("could not take over the warm sandbox: %s", err)
-                return False
-            self.config = sandbox.config
+                return None
             self.created.add(sandbox.name)
             self.notes += description.get("notes") or []
-            self._make_current(sandbox, self._session(stream, ready), ready)
-        return True
+            self._make_current(sandbox, stream, ready)
+        return sandbox
 
     def start(self, config: SandboxConfig, out: Out = _ignore) -> None:
         """Start a sandbox from ``config``, replacing the current one."""
