@@ -5,11 +5,20 @@
 # file named "oom" into its working folder on an OOM kill), in a session of its own, and holds
 # none of the caller's stdin, stdout or stderr: a caller reading set-up's output through a pipe
 # (python=$(scripts/setup.sh | tail -n 1)) waits for that pipe's end, which a daemon holding it
-# would put off for ever.
+# would put off for ever. Nor does it hold any other descriptor the caller has open (a CI step's
+# lock or pipe): every one but stdin, stdout and stderr is closed before CMD runs.
 start_daemon() {
   local log_file=$1
   shift
-  (cd / && exec setsid "$@") </dev/null >"$log_file" 2>&1 &
+  (
+    cd / || exit
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ]; then exec {fd}>&-; fi
+    done
+    exec setsid "$@"
+  ) </dev/null >"$log_file" 2>&1 &
 }
 
 # setup_python [ARG...]: run scripts/setup.sh and print the venv's python path (its last line).

@@ -7,7 +7,10 @@ how a CI run on a machine with no engine running hung until its time ran out.
 
 from __future__ import annotations
 
+import os
 import re
+import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +21,8 @@ SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 DAEMON_S = 30
 
 
-def _bash(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _bash(script: str, timeout: float,
+          pass_fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         ["bash", "-c", script],
         cwd=SCRIPTS.parent,
@@ -26,6 +30,7 @@ def _bash(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=timeout,
         check=True,
+        pass_fds=pass_fds,
     )
 
 
@@ -94,3 +99,31 @@ def test_set_up_starts_daemons_only_through_start_daemon(script: str) -> None:
     ]
     assert background == []
     assert "source scripts/lib.sh" in text
+
+
+def test_start_daemon_closes_every_inherited_descriptor_but_the_standard_three(
+        tmp_path: Path) -> None:
+    """A descriptor the caller holds (a CI step's lock or pipe, here a pipe's write end on fd 7)
+    is not held by the daemon: the pipe ends when the caller does, though the daemon runs on."""
+    read_end, write_end = os.pipe()
+    marker = f"agentkernel-test-fds-{tmp_path.name}"
+    script = (f"exec 7>&{write_end} {write_end}>&-; source scripts/lib.sh; "
+              f"start_daemon {tmp_path / 'daemon.log'} bash -c 'exec -a {marker} sleep "
+              f"{DAEMON_S}'; echo $!")
+    try:
+        done = _bash(script, timeout=20, pass_fds=(write_end,))
+    finally:
+        os.close(write_end)
+    pid = int(done.stdout.split()[-1])
+    try:
+        deadline = time.monotonic() + 10
+        while marker not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.05)
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
+        ready, _, _ = select.select([read_end], [], [], 10)
+        assert ready and os.read(read_end, 1) == b"", "the pipe reaches its end"
+    finally:
+        os.close(read_end)
+        os.kill(pid, signal.SIGTERM)
+
