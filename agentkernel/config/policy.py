@@ -15,8 +15,10 @@ Where the operator sets it, lowest precedence first:
 4. the policy file installed with the kernelspec (``python -m agentkernel_kernel install
    --policy FILE`` copies it next to kernel.json; the kernel's argv names it).
 
-The limits a cell may not exceed default to the operator's own configuration (its profile,
-CPUs, memory, runtime): a cell can lower them, never raise them.
+The profile (or the configuration) gives a sandbox's starting size. Unless the operator sets
+``max_cpus`` / ``max_memory_mb``, a cell may start or resize a sandbox up to what this host has:
+all its CPUs and :data:`HOST_MEMORY_SHARE` of its memory (and never beyond the engine's host,
+which the sandbox checks). The operator's profile and runtime are ceilings a cell cannot raise.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ POLICY_ENV = "AGENTKERNEL_POLICY"
 POLICY_OPTION = "--agentkernel-policy"
 """The kernel's command-line option naming the policy file installed with its kernelspec."""
 NOTEBOOK = "{notebook}"
+HOST_MEMORY_SHARE = 0.5
+"""The share of this host's memory a cell may give its sandbox when the operator sets no
+``max_memory_mb`` (the rest is left to the host, Jupyter and other kernels)."""
 
 
 def _rule(name: str) -> str:
@@ -67,10 +72,11 @@ class SandboxPolicy(Configurable):
     max_profile = Enum(PROFILES, default_value=None, allow_none=True,
                        help="The most permissive profile a cell may choose (default: the "
                        "configured profile).").tag(config=True)
-    max_cpus = Float(None, allow_none=True, help="Most CPUs a sandbox may have (default: the "
-                     "configuration's, else the ceiling profile's).").tag(config=True)
-    max_memory_mb = Int(None, allow_none=True, help="Most memory in MB (default: the "
-                        "configuration's, else the ceiling profile's).").tag(config=True)
+    max_cpus = Float(None, allow_none=True, help="Most CPUs a sandbox may have (default: all "
+                     "of this host's, or no limit when the ceiling profile has none).").tag(
+        config=True)
+    max_memory_mb = Int(None, allow_none=True, help="Most memory in MB (default: half of this "
+                        "host's, or no limit when the ceiling profile has none).").tag(config=True)
     max_pids = Int(None, allow_none=True, help="Most processes (default: the configuration's, "
                    "else the ceiling profile's).").tag(config=True)
     images = List(Unicode(), default_value=["*"], help="Image patterns (fnmatch) a cell may "
@@ -140,26 +146,39 @@ class SandboxPolicy(Configurable):
                                 f"profile is {ceiling} {_rule('max_profile')}")
 
     def limits(self, operator: Any) -> tuple[float | None, int | None, int | None]:
-        """(cpus, memory MB, pids) a sandbox may not exceed; None: no limit."""
+        """(cpus, memory MB, pids) a sandbox may not exceed; None: no limit.
+
+        CPUs and memory: the operator's ``max_cpus`` / ``max_memory_mb``, else this host's
+        (:func:`host_size`, or the operator's configured size if larger) when the ceiling
+        profile limits them; the profile's own figures are a sandbox's starting size, not a
+        ceiling. Processes: ``max_pids``, else the configuration's, else the ceiling profile's.
+        """
         ceiling = PROFILE_TABLE[self.ceiling(operator.profile)]
+        host_cpus, host_memory_mb = host_size()
         return (
-            _first(self.max_cpus, operator.cpus, ceiling.cpus),
-            _first(self.max_memory_mb, operator.memory_mb, ceiling.memory_mb),
+            _first(self.max_cpus, None if ceiling.cpus is None
+                   else max(host_cpus, operator.cpus or 0)),
+            _first(self.max_memory_mb, None if ceiling.memory_mb is None
+                   else max(host_memory_mb, operator.memory_mb or 0)),
             _first(self.max_pids, operator.pids_limit, ceiling.pids_limit),
         )
 
     def check_limits(self, cpus: float | None, memory_mb: int | None, pids: int | None,
                      operator: Any) -> None:
         """Refuse limits above the policy's (or none where the policy has one)."""
-        for value, most, name, rule in zip(
+        explicit = (self.max_cpus, self.max_memory_mb, self.max_pids)
+        for value, most, name, rule, set_by_operator in zip(
             (cpus, memory_mb, pids), self.limits(operator),
             ("cpus", "memory MB", "processes"), ("max_cpus", "max_memory_mb", "max_pids"),
-            strict=True,
+            (x is not None for x in explicit), strict=True,
         ):
             if most is not None and (value is None or value > most):
                 shown = "unlimited" if value is None else f"{value:g}"
+                source = "" if set_by_operator or rule == "max_pids" else (
+                    ", this host's CPUs" if rule == "max_cpus" else
+                    f", {HOST_MEMORY_SHARE:.0%} of this host's memory")
                 raise PolicyRefused(f"{name} {shown} refused: the policy allows at most "
-                                    f"{most:g} {_rule(rule)}")
+                                    f"{most:g}{source} {_rule(rule)}")
 
     def check_image(self, image: str) -> None:
         if not any(fnmatch.fnmatchcase(image, pattern) for pattern in self.images):
@@ -289,6 +308,13 @@ class SandboxPolicy(Configurable):
 
 def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
+
+
+def host_size() -> tuple[int, int]:
+    """(CPUs, memory MB) a cell may give a sandbox by default: all of this host's CPUs and
+    :data:`HOST_MEMORY_SHARE` of its memory."""
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return os.cpu_count() or 1, int(memory * HOST_MEMORY_SHARE) // (1024 * 1024)
 
 
 def load_policy_config(kernelspec_file: str | os.PathLike | None = None) -> Config:

@@ -26,7 +26,13 @@ from helpers.kernels import (
     running_kernel,
     wait_until,
 )
-from helpers.policies import DEFAULT, env_with, write_policy
+from helpers.policies import (
+    DEFAULT,
+    HOST_CPUS,
+    HOST_MEMORY_SHARE_MB,
+    env_with,
+    write_policy,
+)
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
@@ -133,10 +139,12 @@ def test_rows3_to_5_mounts_outside_the_policy(hc: BlockingKernelClient, home: Pa
 
 # -- rows 6, 7, 18: the operator's profile, limits and runtime are ceilings --------------------
 @pytest.fixture(scope="module")
-def restricted(engine_name: str, test_image: str, kernelspec: None,
-               home: Path) -> Iterator[BlockingKernelClient]:
-    """A kernel whose operator chose the restrictive profile."""
-    env = kernel_env(home, AGENTKERNEL_PROFILE="restrictive")
+def restricted(engine_name: str, test_image: str, kernelspec: None, home: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[BlockingKernelClient]:
+    """A kernel whose operator chose the restrictive profile and its size as the limits."""
+    policy = write_policy(tmp_path_factory.mktemp("restricted") / "policy.json",
+                          max_cpus=0.5, max_memory_mb=256)
+    env = {**kernel_env(home, AGENTKERNEL_PROFILE="restrictive"), **env_with(policy)}
     with running_kernel(env=env, cwd=home / "project") as (_km, kc):
         yield kc
 
@@ -161,6 +169,20 @@ def test_row7_resize_within_the_ceiling_works(restricted: BlockingKernelClient) 
     run = execute(restricted, "%sandbox resize 0.25 128")
     assert run.status == "ok" and "verified" in run.stream()
     assert execute(restricted, "%sandbox resize 0.5 256").status == "ok"
+
+
+def test_row7_the_default_ceiling_is_the_hosts(hc: BlockingKernelClient) -> None:
+    """Without max_cpus / max_memory_mb a cell sizes its sandbox up to this host: all its
+    CPUs and half its memory; the profile's 1 CPU and 512 MB are only the starting size."""
+    cpus, memory_mb = min(2, HOST_CPUS), 1024
+    run = execute(hc, f"%sandbox resize {cpus} {memory_mb}")
+    assert run.status == "ok" and "verified" in run.stream(), run.error or run.stream()
+    assert f"cpus {cpus}, memory {memory_mb} MB" in execute(hc, "%sandbox status").stream()
+    refused(hc, f"%sandbox resize {HOST_CPUS + 1} 512", "refused",
+            f"at most {HOST_CPUS}, this host's CPUs", "max_cpus")
+    refused(hc, f"%sandbox start --memory {HOST_MEMORY_SHARE_MB + 1}", "refused",
+            f"at most {HOST_MEMORY_SHARE_MB}, 50% of this host's memory", "max_memory_mb")
+    assert execute(hc, "%sandbox resize 1 512").status == "ok"
 
 
 def test_row18_the_operators_runtime_is_kept(engine_name: str, home: Path, tmp_path: Path

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers.faultkit import proc_stats
 from helpers.outputs import framed_source, safe_to_show
+from helpers.policies import HOST_MEMORY_SHARE_MB
 from IPython.core.interactiveshell import ExecutionResult, InteractiveShell
 from IPython.utils.capture import CapturedIO, capture_output
 
@@ -77,7 +78,8 @@ def shell(engine_name: str, test_image: str, home: Path) -> Iterator[Interactive
     ("%sandbox start -v /etc:/hostetc", "system folder"),
     ("%sandbox start --profile permissive", "most permissive profile is moderate"),
     ("%sandbox start -p 0.0.0.0:18081:80", "port_addresses"),
-    ("%sandbox resize 1 4096", "at most 512"),
+    (f"%sandbox resize 1 {HOST_MEMORY_SHARE_MB + 1}", f"at most {HOST_MEMORY_SHARE_MB}, 50% of "
+     "this host's memory"),
 ])
 def test_the_policy_binds_the_extensions_magics(shell: InteractiveShell, home: Path,
                                                 code: str, fragment: str) -> None:

@@ -150,8 +150,10 @@ def test_quickstart_with_papermill(ready: Engine, engine_name: str, tmp_path: Pa
     nb = run_papermill(QUICKSTART, tmp_path / "quickstart.ipynb", on_cell_executed=fetch)
     assert errors_of(nb) == []
 
+    for line in ("%sandbox start -p 8000", "%sandbox resize 2 1024"):  # as the product says them
+        assert code_cell(nb, line).source == line
     started = text_of(code_cell(nb, "%sandbox start"))
-    assert "0.5 CPU, 384 MB" in started and f"; {engine_name})" in started
+    assert "1 CPU, 512 MB" in started and f"; {engine_name})" in started
     state = text_of(code_cell(nb, "visits += 1"))
     hostname = re.search(r"host (\S+),", state)[1]
     assert CONTAINER_ID.fullmatch(hostname) and hostname != socket.gethostname()
@@ -166,9 +168,9 @@ def test_quickstart_with_papermill(ready: Engine, engine_name: str, tmp_path: Pa
 
     assert "wrote /tmp/hello.py" in text_of(code_cell(nb, "%%sandbox_file /tmp/hello.py"))
     assert text_of(code_cell(nb, "!python3")) == "hello.py says hi to Ada, Grace\r\n"  # a pty
-    assert "1 CPU, 512 MB (verified in the cgroup)" in text_of(code_cell(nb, "%sandbox resize"))
+    assert "2 CPU, 1024 MB (verified in the cgroup)" in text_of(code_cell(nb, "%sandbox resize"))
     status = text_of(code_cell(nb, "%sandbox status"))
-    assert "limits  cpus 1, memory 512 MB" in status and f"({engine_name}," in status
+    assert "limits  cpus 2, memory 1024 MB" in status and f"({engine_name}," in status
 
     assert text_of(code_cell(nb, "import urllib")) == f"hello from {hostname}\n"
     ports = PORT_LINE.search(text_of(code_cell(nb, "%sandbox ports")))

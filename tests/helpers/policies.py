@@ -9,6 +9,7 @@ policy file) or under stricter ones, and attack them.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,10 @@ from agentkernel.config.policy import POLICY_ENV
 
 DEFAULT = {POLICY_ENV: ""}
 """Environment for a kernel under the default policy (no policy file)."""
+HOST_CPUS = os.cpu_count() or 1
+"""The default policy's most CPUs for a sandbox: all of this machine's."""
+HOST_MEMORY_SHARE_MB = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2 // 2**20
+"""The default policy's most memory for a sandbox, in MB: half of this machine's."""
 
 
 def write_policy(path: Path, **rules: Any) -> Path:
