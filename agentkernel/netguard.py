@@ -4,22 +4,29 @@ An engine's default bridge forwards a sandbox's traffic wherever the host reache
 own services (on every address it has, the bridge's included), the local network, other
 containers, a cloud's metadata endpoint. ``agentkernel network setup`` (root, once per boot)
 makes one bridge network per engine, ``GUARDED_NETWORK`` on a fixed interface (``BRIDGES``),
-and firewall rules for that interface (:func:`rules`):
+and puts that interface under the guard: an nftables table of agentkernel's own
+(``inet agentkernel``, :func:`table_script`), whose chains hook input and forward before the
+engines' (``PRIORITY``) and whose drops no later accept can undo (a drop is final in nftables,
+an accept only ends its own chain), whoever inserts rules after it (dockerd, netavark, a
+firewall reload):
 
-- to the host itself (INPUT): only replies to connections the host opened (published ports);
+- to the host itself (input): only replies to connections the host opened (published ports);
   Podman's network has no DNS server of its own on the bridge (its containers use the host's
   resolvers), and Docker's answers inside each container (127.0.0.11);
-- through the host (FORWARD): no private, loopback, link-local, shared, multicast or reserved
+- through the host (forward): no private, loopback, link-local, shared, multicast or reserved
   address, except DNS to the host's own resolvers (often private in clouds); replies pass;
 - no IPv6 at all (the network has none).
 
-Setup then writes a marker under ``/run`` (a tmpfs: cleared at boot, as the rules are). A start
-puts a sandbox on the guarded network only while the marker is there (:func:`ready`); without
-it the network stays off, or the start is refused when the network was asked for.
+Setup then writes markers under ``/run`` (a tmpfs: cleared at boot, as the rules are): one per
+engine kind, and the digest of the table's listing. A start puts a sandbox on the guarded
+network only while its kind's marker is there and the table is in the kernel as setup left it
+(:func:`available`, asked at every start); otherwise the network stays off, or the start is
+refused when the network was asked for.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import ipaddress
 import json
@@ -38,7 +45,12 @@ from .errors import SandboxError, one_line
 BRIDGES = {"docker": "akguard-docker", "podman": "akguard-podman"}  # at most 15 characters
 LABEL = "agentkernel.network"
 MARKERS = Path("/run/agentkernel")
+TABLE_MARKER = "nftables"  # in MARKERS: the sha256 of the table's listing as setup left it
 LOOPBACK_NAMES = ("localhost",)
+TABLE = "agentkernel"  # family inet: IPv4 and IPv6 in one table
+# Before the engines' own chains (iptables-nft's, at the filter priority, 0), though a drop in
+# any base chain is final in nftables whatever the order: an accept of theirs cannot undo it.
+PRIORITY = "filter - 10"
 # Where a sandbox on the guarded network may not send anything but replies (RFC 6890 and the
 # shared, multicast and reserved ranges): the host's networks, other containers, metadata.
 BLOCKED_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
@@ -46,35 +58,37 @@ BLOCKED_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.25
               "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
               "240.0.0.0/4")
 RESOLV_FILES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
-REPLIES = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"]
+CAP_NET_ADMIN = 12
 
 
-def chains(kind: str) -> tuple[str, str]:
-    """The (input, forward) chains of ``kind``'s guarded network."""
-    return f"AK-GUARD-IN-{kind.upper()}", f"AK-GUARD-FWD-{kind.upper()}"
+def table_script(bridge: str, nameservers: Iterable[str]) -> str:
+    """The nft script that puts ``bridge`` under the guard (one transaction, idempotent):
+    the table, its sets (bridges kept, resolvers and blocked ranges replaced) and its two
+    chains, rewritten."""
+    def elements(name: str, items: Iterable[str]) -> str:
+        listed = ", ".join(items)
+        return f"add element inet {TABLE} {name} {{ {listed} }}\n" if listed else ""
 
-
-def rules(kind: str, nameservers: Iterable[str]) -> dict[str, dict[str, list[list[str]]]]:
-    """The rules of ``kind``'s guarded network: {tool: {chain: [rule arguments]}}."""
-    chain_in, chain_fwd = chains(kind)
-    dns = [[*proto, "--dport", "53"] for proto in (["-p", "udp"], ["-p", "tcp"])]
-    to_host = [[*REPLIES, "-j", "ACCEPT"], ["-j", "DROP"]]
-    through = [[*REPLIES, "-j", "RETURN"]]
-    through += [["-d", server, *port, "-j", "RETURN"] for server in nameservers for port in dns]
-    through += [["-d", block, "-j", "DROP"] for block in BLOCKED_V4]
-    through.append(["-j", "RETURN"])
-    return {"iptables": {chain_in: to_host, chain_fwd: through},
-            "ip6tables": {chain_in: [["-j", "DROP"]], chain_fwd: [["-j", "DROP"]]}}
-
-
-def jumps(kind: str, bridge: str) -> dict[str, list[str]]:
-    """Where each chain is entered: {chain: [parent chain, rule arguments]}. Docker's
-    forwarding rules come after its DOCKER-USER chain, which it never flushes; Podman's
-    (netavark's) after the jump setup puts first in FORWARD."""
-    chain_in, chain_fwd = chains(kind)
-    return {chain_in: ["INPUT", "-i", bridge, "-j", chain_in],
-            chain_fwd: ["DOCKER-USER" if kind == "docker" else "FORWARD", "-i", bridge,
-                        "-j", chain_fwd]}
+    bridges = "iifname @bridges"
+    head = [f'add table inet {TABLE} {{ comment "agentkernel network setup"; }}',
+            f"add set inet {TABLE} bridges {{ type ifname; }}",
+            f"add set inet {TABLE} nameservers {{ type ipv4_addr; }}",
+            f"flush set inet {TABLE} nameservers",
+            f"add set inet {TABLE} blocked {{ type ipv4_addr; flags interval; }}",
+            f"flush set inet {TABLE} blocked"]
+    chains = []
+    for chain, rules in (
+            ("input", ["meta nfproto ipv6 drop", "ct state established,related accept",
+                       "drop"]),
+            ("forward", ["meta nfproto ipv6 drop", "ct state established,related accept",
+                         "ip daddr @nameservers meta l4proto { tcp, udp } th dport 53 accept",
+                         "ip daddr @blocked drop"])):
+        chains += [f"add chain inet {TABLE} {chain} {{ type filter hook {chain} priority "
+                   f"{PRIORITY}; policy accept; }}", f"flush chain inet {TABLE} {chain}"]
+        chains += [f"add rule inet {TABLE} {chain} {bridges} {rule}" for rule in rules]
+    return ("\n".join(head) + "\n" + elements("bridges", [f'"{bridge}"'])
+            + elements("nameservers", nameservers) + elements("blocked", BLOCKED_V4)
+            + "\n".join(chains) + "\n")
 
 
 def host_nameservers(files: Iterable[str] = RESOLV_FILES) -> list[str]:
@@ -121,11 +135,31 @@ def bridge_for(engine: Engine) -> str:
 
 def available(engine: Engine) -> bool:
     """Whether a sandbox of ``engine`` may join the guarded network: for a local engine, its
-    rules are in place on this host (:func:`ready`, no engine request); for a remote one, the
-    network exists there (its rules are that host's: setup runs there, after every boot)."""
+    rules are in force on this host (:func:`ready` and :func:`in_force`, no engine request);
+    for a remote one, the network exists there (its rules are that host's: setup runs there,
+    after every boot)."""
     if engine.remote:
         return engine.network_bridge(GUARDED_NETWORK) is not None
-    return engine.kind in BRIDGES and ready(engine.kind)
+    return (engine.kind in BRIDGES and ready(engine.kind)
+            and in_force(BRIDGES[engine.kind]))
+
+
+def in_force(bridge: str, markers: Path | None = None) -> bool:
+    """Whether the guard's table is in the kernel as setup left it, ``bridge`` among the
+    interfaces it guards (asked at every start: a firewall reload may have removed it, or
+    anyone changed it). Reading the ruleset needs CAP_NET_ADMIN: without it (a kernel run by
+    a user) setup's marker (:func:`ready`) is all the evidence there is."""
+    if not _may_read_ruleset():
+        return True
+    markers = markers or MARKERS
+    listing = _nft("list", "table", "inet", TABLE, check=False)
+    if listing is None or f'"{bridge}"' not in listing:
+        return False
+    try:
+        recorded = (markers / TABLE_MARKER).read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return ready(TABLE_MARKER, markers) and recorded == _digest(listing)
 
 
 def setup(engine: Engine, markers: Path | None = None) -> str:
@@ -141,9 +175,8 @@ def setup(engine: Engine, markers: Path | None = None) -> str:
     kind = engine.kind
     if kind not in BRIDGES:
         raise SandboxError(f"no guarded network for {kind} engines: accepted docker, podman")
-    for tool in ("iptables", "ip6tables"):
-        if shutil.which(tool) is None:
-            raise SandboxError(f"{tool} not found: install the iptables package")
+    if shutil.which("nft") is None:
+        raise SandboxError("nft not found: install the nftables package")
     bridge = bridge_for(engine)
     found = engine.network_bridge(GUARDED_NETWORK)
     if found is None:
@@ -152,27 +185,26 @@ def setup(engine: Engine, markers: Path | None = None) -> str:
         raise SandboxError(f"network {GUARDED_NETWORK} exists on interface {found}, not "
                            f"{bridge}: remove it ({kind} network rm {GUARDED_NETWORK})")
     servers = host_nameservers()
-    for tool, table in rules(kind, servers).items():
-        for chain, chain_rules in table.items():
-            _iptables(tool, "-N", chain, check=False)
-            _iptables(tool, "-F", chain)
-            for rule in chain_rules:
-                _iptables(tool, "-A", chain, *rule)
-        for parent, *jump in jumps(kind, bridge).values():
-            if parent == "DOCKER-USER" and not _iptables(tool, "-n", "-L", parent,
-                                                        check=False):
-                parent = "FORWARD"  # a Docker without its iptables chains (or IPv6 ones)
-            if not _iptables(tool, "-C", parent, *jump, check=False):
-                _iptables(tool, "-I", parent, "1", *jump)
-    same_bridge = _bridged_traffic_filtered()
+    guard(bridge, servers, markers)
     if not engine.remote:
-        markers.mkdir(mode=0o755, exist_ok=True)
-        (markers / kind).write_text(json.dumps({"network": GUARDED_NETWORK, "bridge": bridge,
-                                                "nameservers": servers}))
+        _write_marker(markers / kind, json.dumps(
+            {"network": GUARDED_NETWORK, "bridge": bridge, "nameservers": servers}))
+    same_bridge = _bridged_traffic_filtered()
     note = "" if same_bridge or kind == "docker" else (
         "; sandboxes on it can reach each other: bridged traffic is not filtered "
         "(modprobe br_netfilter)")
     return f"{kind}: network {GUARDED_NETWORK} on {bridge}, firewall rules in place{note}"
+
+
+def guard(bridge: str, nameservers: Iterable[str], markers: Path) -> None:
+    """Put ``bridge`` under the guard's table (root) and record the table's digest in
+    ``markers``, one setup at a time."""
+    markers.mkdir(mode=0o755, exist_ok=True)
+    with open(markers / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _nft("-f", "-", script=table_script(bridge, nameservers))
+        listing = _nft("list", "table", "inet", TABLE) or ""
+        _write_marker(markers / TABLE_MARKER, _digest(listing))
 
 
 def _is_loopback(host: str) -> bool:
@@ -182,12 +214,37 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _iptables(tool: str, *args: str, check: bool = True) -> bool:
-    """Run ``tool -w ARGS``; False when it fails and ``check`` is off."""
-    done = subprocess.run([tool, "-w", *args], capture_output=True, text=True)
+def _nft(*args: str, script: str | None = None, check: bool = True) -> str | None:
+    """Run ``nft ARGS`` (``script`` on its stdin); its output, or None when it fails and
+    ``check`` is off."""
+    done = subprocess.run([shutil.which("nft") or "/usr/sbin/nft", *args], input=script,
+                          capture_output=True, text=True)
     if done.returncode != 0 and check:
-        raise SandboxError(f"{tool} {' '.join(args)} failed: {one_line(done.stderr)}")
-    return done.returncode == 0
+        raise SandboxError(f"nft {' '.join(args)} failed: {one_line(done.stderr)}")
+    return done.stdout if done.returncode == 0 else None
+
+
+def _digest(listing: str) -> str:
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def _write_marker(path: Path, text: str) -> None:
+    """Write a marker in place of any before it (root's, 0644)."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(text, encoding="utf-8")
+    part.chmod(0o644)
+    part.replace(path)
+
+
+def _may_read_ruleset() -> bool:
+    """Whether this process holds CAP_NET_ADMIN, which reading the ruleset needs."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return False
+    effective = next((line.split()[1] for line in status.splitlines()
+                      if line.startswith("CapEff:")), "0")
+    return bool(int(effective, 16) >> CAP_NET_ADMIN & 1)
 
 
 def _bridged_traffic_filtered() -> bool:

@@ -6,10 +6,13 @@ the host is reached at its own interface's address, as a sandbox would reach it.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import socket
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -64,6 +67,77 @@ def listener() -> Iterator[int]:
     server.close()
 
 
+@pytest.fixture
+def private_service() -> Iterator[tuple[str, int]]:
+    """A TCP service on a private address of this machine (10.x): a network namespace of the
+    test's own behind a veth pair, as a service on the local network would be; never another
+    host's or a container's address."""
+    tag = f"{os.getpid() % 100000}"
+    namespace, outside, inside = f"ak-guard-{tag}", f"akg{tag}h", f"akg{tag}n"
+    subnet = free_private_subnet()
+    host_end, service = (str(address) for address in list(subnet.hosts())[:2])
+    steps = [["ip", "netns", "add", namespace],
+             ["ip", "link", "add", outside, "type", "veth", "peer", "name", inside],
+             ["ip", "link", "set", inside, "netns", namespace],
+             ["ip", "addr", "add", f"{host_end}/{subnet.prefixlen}", "dev", outside],
+             ["ip", "link", "set", outside, "up"],
+             ["ip", "-n", namespace, "addr", "add", f"{service}/{subnet.prefixlen}", "dev",
+              inside],
+             ["ip", "-n", namespace, "link", "set", inside, "up"],
+             ["ip", "-n", namespace, "link", "set", "lo", "up"],
+             ["ip", "-n", namespace, "route", "add", "default", "via", host_end]]
+    server = None
+    try:
+        for step in steps:
+            subprocess.run(step, check=True, capture_output=True)
+        server = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, "python3", "-c", SERVE, service, "8080"],
+            stdout=subprocess.PIPE, text=True)
+        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+        yield service, 8080
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        subprocess.run(["ip", "link", "del", outside], capture_output=True)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+SERVE = ("import socket, sys\n"
+         "server = socket.create_server((sys.argv[1], int(sys.argv[2])))\n"
+         "print('listening', flush=True)\n"
+         "while True:\n"
+         "    server.accept()[0].close()\n")
+
+
+def free_private_subnet() -> ipaddress.IPv4Network:
+    """A /30 of 10.213.0.0/16 that no route of this host covers (the default route aside)."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True,
+                            check=True).stdout.splitlines()
+    taken = [ipaddress.ip_network(line.split()[0]) for line in routes
+             if line.split() and line.split()[0] != "default"]
+    for candidate in ipaddress.ip_network("10.213.0.0/16").subnets(new_prefix=30):
+        if not any(candidate.overlaps(network) for network in taken):
+            return candidate
+    pytest.fail(f"no free /30 in 10.213.0.0/16: {routes}")
+
+
+@contextmanager
+def accept_first(bridge: str) -> Iterator[None]:
+    """What a firewall reload or an engine inserting last does: an ACCEPT of everything from
+    ``bridge`` at the head of iptables' INPUT and FORWARD (test-owned, removed after)."""
+    rules = [[chain, "-i", bridge, "-m", "comment", "--comment", f"agentkernel-test-{chain}",
+              "-j", "ACCEPT"] for chain in ("INPUT", "FORWARD")]
+    try:
+        for chain, *rule in rules:
+            subprocess.run(["iptables", "-w", "-I", chain, "1", *rule], check=True,
+                           capture_output=True)
+        yield
+    finally:
+        for rule in rules:
+            subprocess.run(["iptables", "-w", "-D", *rule], capture_output=True)
+
+
 def probe(sandbox: Sandbox, address: str, port: int) -> str:
     sandbox.write_file("/tmp/probe.py", PROBE.encode())
     return sandbox.exec(f"python3 /tmp/probe.py {address} {port}").stdout.strip()
@@ -75,19 +149,73 @@ def test_a_sandbox_with_the_network_joins_the_guarded_network(engine: Engine,
     with Sandbox(image=test_image, network=True, engine=engine) as sb:
         networks = engine.api.inspect_container(sb.container_id)["NetworkSettings"]["Networks"]
         assert list(networks) == [GUARDED_NETWORK] and sb.notes == []
+    assert engine.network_bridge(GUARDED_NETWORK) == netguard.bridge_for(engine)
+
+
+def forward_chains() -> list[tuple[int, str, str, str]]:
+    """(priority, family, table, chain) of every base chain IPv4 forwarding passes, first first."""
+    listed = json.loads(subprocess.run(["nft", "-j", "list", "ruleset"], capture_output=True,
+                                       text=True, check=True).stdout)["nftables"]
+    return sorted((item["chain"]["prio"], item["chain"]["family"], item["chain"]["table"],
+                   item["chain"]["name"]) for item in listed
+                  if item.get("chain", {}).get("hook") == "forward"
+                  and item["chain"]["family"] in ("ip", "inet"))
+
+
+def test_the_guard_is_evaluated_first_after_the_engines_and_a_reload(
+        engine: Engine, test_image: str) -> None:
+    """With a sandbox started on the guarded network (the engine, netavark on Podman, inserts
+    its rules), netavark's reload and an ACCEPT at the head of iptables' FORWARD, the guard's
+    chain is still the first base chain forwarded traffic meets, it drops the blocked ranges
+    for the guarded bridge, and the start's check still finds it in force."""
     bridge = netguard.bridge_for(engine)
-    assert engine.network_bridge(GUARDED_NETWORK) == bridge
-    chain_in, chain_fwd = netguard.chains(engine.kind)
-    for parent, *jump in netguard.jumps(engine.kind, bridge).values():
-        listed = subprocess.run(["iptables", "-w", "-S", parent], capture_output=True,
-                                text=True, check=True).stdout
-        assert f"-A {parent} {' '.join(jump)}" in listed
-    rules = subprocess.run(["iptables", "-w", "-S", chain_in], capture_output=True, text=True,
-                           check=True).stdout.splitlines()
-    assert rules[-1] == f"-A {chain_in} -j DROP", "nothing new reaches the host from it"
-    forwarded = subprocess.run(["iptables", "-w", "-S", chain_fwd], capture_output=True,
-                               text=True, check=True).stdout
-    assert f"-A {chain_fwd} -d 169.254.0.0/16 -j DROP" in forwarded
+    with Sandbox(image=test_image, network=True, engine=engine) as sb:
+        assert sb.effective.network
+        if engine.kind == "podman":
+            subprocess.run(["podman", "network", "reload", "--all"], check=True,
+                           capture_output=True)
+        with accept_first(bridge):
+            first, *others = forward_chains()
+            assert first[1:] == ("inet", netguard.TABLE, "forward")
+            assert others and all(first[0] < later[0] for later in others), others
+            listing = subprocess.run(["nft", "list", "table", "inet", netguard.TABLE],
+                                     capture_output=True, text=True, check=True).stdout
+            assert f'"{bridge}"' in listing
+            assert "iifname @bridges ip daddr @blocked drop" in listing
+            assert "169.254.0.0/16" in listing and "10.0.0.0/8" in listing
+            assert netguard.available(engine)
+
+
+def test_a_start_refuses_the_network_when_the_guard_is_not_in_force(
+        engine: Engine, test_image: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The markers stand but the table is gone (a firewall reload that flushed the ruleset):
+    a network asked for is refused in one line, the profile's network is left off."""
+    monkeypatch.setattr(netguard, "TABLE", "agentkernel-test-absent")
+    with pytest.raises(SandboxError, match="the network is not available: the guarded "):
+        Sandbox(image=test_image, engine=engine, network=True).start()
+    with Sandbox(image=test_image, engine=engine) as sb:
+        assert not sb.effective.network and "no network" in sb.notes[0]
+
+
+def test_a_table_changed_since_setup_is_not_in_force(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Setup's table on a bridge no engine has (a table of the test's own): in force as set
+    up, not once a rule is slipped into it, nor once it is gone."""
+    table, bridge = f"agentkernel-test-{os.getpid()}", "akg-test-none"
+    monkeypatch.setattr(netguard, "TABLE", table)
+    markers = tmp_path / "markers"
+    try:
+        netguard.guard(bridge, ["10.0.0.2"], markers)
+        assert netguard.in_force(bridge, markers)
+        assert not netguard.in_force("akg-test-other", markers)
+        netguard.guard(bridge, ["10.0.0.2"], markers)
+        assert netguard.in_force(bridge, markers), "setup is idempotent"
+        subprocess.run(["nft", "insert", "rule", "inet", table, "forward", "iifname",
+                        "@bridges", "accept"], check=True, capture_output=True)
+        assert not netguard.in_force(bridge, markers)
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+    assert not netguard.in_force(bridge, markers)
 
 
 def test_the_host_is_out_of_reach_from_the_guarded_network(engine: Engine, test_image: str,
@@ -127,3 +255,22 @@ def test_without_the_rules_the_network_stays_off(engine: Engine, test_image: str
         assert manager.sandbox is current and current.is_running, "the sandbox is kept"
     finally:
         manager.shutdown()
+
+
+def test_the_guard_holds_whatever_the_engines_and_a_reload_insert_after_it(
+        engine: Engine, test_image: str, listener: int,
+        private_service: tuple[str, int]) -> None:
+    """Rules inserted after setup's (the engine's own for a started sandbox, netavark's reload,
+    an ACCEPT of everything from the bridge at the head of INPUT and FORWARD) do not let a
+    sandbox on the guarded network reach a private address on this machine, nor the host;
+    the engine's default bridge reaches the private service (the control)."""
+    address, port = private_service
+    with Sandbox(image=test_image, network=True, network_name="", engine=engine) as open_sb:
+        assert probe(open_sb, address, port) == "connected"
+    with Sandbox(image=test_image, network=True, engine=engine) as guarded:
+        if engine.kind == "podman":
+            subprocess.run(["podman", "network", "reload", "--all"], check=True,
+                           capture_output=True)
+        with accept_first(netguard.bridge_for(engine)):
+            assert probe(guarded, address, port).startswith("refused")
+            assert probe(guarded, host_address(), listener).startswith("refused")

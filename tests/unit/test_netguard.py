@@ -12,35 +12,51 @@ from agentkernel.config import SandboxConfig
 from agentkernel.errors import ConfigError
 
 
+def chain_rules(script: str, chain: str) -> list[str]:
+    """The rules ``script`` adds to ``chain`` of the guard's table, in order."""
+    prefix = f"add rule inet {netguard.TABLE} {chain} "
+    return [line[len(prefix):] for line in script.splitlines() if line.startswith(prefix)]
+
+
+def test_every_rule_is_for_the_guarded_bridges_only() -> None:
+    script = netguard.table_script("akguard-docker", ["10.0.0.2"])
+    rules = chain_rules(script, "input") + chain_rules(script, "forward")
+    assert rules and all(rule.startswith("iifname @bridges ") for rule in rules)
+    assert f'add element inet {netguard.TABLE} bridges {{ "akguard-docker" }}' in script
+
+
 def test_nothing_new_reaches_the_host() -> None:
-    for kind in ("docker", "podman"):
-        chain_in, _ = netguard.chains(kind)
-        to_host = netguard.rules(kind, ["10.0.0.2"])["iptables"][chain_in]
-        assert to_host == [[*netguard.REPLIES, "-j", "ACCEPT"], ["-j", "DROP"]]
+    rules = chain_rules(netguard.table_script("akguard-podman", ["10.0.0.2"]), "input")
+    assert [rule.removeprefix("iifname @bridges ") for rule in rules] == [
+        "meta nfproto ipv6 drop", "ct state established,related accept", "drop"]
 
 
 def test_private_ranges_are_dropped_after_replies_and_the_host_resolvers() -> None:
-    _, chain_fwd = netguard.chains("docker")
-    through = netguard.rules("docker", ["10.255.255.53"])["iptables"][chain_fwd]
-    assert through[0][-1] == "RETURN" and "ESTABLISHED,RELATED" in through[0]
-    assert through[1][:2] == ["-d", "10.255.255.53"] and through[1][-1] == "RETURN"
-    dropped = {rule[1] for rule in through if rule[-1] == "DROP"}
-    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16",
-            "127.0.0.0/8"} <= dropped
-    assert through[-1] == ["-j", "RETURN"], "the internet is the engine's to forward"
+    script = netguard.table_script("akguard-docker", ["10.255.255.53"])
+    rules = [rule.removeprefix("iifname @bridges ") for rule in chain_rules(script, "forward")]
+    assert rules == ["meta nfproto ipv6 drop", "ct state established,related accept",
+                     "ip daddr @nameservers meta l4proto { tcp, udp } th dport 53 accept",
+                     "ip daddr @blocked drop"], "the internet is the engine's to forward"
+    assert f"add element inet {netguard.TABLE} nameservers {{ 10.255.255.53 }}" in script
+    blocked = next(line for line in script.splitlines()
+                   if line.startswith(f"add element inet {netguard.TABLE} blocked"))
+    assert all(r in blocked for r in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                      "169.254.0.0/16", "127.0.0.0/8"))
 
 
-def test_no_ipv6_from_the_guarded_network() -> None:
-    for chain_rules in netguard.rules("podman", [])["ip6tables"].values():
-        assert chain_rules == [["-j", "DROP"]]
+def test_the_chains_hook_before_the_engines_filter_chains() -> None:
+    """iptables-nft (dockerd, netavark) hooks at the filter priority, 0."""
+    script = netguard.table_script("akguard-docker", [])
+    for chain in ("input", "forward"):
+        assert (f"add chain inet {netguard.TABLE} {chain} {{ type filter hook {chain} "
+                f"priority {netguard.PRIORITY}; policy accept; }}") in script
+    assert netguard.PRIORITY == "filter - 10"
 
 
-def test_docker_forwarding_goes_through_docker_user() -> None:
-    jumps = netguard.jumps("docker", "akguard-docker")
-    assert [parent for parent, *_ in jumps.values()] == ["INPUT", "DOCKER-USER"]
-    assert all(jump[1:3] == ["-i", "akguard-docker"] for jump in jumps.values())
-    assert [p for p, *_ in netguard.jumps("podman", "akguard-podman").values()] == [
-        "INPUT", "FORWARD"]
+def test_no_resolvers_leaves_their_set_empty() -> None:
+    script = netguard.table_script("akguard-docker", [])
+    assert f"flush set inet {netguard.TABLE} nameservers" in script
+    assert "add element inet agentkernel nameservers" not in script
 
 
 def test_host_nameservers_skip_loopback_and_ipv6(tmp_path: Path) -> None:
