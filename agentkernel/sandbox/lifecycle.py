@@ -88,8 +88,9 @@ class Lifecycle(SandboxCore):
             self._network_checked = True
             return eff
         where = (f"the engine at {self.engine.base_url} has no {GUARDED_NETWORK} network"
-                 if self.engine.remote else "`agentkernel network setup` has not run (as root) "
-                 "since this host started")
+                 if self.engine.remote else "its firewall rules are not in force: `agentkernel "
+                 "network setup` has not run (as root) since this host started or since a "
+                 "firewall reload removed or changed them")
         why = (f"the guarded network is not set up ({where}; an operator may instead set "
                "c.SandboxConfig.network_name = '' for the engine's bridge, from which the "
                "host's services can be reached)")
