@@ -239,8 +239,8 @@ def cmd_network_status(args: argparse.Namespace) -> int:
             state = "not set up: sandboxes start without network (agentkernel network setup)"
         elif not netguard.available(engine):
             state = (f"network {GUARDED_NETWORK} on {bridge}, but its firewall rules are not "
-                     "in place since this host started: sandboxes start without network "
-                     "(agentkernel network setup)")
+                     "in force (gone since this host started, or removed or changed since "
+                     "setup): sandboxes start without network (agentkernel network setup)")
         elif engine.remote:
             state = (f"network {GUARDED_NETWORK} on {bridge} (a remote engine: its firewall "
                      "rules are its host's, set up there after every boot)")
