@@ -140,4 +140,11 @@ if [ ! -x "$GATEWAY_VENV/bin/jupyter-enterprisegateway" ]; then
   python3 -m venv "$GATEWAY_VENV"
   "$GATEWAY_VENV/bin/pip" install -q "jupyter_enterprise_gateway>=3.2,<4"
 fi
+# its wheels, for the test that follows docs/scale-out.md into fresh venvs without an index
+if [ ! -f "$GATEWAY_VENV/wheels/.complete" ]; then
+  log "collecting Enterprise Gateway's wheels in $GATEWAY_VENV/wheels"
+  "$GATEWAY_VENV/bin/pip" wheel -q --wheel-dir "$GATEWAY_VENV/wheels" \
+    "jupyter_enterprise_gateway>=3.2,<4" >/dev/null
+  touch "$GATEWAY_VENV/wheels/.complete"
+fi
 log "ready in $((SECONDS - started)) s"

@@ -3,6 +3,9 @@
 # Idempotent: every step is skipped when its result is already there.
 #   scripts/setup.sh            engines (Docker, and Podman unless AGENTKERNEL_SETUP_PODMAN=0), image, venv,
 #                               and the scale-out set-up (unless AGENTKERNEL_SETUP_SCALEOUT=0)
+#   AGENTKERNEL_SETUP_FOR=demo  only what notebooks/quickstart.ipynb needs (scripts/demo): one
+#                               engine (Docker, or Podman with AGENTKERNEL_ENGINE=podman), the
+#                               image, the venv with papermill, the kernelspec, the guarded network
 # Prints the venv's python path on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,18 +13,27 @@ ROOT=$(pwd)
 VENV=${AGENTKERNEL_VENV:-$ROOT/.venv}
 IMAGE=${AGENTKERNEL_IMAGE:-agentkernel-test:latest}
 PODMAN_SOCK=/run/podman/podman.sock
+FOR=${AGENTKERNEL_SETUP_FOR:-test}
+case "$FOR" in test|demo) ;; *) echo "[setup] AGENTKERNEL_SETUP_FOR=$FOR: expected test or demo" >&2; exit 2 ;; esac
 WANT_PODMAN=${AGENTKERNEL_SETUP_PODMAN:-1}
+WANT_DOCKER=1
+if [ "$FOR" = demo ]; then  # one engine: the one AGENTKERNEL_ENGINE names, else Docker
+  WANT_PODMAN=0
+  [ "${AGENTKERNEL_ENGINE:-}" = podman ] && WANT_PODMAN=1 WANT_DOCKER=0
+fi
 log() { printf '[setup] %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
 need_apt=()
-command -v dockerd >/dev/null || need_apt+=(docker.io)
+[ "$WANT_DOCKER" = 1 ] && { command -v dockerd >/dev/null || need_apt+=(docker.io); }
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-command -v busybox >/dev/null || need_apt+=(busybox-static)
-command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # a local registry for pull tests
-command -v chromium >/dev/null || need_apt+=(chromium)
 command -v ip6tables >/dev/null || need_apt+=(iptables)  # the guarded network's rules
+if [ "$FOR" = test ]; then
+  command -v busybox >/dev/null || need_apt+=(busybox-static)
+  command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # a local registry for pull tests
+  command -v chromium >/dev/null || need_apt+=(chromium)
+fi
 if [ "$WANT_PODMAN" = 1 ]; then
   command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
   [ -x /usr/libexec/podman/catatonit ] || [ -x /usr/bin/catatonit ] || need_apt+=(catatonit)
@@ -34,7 +46,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 # --- Docker ---------------------------------------------------------------
-if ! docker info >/dev/null 2>&1; then
+if [ "$WANT_DOCKER" = 1 ] && ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p /var/log
   start_daemon /var/log/agentkernel-dockerd.log dockerd
@@ -90,11 +102,29 @@ for pin in (re.fullmatch(r"([\w.-]+)==([^;\s]+)", d.strip()) for d in extras["te
         sys.exit(1)
 PY
 }
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! pins_hold; then
+if [ "$FOR" = demo ] && [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ]; then
+  :  # the test extras hold the demo's
+elif [ "$FOR" = demo ]; then
+  if [ ! -f "$stamp-demo" ] || [ pyproject.toml -nt "$stamp-demo" ]; then
+    log "installing agentkernel[demo] into $VENV"
+    "$VENV/bin/pip" install -q -e ".[demo]"
+    touch "$stamp-demo"
+  fi
+elif [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! pins_hold; then
   log "installing agentkernel[test] into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip >/dev/null
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
+fi
+# The package's dependencies (with the gateway extra) as wheels, and setuptools to build it, for
+# the tests that install a freshly built wheel into a fresh venv without an index
+# (tests/unit/test_wheel_install.py, tests/engine/test_scaleout_doc.py).
+wheels=$VENV/wheels
+if [ "$FOR" = test ] && { [ ! -f "$wheels/.complete" ] || [ pyproject.toml -nt "$wheels/.complete" ]; }; then
+  log "collecting the package's dependencies as wheels in $wheels"
+  "$VENV/bin/pip" wheel -q --wheel-dir "$wheels" ".[gateway]" "setuptools>=77" >/dev/null
+  rm -f "$wheels"/agentkernel-*.whl
+  touch "$wheels/.complete"
 fi
 # Byte code for the package's own modules: an editable install has none, and where
 # PYTHONDONTWRITEBYTECODE is set every kernel would compile them again at its start.
@@ -104,20 +134,23 @@ fi
 # --- test image -----------------------------------------------------------
 # Debian's Python with what the demo and the differential corpus import (pandas' Styler needs
 # jinja2), from bookworm: the venv pins the same versions of numpy, pandas and matplotlib.
-engines=(docker)
+engines=()
+[ "$WANT_DOCKER" = 1 ] && engines+=(docker)
 [ "$WANT_PODMAN" = 1 ] && engines+=(podman)
 "$VENV/bin/agentkernel" image build --tag "$IMAGE" --if-missing --engines "${engines[@]}" \
   --packages python3 python3-matplotlib python3-pandas python3-jinja2 iproute2 procps >&2
 # the same with ipywidgets and tqdm (PyPI wheels), for the JupyterLab widgets test
-AGENTKERNEL_IMAGE="$IMAGE" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" -m helpers.widgets_image \
-  --if-missing --engines "${engines[@]}" >&2
+if [ "$FOR" = test ]; then
+  AGENTKERNEL_IMAGE="$IMAGE" PYTHONPATH="$ROOT/tests" "$VENV/bin/python" -m helpers.widgets_image \
+    --if-missing --engines "${engines[@]}" >&2
+fi
 
 # --- the guarded network: where sandboxes with the network go (agentkernel/netguard.py) ------
 # Firewall rules are gone after a reboot, so this runs every time (idempotent).
 "$VENV/bin/agentkernel" network setup --engines "${engines[@]}" >&2
 
 # --- scale-out: sshd on loopback, a TLS engine, Enterprise Gateway (docs/scale-out.md) -------
-if [ "${AGENTKERNEL_SETUP_SCALEOUT:-1}" = 1 ]; then
+if [ "$FOR" = test ] && [ "${AGENTKERNEL_SETUP_SCALEOUT:-1}" = 1 ]; then
   scripts/setup-scaleout.sh "$VENV" "$IMAGE"
 fi
 echo "$VENV/bin/python"
