@@ -28,7 +28,7 @@ source scripts/lib.sh
 need_apt=()
 [ "$WANT_DOCKER" = 1 ] && { command -v dockerd >/dev/null || need_apt+=(docker.io); }
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
-command -v ip6tables >/dev/null || need_apt+=(iptables)  # the guarded network's rules
+command -v nft >/dev/null || need_apt+=(nftables)  # the guarded network's rules (its own table)
 if [ "$FOR" = test ]; then
   command -v busybox >/dev/null || need_apt+=(busybox-static)
   command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # a local registry for pull tests
