@@ -38,7 +38,7 @@ from .config import SandboxConfig, load_config_files
 from .config.files import load_config_file
 from .config.policy import POLICY_ENV, SandboxPolicy
 from .errors import SandboxError
-from .frontend import ErrorReport, outgoing_bundle
+from .frontend import ErrorReport, outgoing_bundle, outgoing_text
 from .manager import SandboxManager
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class _CellRun:
 def write(name: str, text: str) -> None:
     """Write sandbox output to the host's current ``sys.stdout`` or ``sys.stderr``, now."""
     stream = sys.stderr if name == "stderr" else sys.stdout
-    stream.write(text)
+    stream.write(outgoing_text(text))
     stream.flush()
 
 

@@ -11,8 +11,20 @@ from dataclasses import dataclass
 
 from .errors import one_line
 from .sanitize import safe_bundle, safe_comm_data
+from .termtext import without_control_sequences
 
 RED, RESET = "\x1b[0;31m", "\x1b[0m"
+# Mime types shown as terminal text, whose ANSI sequences a frontend interprets.
+TERMINAL_MIMES = ("text/plain", "application/vnd.jupyter.stdout",
+                  "application/vnd.jupyter.stderr")
+
+
+def outgoing_text(text: str) -> str:
+    """Text from the sandbox (a stream's, an error's), made fit for a frontend: SGR colour codes
+    are kept, every other terminal control sequence (OSC clipboard, title and hyperlinks, DCS,
+    APC, PM, cursor and screen control) is removed (:mod:`agentkernel.termtext`). Whatever
+    the output policy: a terminal acts on them, a page shows their payload as text."""
+    return without_control_sequences(text)
 
 
 def outgoing_bundle(data: dict, metadata: dict | None = None,
@@ -21,13 +33,18 @@ def outgoing_bundle(data: dict, metadata: dict | None = None,
 
     Every bundle a sandbox produces goes through here before a frontend sees it: display and
     update_display, execute_result, inspect replies, pager payloads, the extension's output.
-    Unless the operator's policy trusts sandbox output (``trusted``), HTML, SVG and Markdown
-    are sanitised and anything that needs scripts runs in an isolated frame
-    (:mod:`agentkernel.sanitize`).
+    Unless the operator's policy trusts sandbox output (``trusted``), HTML, SVG, MathML and
+    Markdown are sanitised, anything that needs scripts runs in an isolated frame
+    (:mod:`agentkernel.sanitize`) and terminal text loses its control sequences but colours
+    (:func:`outgoing_text`).
     """
     if trusted:
         return dict(data), dict(metadata or {})
-    return safe_bundle(data, dict(metadata or {}))
+    safe, meta = safe_bundle(data, dict(metadata or {}))
+    for mime in TERMINAL_MIMES:
+        if isinstance(safe.get(mime), str):
+            safe[mime] = outgoing_text(safe[mime])
+    return safe, meta
 
 
 def outgoing_comm_data(target: str | None, model: str | None, data: dict,
@@ -40,11 +57,17 @@ def outgoing_comm_data(target: str | None, model: str | None, data: dict,
 
 @dataclass(frozen=True)
 class ErrorReport:
-    """An error as Jupyter shows it: its name, value and traceback lines."""
+    """An error as Jupyter shows it: its name, value and traceback lines, without terminal
+    control sequences but colours (:func:`outgoing_text`), whoever made it."""
 
     ename: str
     evalue: str
     traceback: list[str]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ename", outgoing_text(self.ename))
+        object.__setattr__(self, "evalue", outgoing_text(self.evalue))
+        object.__setattr__(self, "traceback", [outgoing_text(line) for line in self.traceback])
 
     @classmethod
     def of_ours(cls, err: Exception) -> ErrorReport:

@@ -5,13 +5,18 @@ javascript``, SVG event handlers and Markdown with raw HTML run with the page's 
 holds the Jupyter token and cookie (and from there ``POST /api/terminals`` is a shell on the
 host). Output from a sandbox is untrusted, so by default:
 
-- HTML, SVG and Markdown are sanitised with nh3 (ammonia), keeping what pandas tables, pandas
-  Styler and matplotlib SVG need (tables, classes, inline styles, ``<style>``, SVG shapes);
+- HTML, SVG, MathML and Markdown are sanitised with nh3 (ammonia), keeping what pandas tables,
+  pandas Styler and matplotlib SVG need (tables, classes, inline styles, ``<style>``, SVG
+  shapes) and MathML's presentation elements;
+- LaTeX (``text/latex``, and the math in Markdown and HTML that the page typesets) keeps its
+  ``\\href``/``\\url`` links only to the web or mail (:mod:`agentkernel.texlinks`);
 - output that needs scripts (``application/javascript``, HTML with scripts, event handlers or
   frames: the interactive charts of plotly, bokeh, altair, folium) is shown inside an
   ``<iframe sandbox="allow-scripts">`` without ``allow-same-origin``: it runs in an opaque
   origin, with no access to the page, its cookies or the token;
 - only mime types known to be inert are passed on; others are dropped (their text/plain stays).
+  Of JupyterLab's own renderers, Vega/Vega-Lite (whose specs load URLs through the page's
+  Jupyter server and run Vega expressions), Mermaid and PDF are not inert.
 
 The operator may trust sandbox output (``c.SandboxPolicy.trust_output``); a cell may not.
 """
@@ -23,6 +28,8 @@ import re
 from typing import Any
 
 import nh3
+
+from .texlinks import without_unsafe_links
 
 SVG_TAGS = {
     "svg", "g", "defs", "symbol", "use", "path", "rect", "circle", "ellipse", "line",
@@ -43,18 +50,44 @@ SVG_ATTRIBUTES = {
     "rotate", "textLength", "lengthAdjust", "visibility", "display", "color", "version",
     "xmlns", "filter", "stdDeviation", "in", "in2", "result", "mode", "values", "type",
 }
+# MathML Core and the presentation elements MathJax reads, without those that embed other
+# markup or resources (annotation-xml, mglyph) or act on the page (maction).
+MATHML_TAGS = {
+    "math", "mi", "mn", "mo", "ms", "mspace", "mtext", "mrow", "mfrac", "msqrt", "mroot",
+    "mstyle", "merror", "mpadded", "mphantom", "mfenced", "menclose", "msub", "msup",
+    "msubsup", "munder", "mover", "munderover", "mmultiscripts", "mprescripts", "none",
+    "mtable", "mtr", "mtd", "mlabeledtr", "semantics", "annotation",
+}
+MATHML_ATTRIBUTES = {
+    "display", "displaystyle", "scriptlevel", "mathvariant", "mathsize", "mathcolor",
+    "mathbackground", "dir", "xmlns", "encoding", "alttext", "fence", "separator", "stretchy",
+    "symmetric", "largeop", "movablelimits", "accent", "accentunder", "form", "lspace",
+    "rspace", "minsize", "maxsize", "linethickness", "bevelled", "numalign", "denomalign",
+    "notation", "open", "close", "separators", "depth", "voffset", "columnalign", "rowalign",
+    "columnlines", "rowlines", "columnspacing", "rowspacing", "columnspan", "frame",
+    "framespacing", "equalrows", "equalcolumns", "subscriptshift", "superscriptshift",
+    "lquote", "rquote", "side", "minlabelspacing", "indentalign", "intent", "arg",
+}
 GLOBAL_ATTRIBUTES = {
     "class", "id", "style", "title", "lang", "dir", "align", "valign", "width", "height",
     "border", "cellpadding", "cellspacing", "colspan", "rowspan", "scope", "headers",
     "bgcolor", "color", "size", "face", "data-mime-type", "scoped",
 }
-HTML_TAGS = nh3.ALLOWED_TAGS | {"style", "font", "section", "label", "svg"} | SVG_TAGS
+# No <wbr>: MathJax reads math across it, so ``\hr<wbr>ef`` would be ``\href`` to it.
+HTML_TAGS = (nh3.ALLOWED_TAGS - {"wbr"}) | {"style", "font", "section", "label", "svg"} | \
+    SVG_TAGS | MATHML_TAGS
+MATHML_MIME = "application/mathml+xml"
 SAFE_MIMES = {
     "text/plain", "text/latex", "image/png", "image/jpeg", "image/gif", "image/bmp",
     "image/webp", "application/json", "application/vnd.jupyter.widget-view+json",
     "application/vnd.jupyter.widget-state+json", "application/vnd.jupyter.stderr",
-    "application/vnd.jupyter.stdout",
+    "application/vnd.jupyter.stdout", "text/jsonl", "application/jsonl",
+    "application/json-lines",
 }
+# Inert types whose value is JSON of any shape; the others' values must be strings (a list would
+# reach the page joined, past what is checked here).
+JSON_MIMES = {"application/json", "application/vnd.jupyter.widget-view+json",
+              "application/vnd.jupyter.widget-state+json"}
 SAFE_SCHEMES = {"http", "https", "mailto", "data"}
 # What makes HTML need scripts (then it runs isolated in a frame, never in the page).
 NEEDS_SCRIPTS = re.compile(
@@ -65,8 +98,6 @@ NEEDS_SCRIPTS = re.compile(
 RAW_HTML = re.compile(r"<[A-Za-z!/?]")
 LINK_SCHEME = re.compile(r"(?:\]\(\s*<?|^\s*\[[^\]]*\]:\s*<?)\s*([A-Za-z][A-Za-z0-9+.-]*):",
                          re.MULTILINE)
-# LaTeX links the page's MathJax would make clickable; only web and mail links may stay.
-UNSAFE_TEX_LINK = re.compile(r"\\(?:href|url)(?=\s*\{\s*(?!https?:|mailto:|#))", re.IGNORECASE)
 # Heights of isolated outputs: a frame in an opaque origin cannot tell the page its size; the
 # user can drag it taller (resize: vertical).
 FRAME_HEIGHT = 360
@@ -88,13 +119,13 @@ def clean_html(text: str) -> str:
         text,
         tags=HTML_TAGS,
         clean_content_tags={"script"},
-        attributes={"*": GLOBAL_ATTRIBUTES | SVG_ATTRIBUTES,
+        attributes={"*": GLOBAL_ATTRIBUTES | SVG_ATTRIBUTES | MATHML_ATTRIBUTES,
                     **{t: set(a) for t, a in nh3.ALLOWED_ATTRIBUTES.items()}},
         attribute_filter=_keep_url,
         url_schemes=SAFE_SCHEMES,
         strip_comments=True,
     )
-    return UNSAFE_TEX_LINK.sub("", cleaned)
+    return without_unsafe_links(cleaned, markup=True)
 
 
 def clean_svg(text: str) -> str:
@@ -106,6 +137,18 @@ def clean_svg(text: str) -> str:
     return cleaned
 
 
+def clean_mathml(text: str) -> str:
+    """A sanitised MathML document: presentation elements only, no link, script or handler."""
+    return nh3.clean(
+        text,
+        tags=MATHML_TAGS,
+        clean_content_tags={"script", "style"},
+        attributes={"*": MATHML_ATTRIBUTES | {"class", "id", "style"}},
+        url_schemes=set(),
+        strip_comments=True,
+    ).strip()
+
+
 def isolated(page: str, height: int = FRAME_HEIGHT) -> str:
     """HTML that shows ``page`` (scripts included) in a frame with an opaque origin."""
     return (f'<iframe sandbox="allow-scripts" srcdoc="{html.escape(page, quote=True)}" '
@@ -114,28 +157,42 @@ def isolated(page: str, height: int = FRAME_HEIGHT) -> str:
 
 
 def markdown_is_inert(text: str) -> bool:
-    """True when Markdown holds no raw HTML and links only to web, mail or image data."""
-    if RAW_HTML.search(text) or UNSAFE_TEX_LINK.search(text):
+    """True when Markdown holds no raw HTML and links only to web, mail or image data, and no
+    TeX link but to the web or mail, in its source (the math the page takes out before it
+    renders the Markdown) or in the text it renders to (the page typesets that too: its
+    character references and backslash escapes could spell a ``\\href``)."""
+    if RAW_HTML.search(text) or without_unsafe_links(text) != text:
         return False
-    return all(scheme.lower() in SAFE_SCHEMES for scheme in LINK_SCHEME.findall(text))
+    if not all(scheme.lower() in SAFE_SCHEMES for scheme in LINK_SCHEME.findall(text)):
+        return False
+    rendered = _render_markdown(text)
+    return without_unsafe_links(rendered, markup=True) == rendered
+
+
+def _render_markdown(text: str) -> str:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark", {"html": True}).render(text)
 
 
 def markdown_as_html(text: str) -> str:
     """Markdown rendered to sanitised HTML (for Markdown that is not inert)."""
-    from markdown_it import MarkdownIt
-
-    return clean_html(MarkdownIt("commonmark", {"html": True}).render(text))
+    return clean_html(_render_markdown(text))
 
 
 def safe_bundle(data: dict[str, Any], metadata: dict[str, Any]) -> tuple[dict, dict]:
-    """The bundle as the page may see it: inert mime types kept, HTML/SVG/Markdown sanitised,
-    scripts isolated in a frame, everything else dropped."""
+    """The bundle as the page may see it: inert mime types kept, HTML/SVG/MathML/Markdown
+    sanitised, scripts isolated in a frame, everything else dropped."""
     safe: dict[str, Any] = {}
     for mime, value in data.items():
-        if mime in SAFE_MIMES:
-            safe[mime] = UNSAFE_TEX_LINK.sub("", value) if mime == "text/latex" else value
+        if mime in JSON_MIMES:
+            safe[mime] = value
+        elif mime in SAFE_MIMES and isinstance(value, str):
+            safe[mime] = without_unsafe_links(value) if mime == "text/latex" else value
         elif mime == "image/svg+xml" and isinstance(value, str):
             safe[mime] = clean_svg(value)
+        elif mime == MATHML_MIME and isinstance(value, str):
+            safe[mime] = clean_mathml(value)
     page = data.get("text/html")
     script = data.get("application/javascript")
     markdown = data.get("text/markdown")

@@ -22,7 +22,7 @@ from traitlets import Instance
 
 from agentkernel import __version__, commands
 from agentkernel.errors import SandboxError
-from agentkernel.frontend import ErrorReport, outgoing_bundle, outgoing_comm_data
+from agentkernel.frontend import ErrorReport, outgoing_bundle, outgoing_comm_data, outgoing_text
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel.history import History
 
@@ -105,6 +105,8 @@ class AgentKernel(Kernel):
 
     # -- output helpers ----------------------------------------------------------------------
     def _out(self, name: str, text: str) -> None:
+        """A stream message: the sandbox's output, or ours (which may quote the sandbox)."""
+        text = outgoing_text(text)
         if text:
             self.send_response(self.iopub_socket, "stream", {"name": name, "text": text})
 
