@@ -33,9 +33,11 @@ __all__ = [
     "OUR_MAGICS",
     "Command",
     "CellCommand",
+    "ChangesCommand",
     "ConnectCommand",
     "DownloadCommand",
     "ExecCommand",
+    "ExportCommand",
     "FileCommand",
     "HelpRequest",
     "ListCommand",
@@ -106,6 +108,20 @@ class ResizeCommand:
 
     cpus: float
     memory_mb: int
+
+
+@dataclass(frozen=True)
+class ChangesCommand:
+    """``%sandbox changes``: list what cells created, changed or deleted in the workspace."""
+
+
+@dataclass(frozen=True)
+class ExportCommand:
+    """``%sandbox export PATH... | --all``: copy workspace files cells created or changed to
+    the same place on the host."""
+
+    paths: tuple[str, ...] = ()
+    all: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +204,8 @@ Command: TypeAlias = (
     | ConnectCommand
     | UploadCommand
     | DownloadCommand
+    | ChangesCommand
+    | ExportCommand
     | PushCommand
     | PullCommand
     | FileCommand
@@ -371,6 +389,28 @@ def _connect_parser() -> _Parser:
     return parser
 
 
+def _export_parser() -> _Parser:
+    """The parser of ``%sandbox export``."""
+    parser = _Parser(
+        "%sandbox export",
+        "%(prog)s PATH [PATH...] | --all",
+        "Copy files or folders cells created or changed in the workspace to the same place "
+        "on the host (within the policy's writable folders). PATH is relative to the "
+        "notebook's folder, or absolute inside the workspace.",
+        "examples:\n  %sandbox export results/ fig.png\n  %sandbox export --all",
+    )
+    parser.add_argument("paths", metavar="PATH", nargs="*", help="workspace path")
+    parser.add_argument("--all", action="store_true", help="every change %%sandbox changes lists")
+    return parser
+
+
+def _export(ns: argparse.Namespace) -> ExportCommand:
+    if bool(ns.paths) == bool(ns.all):
+        raise CommandError("%sandbox export: name PATH... or --all (one of them); "
+                           "usage: %sandbox export PATH [PATH...] | --all")
+    return ExportCommand(tuple(ns.paths), ns.all)
+
+
 @functools.cache
 def _subcommands() -> dict[str, _Subcommand]:
     """The ``%sandbox`` subcommands, in the order the overview lists them."""
@@ -403,6 +443,9 @@ def _subcommands() -> dict[str, _Subcommand]:
             ),
             lambda ns: DownloadCommand(ns.remote, ns.local),
         ),
+        "changes": _bare("changes", "List what cells created, changed or deleted in the "
+                         "workspace (the host's files are untouched).", ChangesCommand()),
+        "export": _Subcommand(_export_parser(), _export),
         "push": _Subcommand(
             _names_parser("push", "Copy host variables into the sandbox."),
             lambda ns: PushCommand(tuple(ns.names)),
@@ -470,6 +513,8 @@ _OVERVIEW = """AgentKernel sandbox magics
   %sandbox list                                list AgentKernel sandboxes on the engine
   %sandbox upload LOCAL REMOTE                 copy a host file into the sandbox
   %sandbox download REMOTE LOCAL               copy a sandbox file to the host
+  %sandbox changes                             list what cells changed in the workspace
+  %sandbox export PATH [PATH...] | --all       copy those changes to the host
   %sandbox push NAME [NAME...]                 copy host variables into the sandbox
   %sandbox pull NAME [NAME...]                 copy sandbox variables to the host
   %sandbox_exec CMD...                         run a shell command in the sandbox

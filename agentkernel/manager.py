@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from traitlets.config import Config
 
 from . import commands, handoff
 from .config import SandboxConfig
-from .config.policy import SandboxPolicy, load_policy_config
+from .config.policy import HostFolder, SandboxPolicy, load_policy_config, policy_files
 from .engine import Engine, ExecStream, connect, load_backend
 from .errors import (
     ConfigError,
@@ -31,7 +33,7 @@ from .errors import (
 )
 from .paths import check_sandbox_path
 from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner, runner_main_command
-from .sandbox import Sandbox, image_python
+from .sandbox import Sandbox, image_python, workspace
 from .sandbox.request import LABEL_OWNER, owner_label
 
 if TYPE_CHECKING:
@@ -60,11 +62,14 @@ class SandboxManager:
 
     def __init__(self, config: SandboxConfig | None = None, *,
                  policy: SandboxPolicy | None = None, policy_file: str | None = None,
-                 max_transfer_mb: int = 64):
+                 max_transfer_mb: int = 64, workspace_id: str | None = None):
         self.broken: SandboxError | None = None  # an operator configuration that cannot work
         try:
             self.operator = config or SandboxConfig()
+            if workspace_id and not self.operator.workspace_id:  # the kernel's, kept by restarts
+                self.operator = self.operator.copy(workspace_id=workspace_id)
             self.policy = policy or SandboxPolicy(config=load_policy_config(policy_file))
+            self.policy.check_policy_files(policy_files(policy_file))
         except SandboxError as err:
             self.broken = SandboxError(f"the operator's sandbox configuration or policy is "
                                        f"unusable, so no sandbox starts: {err}")
@@ -335,12 +340,16 @@ class SandboxManager:
         if sandbox is not None and not (at_once and sandbox.leave_to_reaper()):
             sandbox.stop()
 
-    def shutdown(self, at_once: bool = False) -> None:
-        """Remove the sandbox (a persistent one is only detached). ``at_once`` (a kernel
-        shutting down for good) leaves an ephemeral sandbox to its reaper, which removes it
-        about 0.2 s later, and returns without waiting for the engine."""
+    def shutdown(self, at_once: bool = False, keep_workspace: bool = False) -> None:
+        """Remove the sandbox (a persistent one is only detached), and the workspace's copy
+        of the project with it unless ``keep_workspace`` (a kernel restarting finds it
+        again). ``at_once`` (a kernel shutting down for good) leaves an ephemeral sandbox to
+        its reaper, which removes it about 0.2 s later, and returns without waiting for the
+        engine."""
         self.wait_background(timeout=READY_TIMEOUT)
         with self._lock:
+            if self.sandbox is not None and not keep_workspace:
+                self.sandbox.discard_workspace()
             self._drop_current(at_once=at_once)
 
     def _describe(self) -> str:
@@ -453,6 +462,8 @@ class SandboxManager:
             commands.FileCommand: lambda cmd: self._write_file(cmd, out),
             commands.UploadCommand: lambda cmd: self._upload(cmd, out),
             commands.DownloadCommand: lambda cmd: self._download(cmd, out),
+            commands.ChangesCommand: lambda _cmd: self._list_changes(out),
+            commands.ExportCommand: lambda cmd: self._export(cmd, out),
             commands.ExecCommand: lambda cmd: self._exec(cmd, out),
             commands.PushCommand: lambda cmd: self._push(cmd, out, namespace),
             commands.PullCommand: lambda cmd: self._pull(cmd, out, namespace),
@@ -521,7 +532,7 @@ class SandboxManager:
     def _upload(self, cmd: commands.UploadCommand, out: Out) -> None:
         """A host file or folder into the sandbox: only from a folder the policy allows."""
         check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
-        folder, path = self.policy.host_folder(cmd.local, write=False)
+        folder, path = self._host_path(cmd.local, write=False)
         self._current().upload(path, cmd.remote, within=folder.path,
                                max_bytes=self.policy.max_upload_mb * MB)
         out("stdout", f"uploaded {cmd.local} -> {cmd.remote}\n")
@@ -530,10 +541,80 @@ class SandboxManager:
         """A sandbox file or folder to the host: only into a folder the policy makes
         writable, at most max_download_mb."""
         check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
-        folder, path = self.policy.host_folder(cmd.local, write=True)
+        folder, path = self._host_path(cmd.local, write=True)
         local = self._current().download(cmd.remote, path, within=folder.path,
                                          max_bytes=self.policy.max_download_mb * MB)
         out("stdout", f"downloaded {cmd.remote} -> {local}\n")
+
+    def _host_path(self, typed: str, write: bool) -> tuple[HostFolder, Path]:
+        """The allowed folder holding the host path a command names, and that path; refused
+        when a link is on it: the policy's check resolves links, and a sandbox may have
+        planted ``results -> /elsewhere`` in a folder it can write, to send the file (or take
+        it from) somewhere the command did not name."""
+        folder, resolved = self.policy.host_folder(typed, write=write)
+        named = Path(os.path.normpath(Path(typed).expanduser().absolute()))
+        if named != resolved:
+            raise PolicyRefused(f"host path {typed} refused: it goes through a link (to "
+                                f"{resolved}); links on a host path are never followed, name "
+                                "the place itself")
+        return folder, resolved
+
+    def _changes(self) -> tuple[Sandbox, Path, list[workspace.Change]]:
+        """The current sandbox, its workspace's root, and what cells changed there."""
+        sandbox = self._current()
+        root = sandbox.effective.workspace
+        if not root or not sandbox.workspace_id:
+            raise ConfigError("this sandbox has no copy-on-write workspace (the policy's "
+                              "workspace rule is bind or off, the profile mounts no host "
+                              "folder, or the engine is remote): there is nothing to list")
+        return sandbox, Path(root), workspace.changes(
+            sandbox.engine, sandbox.workspace_id, sandbox.effective.image, root)
+
+    def _list_changes(self, out: Out) -> None:
+        _sandbox, root, changed = self._changes()
+        if not changed:
+            out("stdout", f"no changes in the workspace {root}\n")
+            return
+        rows = "\n".join(str(change) for change in changed)
+        out("stdout", f"changes in the workspace {root} (the host's files are as they were; "
+                      f"%sandbox export PATH copies one home):\n{rows}\n")
+
+    def _export(self, cmd: commands.ExportCommand, out: Out) -> None:
+        """Copy chosen workspace changes to the same place on the host: only into folders the
+        policy makes writable, never into a .git folder, never through a link."""
+        sandbox, root, changed = self._changes()
+        wanted = [""] if cmd.all else [self._workspace_path(root, p) for p in cmd.paths]
+        chosen = [c for c in changed if any(_under(c.path, w) for w in wanted)]
+        missing = [p for p, w in zip(cmd.paths, wanted, strict=False)
+                   if not any(_under(c.path, w) for c in changed)]
+        if missing:
+            raise ConfigError(f"%sandbox export: cells did not create or change "
+                              f"{', '.join(missing)} (see %sandbox changes)")
+        copies = [c for c in chosen if c.kind != "deleted" and not any(
+            _under(c.path, o.path) and c.path != o.path for o in chosen
+            if o.kind == "added" and o.folder)]
+        for change in copies:
+            if ".git" in change.path.split("/"):
+                raise PolicyRefused(f"exporting {change.path} refused: nothing is copied into "
+                                    "a .git folder (its config and hooks run on the host)")
+        for change in copies:
+            folder, dest = self.policy.host_folder(root / change.path, write=True)
+            sandbox.download(str(root / change.path), dest, within=folder.path,
+                             max_bytes=self.policy.max_download_mb * MB)
+        deleted = [c.path for c in chosen if c.kind == "deleted"]
+        lines = [f"exported {c.path}" for c in copies]
+        lines += [f"kept on the host: {path} (deleted in the sandbox)" for path in deleted]
+        out("stdout", "\n".join(lines) + "\n")
+
+    def _workspace_path(self, root: Path, text: str) -> str:
+        """``text`` (relative to the notebook's folder, or absolute) as a path relative to the
+        workspace's ``root``; ConfigError when it lies outside."""
+        path = Path(os.path.normpath(self.policy.notebook_dir / text))
+        if path == root:
+            return ""
+        if root not in path.parents:
+            raise ConfigError(f"%sandbox export: {text} is outside the workspace {root}")
+        return path.relative_to(root).as_posix()
 
     def _exec(self, cmd: commands.ExecCommand, out: Out) -> None:
         result = self._current().exec(
@@ -581,6 +662,11 @@ class SandboxManager:
             raise SandboxDied(self._diagnose(str(err))) from None
         except RunnerError as err:
             raise SandboxError(f"%sandbox {method}: {err}") from None
+
+
+def _under(path: str, folder: str) -> bool:
+    """True when workspace path ``path`` is ``folder`` or lies in it ("" is the root)."""
+    return not folder or path == folder or path.startswith(folder + "/")
 
 
 def _host_namespace(ns: dict[str, Any] | None, verb: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 API_VERSION = "1.41"
 ATTEMPTS = 20  # one every RETRY_S while the engine does not answer
 RETRY_S = 0.5
+DISCARD = b"discard-volumes\n"  # written by the owner: remove the volumes too
 
 
 def _connect(url: str, tls_dir: str | None) -> socket.socket:
@@ -63,7 +64,12 @@ def _dial_over_ssh(url: str) -> socket.socket:
 
 def remove_container(url: str, tls_dir: str | None, container_id: str) -> int:
     """Ask the engine to remove ``container_id`` (force); the HTTP status (0: no answer)."""
-    request = (f"DELETE /v{API_VERSION}/containers/{container_id}?force=1 HTTP/1.1\r\n"
+    return _delete(url, tls_dir, f"containers/{container_id}?force=1")
+
+
+def _delete(url: str, tls_dir: str | None, what: str) -> int:
+    """``DELETE`` the engine's object ``what``; the HTTP status (0: no answer)."""
+    request = (f"DELETE /v{API_VERSION}/{what} HTTP/1.1\r\n"
                "Host: engine\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
     with _connect(url, tls_dir) as sock:
         sock.sendall(request)
@@ -72,27 +78,41 @@ def remove_container(url: str, tls_dir: str | None, container_id: str) -> int:
     return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
 
 
-def watch(url: str, tls_dir: str | None, container_id: str) -> None:
-    """Wait for EOF on stdin (the owner is gone), then remove the container."""
-    while os.read(0, 4096):
-        pass
+def _retry(call, done: tuple[int, ...]) -> None:
+    """Call ``call`` until it answers a status of ``done`` (at most ATTEMPTS times)."""
     for _ in range(ATTEMPTS):
         try:
-            status = remove_container(url, tls_dir, container_id)
+            status = call()
         except OSError:
             status = 0
-        if status in (200, 204, 404, 409):  # removed, gone, or being removed already
+        if status in done:
             return
         time.sleep(RETRY_S)
 
 
-def start(url: str, container_id: str, tls_dir: str | None = None) -> int:
+def watch(url: str, tls_dir: str | None, container_id: str, volumes: list[str]) -> None:
+    """Wait for EOF on stdin (the owner is gone), then remove the container; when the owner
+    wrote DISCARD before it went, remove ``volumes`` too (its workspace)."""
+    told = b""
+    while chunk := os.read(0, 4096):
+        told = (told + chunk)[-64:]
+    # removed, gone, or being removed already
+    _retry(lambda: remove_container(url, tls_dir, container_id), (200, 204, 404, 409))
+    if DISCARD in told:
+        for volume in volumes:  # 409 while the engine still removes the container
+            _retry(lambda v=volume: _delete(url, tls_dir, f"volumes/{v}"), (200, 204, 404))
+
+
+def start(url: str, container_id: str, tls_dir: str | None = None,
+          volumes: list[str] | tuple[str, ...] = ()) -> int:
     """Start a watcher for ``container_id``; return the write end of its pipe (close-on-exec:
-    only this process holds it; pass it on explicitly to hand the sandbox over)."""
+    only this process holds it; pass it on explicitly to hand the sandbox over). Writing
+    DISCARD into it before closing it removes ``volumes`` after the container."""
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, False)
     source = Path(__file__).read_text("utf-8")
-    argv = [sys.executable, "-I", "-S", "-c", source, url, container_id, tls_dir or ""]
+    argv = [sys.executable, "-I", "-S", "-c", source, url, container_id, tls_dir or "",
+            *volumes]
     subprocess.Popen(argv, stdin=read_end, stdout=subprocess.DEVNULL,
                      stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     os.close(read_end)
@@ -100,4 +120,4 @@ def start(url: str, container_id: str, tls_dir: str | None = None) -> int:
 
 
 if __name__ == "__main__":
-    watch(sys.argv[1], sys.argv[3] or None, sys.argv[2])
+    watch(sys.argv[1], sys.argv[3] or None, sys.argv[2], sys.argv[4:])

@@ -25,10 +25,9 @@ def main() -> None:
     eager = os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0"
     child = StartChild.fork(close=listeners.values()) if (
         eager and HANDOFF_ENV not in os.environ) else None
-    from agentkernel.config.policy import take_policy_option
-    from agentkernel.manager import SandboxManager
+    from agentkernel_kernel.sandbox_manager import for_this_kernel
 
-    manager = SandboxManager(policy_file=take_policy_option(sys.argv))
+    manager = for_this_kernel()
     handoff = take_handoff()
     adopted = handoff is not None and manager.adopt(handoff)
     if not adopted and eager:

@@ -24,6 +24,7 @@ from agentkernel import __version__, commands
 from agentkernel.errors import SandboxError
 from agentkernel.frontend import ErrorReport, outgoing_bundle, outgoing_comm_data, outgoing_text
 from agentkernel.manager import SandboxManager
+from agentkernel_kernel import history as history_requests
 from agentkernel_kernel.history import History
 
 COMM_TYPES = ("comm_open", "comm_msg", "comm_close")
@@ -130,7 +131,7 @@ class AgentKernel(Kernel):
         elif kind == "display":
             data, metadata = self._bundle(event["data"], event.get("metadata"))
             content = {"data": data, "metadata": metadata,
-                       "transient": event.get("transient", {})}
+                       "transient": _transient(event.get("transient"))}
             msg = "update_display_data" if event.get("update") else "display_data"
             self.send_response(self.iopub_socket, msg, content)
         elif kind == "result":
@@ -141,7 +142,8 @@ class AgentKernel(Kernel):
             self.send_response(self.iopub_socket, "execute_result", {
                 "execution_count": count, "data": data, "metadata": metadata})
         elif kind == "clear_output":
-            self.send_response(self.iopub_socket, "clear_output", {"wait": event.get("wait")})
+            self.send_response(self.iopub_socket, "clear_output",
+                               {"wait": event.get("wait") is True})
         elif kind == "error":
             self.send_response(self.iopub_socket, "error", ErrorReport.of_event(event).content())
         elif kind in COMM_TYPES:
@@ -321,6 +323,22 @@ class AgentKernel(Kernel):
         return self.manager.call("is_complete", code,
                                  timeout=INTROSPECTION_TIMEOUT) or {"status": "unknown"}
 
+    async def history_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        """Answer every history_request: one whose fields have the wrong types gets an error
+        naming the field (ipykernel's handler would raise and leave it without a reply)."""
+        content = parent.get("content")
+        problem = history_requests.request_problem(content)
+        if problem is None:
+            try:
+                reply = await self.do_history(**history_requests.request_fields(content))
+            except Exception as err:  # a bug of ours: the client still gets its reply
+                self.log.exception("history_reply failed")
+                problem = ErrorReport.of_internal(err).evalue
+        if problem is not None:
+            reply = {"status": "error", "ename": "ValueError", "evalue": problem,
+                     "traceback": []}
+        self.session.send(stream, "history_reply", reply, parent, ident)
+
     async def do_history(self, hist_access_type: str, output: bool, raw: bool,
                          session: int | None = None, start: int | None = None,
                          stop: int | None = None, n: int | None = None,
@@ -349,7 +367,9 @@ class AgentKernel(Kernel):
     # -- lifetime ----------------------------------------------------------------------------
     async def do_shutdown(self, restart: bool) -> dict[str, Any]:
         # a restart waits for the removal: a named sandbox's name is then free again
-        self.manager.shutdown(at_once=not restart)
+        # a restart keeps the workspace: the files cells wrote are there after it, as on a
+        # local kernel
+        self.manager.shutdown(at_once=not restart, keep_workspace=restart)
         return {"status": "ok", "restart": restart}
 
     async def _at_shutdown(self) -> None:
@@ -358,6 +378,13 @@ class AgentKernel(Kernel):
         exit_soon = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
         exit_soon.daemon = True
         exit_soon.start()
+
+
+def _transient(transient: dict | None) -> dict[str, str]:
+    """A display's transient fields as the frontend gets them: its display_id (a string), the
+    one transient field of the protocol, and nothing else a sandbox puts there."""
+    display_id = (transient or {}).get("display_id")
+    return {"display_id": display_id} if isinstance(display_id, str) else {}
 
 
 def request_problem(content: dict | None, cursor: bool) -> str | None:

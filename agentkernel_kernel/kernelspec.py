@@ -37,15 +37,17 @@ DISTRIBUTED_PROXY = "enterprise_gateway.services.processproxies.distributed.Dist
 def make_argv(executable: str | None = None, policy_file: str | None = None) -> list[str]:
     """The command Jupyter runs to start the kernel, with the ``{connection_file}`` placeholder;
     with ``policy_file`` (a file name in the kernelspec's folder) the kernel reads its policy
-    from there (``{resource_dir}`` is that folder)."""
-    argv = [executable or sys.executable, "-m", "agentkernel_kernel", "-f", "{connection_file}"]
+    from there (``{resource_dir}`` is that folder). ``-P``: the kernel never imports from
+    its working directory (the notebook's folder), where a cell may have left a module."""
+    argv = [executable or sys.executable, "-P", "-m", "agentkernel_kernel", "-f",
+            "{connection_file}"]
     return argv + ([POLICY_OPTION, f"{{resource_dir}}/{policy_file}"] if policy_file else [])
 
 
 def gateway_argv(executable: str | None = None, policy_file: str | None = None) -> list[str]:
     """The command Enterprise Gateway runs on the host it chose, with its placeholders (the
     kernelspec's folder must be at the same place on every host, as EG asks of its own)."""
-    argv = [executable or sys.executable, "-m", "agentkernel_kernel.gateway_launcher",
+    argv = [executable or sys.executable, "-P", "-m", "agentkernel_kernel.gateway_launcher",
             "--kernel-id", "{kernel_id}", "--port-range", "{port_range}",
             "--response-address", "{response_address}", "--public-key", "{public_key}"]
     return argv + ([POLICY_OPTION, f"{{resource_dir}}/{policy_file}"] if policy_file else [])

@@ -24,7 +24,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Iterable, Iterator
 
 log = logging.getLogger(__name__)
@@ -84,11 +83,10 @@ def _start_and_send(sock: socket.socket) -> int:
     # its whole process group); a child that died of one would only cost the kernel a retry.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from agentkernel import handoff
-    from agentkernel.config.policy import take_policy_option
     from agentkernel.errors import SandboxError, one_line
-    from agentkernel.manager import SandboxManager
+    from agentkernel_kernel.sandbox_manager import for_this_kernel
 
-    manager = SandboxManager(policy_file=take_policy_option(sys.argv))
+    manager = for_this_kernel()
     try:
         warm = manager.start_for_handoff(
             os.getppid(), on_image=lambda image_id: handoff.send(sock, {"image_id": image_id}))

@@ -31,6 +31,17 @@ HOME_SECRETS = (
     ".terraform.d", ".cargo/credentials.toml", ".config/git/credentials",
 )
 """Credentials under the home folder."""
+SECRET_NAMES = frozenset(
+    {Path(s).name for s in HOME_SECRETS}
+    | {"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk",
+       "credentials.json", "application_default_credentials.json", "kubeconfig"}
+)
+"""Names that hold credentials wherever they are (a project folder often holds a copy of
+``.ssh`` or ``.aws``, or an exported key): hidden from sandboxes that see the folder."""
+CONNECTION_FILE_PREFIXES = ("kernel-", "jpserver-", "nbserver-")
+"""Jupyter runtime files (a kernel's connection file holds its key; a server's, its token)."""
+SCAN_LIMIT = 200_000
+"""Most entries a folder given to a sandbox may hold: each is looked at for credentials."""
 
 
 def listening_sockets() -> list[str]:
@@ -100,3 +111,33 @@ def forbidden_reason(path: Path, protected_now: list[tuple[Path, str]]) -> str |
         if path in protected.parents:
             return f"it holds {what} ({protected})"
     return None
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a file or folder name that holds credentials or a Jupyter connection file."""
+    return name in SECRET_NAMES or (
+        name.endswith(".json") and name.startswith(CONNECTION_FILE_PREFIXES))
+
+
+def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
+    """The entries below host folder ``root`` that hold credentials (``is_secret_name``), at
+    any depth, found without following links; ValueError when ``root`` holds more than
+    ``limit`` entries (too many to check)."""
+    found: list[Path] = []
+    seen = 0
+    pending = [root]
+    while pending:
+        folder = pending.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        seen += len(entries)
+        if seen > limit:
+            raise ValueError(f"{root} holds more than {limit} files and folders")
+        for entry in entries:
+            if is_secret_name(entry.name):
+                found.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                pending.append(Path(entry.path))
+    return sorted(found)

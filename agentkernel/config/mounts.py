@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..engine.discovery import CONTAINERD_SOCKET_URL, docker_socket_urls, podman_socket_urls
 from ..errors import ConfigError
+from .hostpaths import forbidden_reason, protected_paths
 from .profiles import Profile
 from .specs import VolumeSpec
 
@@ -37,30 +38,54 @@ def exposed_engine_socket(source: Path) -> Path | None:
     return None
 
 
-def check_binds(mounts: list[VolumeSpec], profile: Profile) -> tuple[VolumeSpec, ...]:
-    """The mounts as the sandbox gets them: host paths resolved, home and the folders above it
-    read-only; ConfigError for a mount the profile or the socket rule forbids."""
+def check_binds(mounts: list[VolumeSpec], profile: Profile,
+                unsafe_host_paths: bool = False) -> tuple[VolumeSpec, ...]:
+    """The mounts as the sandbox gets them: host paths resolved once (the engine is given
+    exactly the path checked), home and the folders above it read-only; ConfigError for a
+    mount the profile, the socket rule or the never-reachable host paths forbid (the last
+    lifted only by ``unsafe_host_paths``, the operator's explicit opt-out)."""
     checked = []
+    protected: dict[bool, list] = {}
     for mount in mounts:
         if not mount.is_bind:
             checked.append(mount)
             continue
-        if not profile.allow_host_mounts:
-            raise ConfigError(
-                f"profile {profile.name} forbids host mounts ({mount.source}): "
-                "use a named volume or --profile moderate"
-            )
-        source = Path(mount.source).expanduser().resolve()
-        exposed = exposed_engine_socket(source)
-        if exposed is not None:
-            raise ConfigError(
-                f"refusing to mount {source}: it is or holds the engine's socket {exposed}, "
-                "which would hand the sandbox the whole host"
-            )
-        if not source.exists():
-            raise ConfigError(f"invalid mount {mount.source!r}: no such host folder or file")
+        source = check_host_folder(mount.source, profile, write=not mount.read_only,
+                                   unsafe_host_paths=unsafe_host_paths, protected=protected)
         home = Path.home().resolve()
         read_only = mount.read_only or mount.target == "/home/user" or source in (
             home, *home.parents)
         checked.append(VolumeSpec(str(source), mount.target, read_only))
     return tuple(checked)
+
+
+def check_host_folder(text: str, profile: Profile, write: bool, unsafe_host_paths: bool = False,
+                      protected: dict[bool, list] | None = None) -> Path:
+    """Host folder ``text`` resolved, when a sandbox of ``profile`` may mount it (``write``:
+    writable); ConfigError naming the rule otherwise. The one check every way of creating a
+    sandbox goes through (magics, extension, CLI, Python API, pool): SandboxConfig.resolve."""
+    if not profile.allow_host_mounts:
+        raise ConfigError(
+            f"profile {profile.name} forbids host mounts ({text}): "
+            "use a named volume or --profile moderate"
+        )
+    source = Path(text).expanduser().resolve()
+    exposed = exposed_engine_socket(source)
+    if exposed is not None:
+        raise ConfigError(
+            f"refusing to mount {source}: it is or holds the engine's socket {exposed}, "
+            "which would hand the sandbox the whole host"
+        )
+    if not source.exists():
+        raise ConfigError(f"invalid mount {text!r}: no such host folder or file")
+    if not unsafe_host_paths:
+        cache = protected if protected is not None else {}
+        if write not in cache:
+            cache[write] = protected_paths(write)
+        reason = forbidden_reason(source, cache[write])
+        if reason is not None:
+            mode = "writable" if write else "in a sandbox"
+            raise ConfigError(
+                f"refusing to mount {source} {mode}: {reason} (an operator may allow it with "
+                "c.SandboxConfig.unsafe_host_paths = True)")
+    return source

@@ -114,6 +114,16 @@ OPTIONS: tuple[Option, ...] = (
     Option("work_dir", "host folder that --mount-cwd mounts", _nullable(Unicode)),
     Option("mount_home", "mount $HOME read-only at /home/user", lambda: Bool(False),
            kind="switch", flags=("--mount-home",)),
+    Option("workspace", "host folder mounted copy-on-write at its own path: cells see and "
+           "change their own copy, the host's files stay as they are (set from the notebook's "
+           "project by the policy; config files only)", _nullable(Unicode)),
+    Option("workspace_id", "names the workspace's engine volumes, so that a restarted kernel "
+           "finds the files its cells wrote (default: one per sandbox; config files only)",
+           _nullable(Unicode)),
+    Option("unsafe_host_paths", "allow mounting host paths that are never reachable or never "
+           "writable otherwise (system and engine folders, credentials, Jupyter's folders, the "
+           "kernel's Python): for an operator who knows why; config files and the Python API "
+           "only", lambda: Bool(False)),
     Option("read_only", "read-only root file system (default: the profile's)", _nullable(Bool),
            kind="tristate", flags=("--read-only",)),
     Option("env", "set a variable in the sandbox", lambda: Dict(key_trait=Unicode(),
@@ -129,8 +139,8 @@ OPTIONS: tuple[Option, ...] = (
            _nullable(Unicode), flags=("--name",), metavar="N"),
     Option("persistent", "keep the sandbox when its owner stops or exits", lambda: Bool(False),
            kind="switch", flags=("--persistent",)),
-    Option("runtime", "OCI runtime, e.g. runsc (gVisor)", _nullable(Unicode),
-           flags=("--runtime",), metavar="R"),
+    Option("runtime", "OCI runtime, e.g. runsc (gVisor: `agentkernel runtime setup runsc`)",
+           _nullable(Unicode), flags=("--runtime",), metavar="R", env="AGENTKERNEL_RUNTIME"),
     Option("labels", "extra container labels (env AGENTKERNEL_LABELS='k=v,k2=v2')",
            lambda: Dict(key_trait=Unicode(), value_trait=Unicode()), kind="map", parse=_labels,
            env="AGENTKERNEL_LABELS"),

@@ -38,11 +38,13 @@ from ..errors import ConfigError, PolicyRefused
 from .files import load_config_file, load_config_files
 from .hostpaths import forbidden_reason, protected_paths
 from .profiles import PROFILE_TABLE, PROFILES
+from .workspace import WORKSPACE_MODES, project_root, server_root
 
 POLICY_ENV = "AGENTKERNEL_POLICY"
 POLICY_OPTION = "--agentkernel-policy"
 """The kernel's command-line option naming the policy file installed with its kernelspec."""
 NOTEBOOK = "{notebook}"
+PROJECT = "{project}"
 HOST_MEMORY_SHARE = 0.5
 """The share of this host's memory a cell may give its sandbox when the operator sets no
 ``max_memory_mb`` (the rest is left to the host, Jupyter and other kernels)."""
@@ -81,10 +83,17 @@ class SandboxPolicy(Configurable):
                    "else the ceiling profile's).").tag(config=True)
     images = List(Unicode(), default_value=["*"], help="Image patterns (fnmatch) a cell may "
                   "use.").tag(config=True)
-    host_folders = List(Unicode(), default_value=[f"{NOTEBOOK}:ro"], help="Host folders "
+    host_folders = List(Unicode(), default_value=[f"{PROJECT}:ro"], help="Host folders "
                         "sandboxes may mount or exchange files with, as PATH[:ro|:rw]; "
                         f"{NOTEBOOK} is the notebook's folder (the kernel's working "
-                        "directory).").tag(config=True)
+                        f"directory), {PROJECT} the project around it (the Jupyter server's "
+                        "root, else the notebook's git repository, else its folder; never "
+                        "above a folder no sandbox may reach).").tag(config=True)
+    workspace = Enum(WORKSPACE_MODES, default_value="copy-on-write", help="How a sandbox sees "
+                     "the project: copy-on-write (cells create, change and delete files in "
+                     "their own copy; %sandbox export takes chosen ones home), bind (the host "
+                     "folder itself, writable where host_folders says :rw), off.").tag(
+                         config=True)
     named_volumes = List(Unicode(), default_value=[], help="Engine volume names (fnmatch) a "
                          "cell may mount.").tag(config=True)
     allow_network = Bool(True, help="Whether a sandbox may have the network (the profile "
@@ -128,11 +137,47 @@ class SandboxPolicy(Configurable):
 
     def _parse_folder(self, spec: str) -> HostFolder:
         text, _, mode = spec.rpartition(":") if spec.endswith((":ro", ":rw")) else (spec, "", "ro")
-        path = self.notebook_dir if text == NOTEBOOK else Path(text).expanduser()
+        if text == PROJECT:
+            path = self._project(lambda _folder: True) or self.notebook_dir
+        else:
+            path = self.notebook_dir if text == NOTEBOOK else Path(text).expanduser()
         if not path.is_absolute():
             raise ConfigError(f"invalid policy host folder {spec!r}: expected an absolute "
                               f"PATH[:ro|:rw] or {NOTEBOOK}[:ro|:rw] {_rule('host_folders')}")
         return HostFolder(path.resolve(), mode == "rw")
+
+    def _project(self, allowed: Any) -> Path | None:
+        """The project's root (config/workspace.py) among folders no rule forbids and for
+        which ``allowed(folder)`` holds; None when not even the notebook's folder may be
+        reached."""
+        protected = protected_paths(write=False)
+        return project_root(
+            self.notebook_dir,
+            lambda folder: forbidden_reason(folder, protected) is None and allowed(folder),
+            server_root())
+
+    def workspace_root(self) -> Path:
+        """The host folder a sandbox sees as the notebook's project: the project's root
+        within the allowed folders; PolicyRefused when the notebook's folder is not one."""
+        root = self._project(lambda folder: any(
+            f.path == folder or f.path in folder.parents for f in self.folders))
+        if root is None:
+            self.host_folder(self.notebook_dir, write=False)  # raises, saying why
+            raise PolicyRefused(f"host path {self.notebook_dir} refused {_rule('host_folders')}")
+        return root
+
+    def check_policy_files(self, files: list[Path]) -> None:
+        """ConfigError when a file the policy came from lies in a folder sandboxes may write
+        (a cell could loosen the next sandbox's policy)."""
+        for path in files:
+            resolved = path.resolve()
+            for folder in self.folders:
+                if folder.writable and (folder.path == resolved or folder.path in
+                                        resolved.parents):
+                    raise ConfigError(
+                        f"policy file {resolved} refused: it lies in {folder.path}, which the "
+                        "policy lets sandboxes write (host_folders :rw); keep policy files "
+                        "where no sandbox can write")
 
     # -- what a cell may choose --------------------------------------------------------------
     def ceiling(self, operator_profile: str) -> str:
@@ -219,8 +264,9 @@ class SandboxPolicy(Configurable):
         """``config`` made concrete and checked against the policy: (config, notes).
 
         Its name is fixed, ``--mount-cwd`` becomes a mount whose mode is the policy's, and with
-        ``workspace`` the notebook's folder is mounted at /workspace (read-only unless the
-        policy allows more) and made the working directory, when the profile allows host
+        ``workspace`` the notebook's project (``workspace_root``) is given to the sandbox at
+        its own path, copy-on-write (or bound, as the policy's ``workspace`` rule says), and
+        the notebook's folder is made the working directory, when the profile allows host
         mounts and the folder may be reached; otherwise a note says why it is not.
         ``operator`` is the operator's configuration, whose limits a cell cannot raise.
         Raises PolicyRefused (one line naming the rule) for anything outside the policy.
@@ -228,20 +274,25 @@ class SandboxPolicy(Configurable):
         notes: list[str] = []
         changes: dict[str, Any] = {"name": config.resolve().name, "mount_cwd": False}
         volumes = list(config.volumes)
+        wanted = workspace and self.workspace != "off" and self._wants_workspace(config, volumes)
         if config.mount_cwd:
             folder, path = self.host_folder(config.work_dir or self.notebook_dir, write=False)
             volumes.append(f"{path}:/workspace:{folder.mode}")
-        elif workspace and self._wants_workspace(config, volumes) and remote_engine_url():
-            notes.append(f"the notebook's folder is not mounted at /workspace: the engine at "
+        elif wanted and remote_engine_url():
+            notes.append(f"the notebook's folder is not mounted: the engine at "
                          f"{remote_engine_url()} is remote (copy files in with %sandbox upload)")
-        elif workspace and self._wants_workspace(config, volumes):
+        elif wanted:
             try:
-                folder, path = self.host_folder(self.notebook_dir, write=False)
+                root = self.workspace_root()
+                folder, _ = self.host_folder(root, write=False)
             except PolicyRefused as refused:
-                notes.append(f"the notebook's folder is not mounted at /workspace: {refused}")
+                notes.append(f"the notebook's folder is not mounted: {refused}")
             else:
-                volumes.append(f"{path}:/workspace:{folder.mode}")
-                changes["workdir"] = config.workdir or "/workspace"
+                if self.workspace == "bind":
+                    volumes.append(f"{root}:{root}:{folder.mode}")
+                else:
+                    changes["workspace"] = str(root)
+                changes["workdir"] = config.workdir or str(self.notebook_dir)
         changes["volumes"] = volumes
         concrete = config.copy(**changes)
         self.check(concrete.resolve(), operator)
@@ -249,9 +300,11 @@ class SandboxPolicy(Configurable):
 
     @staticmethod
     def _wants_workspace(config: Any, volumes: list[str]) -> bool:
-        """True unless the profile forbids host mounts or /workspace is mounted already."""
+        """True unless the profile forbids host mounts, or the configuration mounts a folder
+        at /workspace or names a workspace already."""
         taken = any(v.split(":")[1:2] == ["/workspace"] for v in volumes)
-        return PROFILE_TABLE[config.profile].allow_host_mounts and not taken
+        return (PROFILE_TABLE[config.profile].allow_host_mounts and not taken
+                and not config.workspace)
 
     def check(self, eff: Any, operator: Any) -> None:
         """Refuse a resolved sandbox (EffectiveConfig) that goes beyond the policy."""
@@ -269,11 +322,15 @@ class SandboxPolicy(Configurable):
             raise PolicyRefused(f"user {eff.user!r} refused: the {ceiling.name} profile runs "
                                 f"cells as {operator.user or ceiling.user} "
                                 f"{_rule('max_profile')}")
+        if eff.workspace:
+            self.host_folder(eff.workspace, write=False)
         for bind in eff.binds:
             if not bind.is_bind:
                 self.check_named_volume(bind.source)
                 continue
             folder, _ = self.host_folder(bind.source, write=False)
+            if not bind.read_only and folder.writable:
+                self.host_folder(bind.source, write=True)  # the never-writable paths
             if not bind.read_only and not folder.writable:
                 raise PolicyRefused(
                     f"mounting {bind.source} writable refused: the policy gives {folder.path} "
@@ -325,6 +382,16 @@ def load_policy_config(kernelspec_file: str | os.PathLike | None = None) -> Conf
         if named:
             merged.merge(load_config_file(Path(named)))
     return merged
+
+
+def policy_files(kernelspec_file: str | os.PathLike | None = None) -> list[Path]:
+    """The files a policy is read from (load_policy_config), those that exist."""
+    from jupyter_core.paths import jupyter_config_path
+
+    found = [Path(folder, f"agentkernel_config{suffix}") for folder in jupyter_config_path()
+             for suffix in (".json", ".py")]
+    found += [Path(named) for named in (os.environ.get(POLICY_ENV), kernelspec_file) if named]
+    return [path for path in found if path.is_file()]
 
 
 def take_policy_option(argv: list[str]) -> str | None:

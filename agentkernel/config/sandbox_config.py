@@ -24,7 +24,7 @@ from traitlets.traitlets import MetaHasTraits
 from ..errors import ConfigError
 from . import options, specs
 from .files import load_config_files
-from .mounts import check_binds
+from .mounts import check_binds, check_host_folder
 from .profiles import PROFILE_TABLE, Profile
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
@@ -135,7 +135,9 @@ class SandboxConfigBase(Configurable):
             "name": name,
             "network": network,
             "ports": ports,
-            "binds": check_binds(self._mounts(), prof),
+            "binds": check_binds(self._mounts(), prof, self.unsafe_host_paths),
+            "workspace": None if self.workspace is None else str(check_host_folder(
+                self.workspace, prof, write=False, unsafe_host_paths=self.unsafe_host_paths)),
             "read_only": read_only,
             "tmpfs": prof.tmpfs or (("/tmp",) if read_only else ()),
             "cpus": prof.cpus if self.cpus is None else specs.parse_cpus(self.cpus),

@@ -104,6 +104,7 @@ class ContainerInfo:
     cpus: float | None = None
     memory_mb: int | None = None
     user: str | None = None
+    pid: int | None = None  # the main process's, as the engine's host sees it
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,16 @@ class Engine(ABC):
 
     # -- volumes ---------------------------------------------------------------------------
     @abstractmethod
-    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
-        """Create the named volume ``name`` (local driver) with ``labels``."""
+    def create_volume(self, name: str, labels: Mapping[str, str],
+                      options: Mapping[str, str] | None = None) -> None:
+        """Create the named volume ``name`` (local driver) with ``labels``; ``options`` are
+        the local driver's mount options (``type``, ``device``, ``o``), used when a container
+        first mounts it."""
+
+    @abstractmethod
+    def volume_mountpoint(self, name: str) -> str | None:
+        """Where volume ``name``'s files are on the engine's host; None when there is no such
+        volume."""
 
     @abstractmethod
     def volume_labels(self, name: str) -> dict[str, str] | None:
@@ -252,6 +261,15 @@ class Engine(ABC):
     @abstractmethod
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Raise ConfigError when the container does not run under ``runtime``."""
+
+    def killed_out_of_memory(self, container_id: str) -> bool:
+        """Whether the engine recorded an out-of-memory kill in the container, even one
+        removed since (False when it cannot tell)."""
+        return False
+
+    def runtimes(self) -> list[str]:
+        """The OCI runtimes the engine knows by name ([] when it cannot say)."""
+        return []
 
     @abstractmethod
     def attach_stdin(self, container_id: str, *, output: bool = False) -> socket.socket:

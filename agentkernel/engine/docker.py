@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -270,9 +271,22 @@ class DockerEngine(Engine):
         return options.get(BRIDGE_NAME_OPTION) or None
 
     # -- volumes ---------------------------------------------------------------------------
-    def create_volume(self, name: str, labels: Mapping[str, str]) -> None:
+    def create_volume(self, name: str, labels: Mapping[str, str],
+                      options: Mapping[str, str] | None = None) -> None:
         with self._errors(f"creating volume {name}"):
-            self.api.create_volume(name, driver="local", labels=dict(labels))
+            self.api.create_volume(name, driver="local", labels=dict(labels),
+                                   driver_opts=dict(options) if options else None)
+
+    def volume_mountpoint(self, name: str) -> str | None:
+        try:
+            with self._errors(f"inspecting volume {name}"):
+                return self.api.inspect_volume(name).get("Mountpoint") or None
+        except ContainerGone:  # 404
+            return None
+        except EngineError as err:  # Podman answers 500 for a missing volume
+            if "no such volume" in str(err).lower():
+                return None
+            raise
 
     def volume_labels(self, name: str) -> dict[str, str] | None:
         try:
@@ -313,6 +327,27 @@ class DockerEngine(Engine):
 
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Docker refuses an unknown runtime at create: nothing left to check."""
+
+    def killed_out_of_memory(self, container_id: str, within: float = 86400.0) -> bool:
+        """Whether the engine recorded an out-of-memory kill in the container in the last
+        ``within`` seconds: its events outlive a container removed since (under gVisor the
+        whole sandbox is the process the host kills)."""
+        now = time.time()
+        with self._errors("reading the engine's events"):
+            events = self.api.events(since=f"{now - within:.9f}", until=f"{now:.9f}",
+                                     filters={"container": [container_id], "event": ["oom"]},
+                                     decode=True)
+            try:
+                return any(event.get("status", event.get("Action")) == "oom"
+                           for event in events)
+            finally:
+                with contextlib.suppress(Exception):
+                    events.close()
+
+    def runtimes(self) -> list[str]:
+        """The OCI runtimes dockerd knows by name (asked afresh: set-up reloads them)."""
+        with self._errors("asking docker for its runtimes"):
+            return list(self.client.info().get("Runtimes") or {})
 
     def attach_stdin(self, container_id: str, *, output: bool = False) -> socket.socket:
         """Over TLS the socket is the TLS connection's own: a lifeline without ``output`` is
@@ -480,6 +515,7 @@ def container_info(attrs: dict[str, Any], engine_host: str | None = None) -> Con
         cpus=quota / period if quota > 0 else None,
         memory_mb=(host.get("Memory") or 0) // (1024 * 1024) or None,
         user=config.get("User") or None,
+        pid=state.get("Pid") or None,
     )
 
 

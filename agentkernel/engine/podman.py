@@ -39,6 +39,8 @@ NAMESPACE_FLAGS = 0x7E020000
 ENOSYS, EPERM = 38, 1
 LIBPOD_NETWORKS = "4.0.0"  # the libpod API version its network endpoints take
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+# Launchers of OCI runtimes written by `agentkernel runtime setup` (agentkernel.runtimes)
+RUNTIME_LAUNCHERS = Path("/usr/local/libexec/agentkernel/runtimes")
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +62,38 @@ def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
         {"names": ["unshare", "setns"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
     ]
     return profile
+
+
+def runtime_launcher(runtime: str, folder: Path = RUNTIME_LAUNCHERS) -> str:
+    """What Podman is told to run for ``runtime``: the launcher `agentkernel runtime setup`
+    wrote for it (a path, which a Podman service started before the set-up accepts too), else
+    the name as given (one of containers.conf's ``[engine.runtimes]``, or a path)."""
+    launcher = folder / runtime
+    if "/" not in runtime and os.access(launcher, os.X_OK):
+        return str(launcher)
+    return runtime
+
+
+def _tmpfs_without_copy_up(request: dict[str, Any]) -> dict[str, Any]:
+    """The create request with its tmpfs mounts as Podman's ``Tmpfs`` entries with
+    ``notmpcopyup``: Podman fills a tmpfs mount with what lies beneath it by default, and
+    an empty tmpfs over a folder must hide that folder (sandbox/workspace.py)."""
+    host = request.get("HostConfig", {})
+    tmpfs = [m for m in host.get("Mounts") or [] if m.get("Type") == "tmpfs"]
+    if not tmpfs:
+        return request
+    entries = dict(host.get("Tmpfs") or {})
+    for mount in tmpfs:
+        options = mount.get("TmpfsOptions") or {}
+        parts = ["ro" if mount.get("ReadOnly") else "rw", "notmpcopyup"]
+        if options.get("SizeBytes"):
+            parts.append(f"size={options['SizeBytes']}")
+        if options.get("Mode") is not None:
+            parts.append(f"mode={options['Mode']:o}")
+        entries[mount["Target"]] = ",".join(parts)
+    rest = [m for m in host["Mounts"] if m.get("Type") != "tmpfs"]
+    host = {**host, "Tmpfs": entries, "Mounts": rest}
+    return {**request, "HostConfig": host}
 
 
 def service_identity(base_url: str) -> str | None:
@@ -184,6 +218,7 @@ class PodmanEngine(DockerEngine):
         if profile is None and not confirmed:  # the recorded file is unusable: ask /info
             source, confirmed = self._reported_source(), True
             profile = self._confined_profile_file(source)
+        request = _tmpfs_without_copy_up(request)
         host = request.get("HostConfig", {})
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}

@@ -68,6 +68,10 @@ class SandboxCore:
         self.notes: list[str] = []  # what its start chose that the user should read
         self.image_id: str | None = None  # the image's id, once a start here knows it
         self._network_checked = False  # check_network() done (it may ask the engine)
+        # names the copy-on-write workspace's volumes (sandbox/workspace.py): the kernel's, or
+        # this sandbox's own once started
+        self.workspace_id: str | None = (
+            self.effective.workspace_id if self.effective.workspace else None)
         self._main_stream: ExecStream | None = None  # the main program's, until taken
         self._engine = engine
         self._attachment: Attachment | None = None
@@ -142,14 +146,22 @@ class SandboxCore:
             info = self._inspect()
         except SandboxError:
             return "the container engine is not answering"
-        if info is None:
+        if info is None and not self._killed_out_of_memory():
             return "its container was removed (killed or stopped outside agentkernel)"
-        if info.running:
+        if info is not None and info.running:
             return None
-        if info.oom_killed:
+        if info is None or info.oom_killed:
             return f"out of memory (limit {self.effective.memory_mb} MB)"
         code = info.exit_code
         return "killed (SIGKILL)" if code == 137 else f"its container exited with code {code}"
+
+    def _killed_out_of_memory(self) -> bool:
+        """The engine's record of an out-of-memory kill (under gVisor the host kills the
+        whole sandbox, and the engine removes it)."""
+        try:
+            return self.engine.killed_out_of_memory(self.container_id)
+        except SandboxError:
+            return False
 
     def _check_limits(self, cpus: float | None, memory_mb: int | None) -> None:
         """Refuse limits beyond what the engine's host has."""

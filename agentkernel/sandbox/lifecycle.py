@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +17,7 @@ from ..config.options import GUARDED_NETWORK
 from ..engine import Engine, ExecStream, connect
 from ..engine.base import CreateAgain
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
+from . import binds, workspace
 from .bundle_volume import MOUNT, ensure_volume
 from .core import Attachment, SandboxCore
 from .images import ProgressCallback, ensure_image
@@ -56,7 +58,8 @@ class Lifecycle(SandboxCore):
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
             main = main if main and not eff.persistent and not engine.remote else None
-            request = create_request(eff, volumes, main)
+            mounts, expected = self._host_mounts(eff)
+            request = create_request(eff, volumes, main, mounts)
             container_id = self._create(request)
             try:
                 self._start_created(container_id, limits, bool(main))
@@ -66,8 +69,45 @@ class Lifecycle(SandboxCore):
                 self._start_created(container_id, limits, bool(main))
         finally:
             beside.shutdown(wait=False)
+        if expected:
+            self._verify_binds(expected)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
         return self
+
+    def _host_mounts(self, eff: EffectiveConfig) -> tuple[list[dict[str, Any]],
+                                                          dict[str, binds.Identity]]:
+        """The workspace's mounts (its volumes made when missing) and what hides credentials
+        in every host folder given to the sandbox; and each bind mount's target with the
+        identity its host folder has now (``binds.identity``: no link on the way)."""
+        mounts: list[dict[str, Any]] = []
+        if eff.workspace:
+            self.workspace_id = eff.workspace_id or f"{eff.name}-{secrets.token_hex(4)}"
+            volume = workspace.ensure_volumes(self.engine, eff.workspace, self.workspace_id,
+                                              eff.labels)
+            mounts += workspace.workspace_mounts(volume, eff.workspace)
+        expected = {}
+        for bind in eff.binds:
+            if bind.is_bind:
+                expected[bind.target] = binds.identity(bind.source)
+                if os.path.isdir(bind.source):
+                    mounts += workspace.hiding_mounts(bind.source, bind.target)
+        return mounts, expected
+
+    def _verify_binds(self, expected: dict[str, binds.Identity]) -> None:
+        """Remove the sandbox unless each bind target holds the host folder checked."""
+        def stat_inside(target: str) -> binds.Identity | None:
+            result = self.exec(["stat", "-L", "-c", "%d %i", "--", target], timeout=10)
+            fields = result.stdout.split()
+            if result.ok and len(fields) == 2 and all(f.isdigit() for f in fields):
+                return int(fields[0]), int(fields[1])
+            return None
+
+        try:
+            info = self.engine.inspect_container(self.container_id)
+            binds.verify(info.pid if info else None, expected, stat_inside)
+        except SandboxError:
+            self.remove()
+            raise
 
     def take_main_stream(self) -> ExecStream | None:
         """The stream of the main program ``start(main=...)`` ran (once; None when it did
@@ -111,7 +151,11 @@ class Lifecycle(SandboxCore):
         try:
             if not eff.persistent:
                 endpoint = engine.endpoint()
-                attachment.reaper_fd = reaper.start(endpoint.url, container_id, endpoint.tls_dir)
+                volumes = workspace.volume_names(self.workspace_id) if self.workspace_id else ()
+                attachment.reaper_fd = reaper.start(endpoint.url, container_id, endpoint.tls_dir,
+                                                    volumes)
+                if self.workspace_id and not eff.workspace_id:  # this sandbox's own workspace
+                    os.write(attachment.reaper_fd, reaper.DISCARD)
             with self._errors(f"starting sandbox {self.name}"):
                 engine.check_runtime(container_id, eff.runtime)
                 if not eff.persistent:
@@ -169,11 +213,24 @@ class Lifecycle(SandboxCore):
         return True
 
     def remove(self) -> None:
-        """Remove the container, persistent or not, even after stop()."""
+        """Remove the container, persistent or not, even after stop(); and its workspace when
+        it had one of its own."""
         with contextlib.suppress(SandboxError):
             target = self._attachment.container_id if self._attachment else self.container_name
             self.engine.remove_container(target)
         self.stop()
+        if self.workspace_id and not self.effective.workspace_id:
+            workspace.discard(self.engine, self.workspace_id)
+
+    def discard_workspace(self) -> None:
+        """Have the workspace's volumes (what cells wrote in it) removed with the sandbox: by
+        its reaper once the container is gone, when one watches it; else call after stop()."""
+        held = self._attachment
+        if held is not None and held.reaper_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(held.reaper_fd, reaper.DISCARD)
+        elif self.workspace_id and self._attachment is None:
+            workspace.discard(self.engine, self.workspace_id)
 
     def lifeline_fds(self) -> tuple[int, int]:
         """(lifeline socket, reaper pipe): the fds that keep an ephemeral container alive; a

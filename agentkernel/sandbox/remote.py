@@ -14,10 +14,11 @@ from ..errors import ConfigError
 
 def refuse_host_mounts_on_remote_engine(eff: EffectiveConfig, engine: Engine) -> None:
     """ConfigError when ``eff`` mounts a host folder and ``engine`` is remote."""
-    binds = [mount for mount in eff.binds if mount.is_bind]
-    if binds and engine.remote:
+    folders = [mount.source for mount in eff.binds if mount.is_bind]
+    folders += [eff.workspace] if eff.workspace else []
+    if folders and engine.remote:
         raise ConfigError(
-            f"cannot mount host folder {binds[0].source}: the engine at {engine.base_url} is "
+            f"cannot mount host folder {folders[0]}: the engine at {engine.base_url} is "
             "remote (not a unix:// socket), where that path names the engine host's files; "
             "copy the folder in instead (%sandbox upload, Sandbox.upload) or use a named volume"
         )

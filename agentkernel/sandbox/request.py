@@ -42,9 +42,11 @@ def owner_label(pid: int | None = None) -> str:
 
 
 def create_request(eff: EffectiveConfig, volumes: Sequence[tuple[str, str]] = (),
-                   main: Sequence[str] | None = None) -> dict[str, Any]:
+                   main: Sequence[str] | None = None,
+                   mounts: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The create body for a sandbox of ``eff``, with the named ``volumes`` (name, target)
-    mounted read-only.
+    mounted read-only and ``mounts`` (the engine's mount objects: the workspace, what hides
+    credentials) as given.
 
     An ephemeral sandbox (not ``persistent``) gets an open, attach-once stdin and is removed by
     the engine when it exits: its main process ends at stdin's EOF, when its owner is gone.
@@ -65,7 +67,7 @@ def create_request(eff: EffectiveConfig, volumes: Sequence[tuple[str, str]] = ()
         "Tmpfs": {path: f"rw,nosuid,nodev,size={tmpfs_mb(eff.memory_mb)}m"
                   for path in eff.tmpfs} or None,
         "Mounts": [{"Type": "volume", "Source": name, "Target": target, "ReadOnly": True}
-                   for name, target in volumes] or None,
+                   for name, target in volumes] + list(mounts) or None,
         "PortBindings": {
             f"{p.container_port}/{p.protocol}": [
                 {"HostIp": p.host_ip, "HostPort": str(p.host_port or "")}]

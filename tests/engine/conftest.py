@@ -111,10 +111,12 @@ def lab_policy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every kernel and extension of the engine tests runs under the lab policy unless a test
     says otherwise (the security tests do: helpers.policies.DEFAULT and stricter ones)."""
     base = tmp_path_factory.getbasetemp()
-    policy = write_policy(base / "lab-policy.json", **lab_rules(base))
     before = os.environ.get(POLICY_ENV)
-    os.environ[POLICY_ENV] = str(policy)
-    yield policy
+    # outside the folders it makes writable: no policy file may lie where a sandbox writes
+    with tempfile.TemporaryDirectory(prefix="agentkernel-lab-policy-") as folder:
+        policy = write_policy(Path(folder, "lab-policy.json"), **lab_rules(base))
+        os.environ[POLICY_ENV] = str(policy)
+        yield policy
     if before is None:
         os.environ.pop(POLICY_ENV, None)
     else:

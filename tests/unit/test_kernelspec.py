@@ -30,7 +30,8 @@ def kernels_dir(prefix: Path) -> Path:
 
 
 def test_make_argv():
-    assert make_argv() == [sys.executable, "-m", "agentkernel_kernel", "-f", "{connection_file}"]
+    assert make_argv() == [sys.executable, "-P", "-m", "agentkernel_kernel", "-f",
+                           "{connection_file}"]
     assert make_argv("/opt/py/bin/python")[0] == "/opt/py/bin/python"
 
 

@@ -1,0 +1,225 @@
+"""The copy-on-write workspace: the project's host folder as a sandbox sees it.
+
+The folder is the lower layer of an overlay mount made by the engine (its local volume driver,
+``type=overlay``) at the folder's own path in the container; the upper layer, where everything
+a cell creates, changes or deletes lands, is another engine volume (with a third as overlay's
+work folder). So cells write next to the notebook as on the local kernel, and nothing they do
+reaches the host's files: taking results home is an explicit export (``changes`` lists them).
+The volumes are named by the workspace's id (one per kernel: a restarted kernel finds its
+files) and removed with it (``discard``). Entries holding credentials anywhere in the folder
+are hidden: an empty read-only tmpfs over a folder, an empty read-only file over a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import stat
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from ..cache import cache_dir
+from ..config.hostpaths import secret_entries
+from ..engine import Engine
+from ..errors import ConfigError, SandboxError
+from .request import LABEL_OWNER, owner_label
+
+log = logging.getLogger(__name__)
+
+LABEL_WORKSPACE = "agentkernel.workspace"  # the workspace's id, on each of its volumes
+LABEL_ROLE = "agentkernel.workspace.role"  # upper, work or overlay
+LABEL_ROOT = "agentkernel.workspace.root"  # the host folder under the overlay
+ROLES = ("upper", "work", "overlay")
+MOUNT_OPTION_UNSAFE = (",", ":", "\\")
+"""Characters the engines' mount option parsers split on: a folder named with one cannot be
+an overlay's lower layer."""
+MAX_CHANGES = 100_000  # entries a listing reads at most
+HIDDEN_FOLDER_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the workspace that cells changed: ``kind`` is added, changed or deleted;
+    ``path`` is relative to the workspace's root."""
+
+    kind: str
+    path: str
+    folder: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.kind:<8} {self.path}{'/' if self.folder else ''}"
+
+
+def volume_name(workspace_id: str, role: str) -> str:
+    return f"agentkernel-ws-{workspace_id}-{role}"
+
+
+def volume_names(workspace_id: str) -> list[str]:
+    """The workspace's volumes, in the order they can be removed."""
+    return [volume_name(workspace_id, role) for role in ("overlay", "upper", "work")]
+
+
+def check_root(root: str) -> None:
+    """ConfigError when ``root`` cannot be an overlay's lower layer."""
+    if any(ch in root for ch in MOUNT_OPTION_UNSAFE):
+        raise ConfigError(f"the folder {root} cannot be a copy-on-write workspace: its path "
+                          f"holds one of {' '.join(MOUNT_OPTION_UNSAFE)}, which the engine's "
+                          "mount options cannot carry")
+
+
+def ensure_volumes(engine: Engine, root: str, workspace_id: str,
+                   labels: Mapping[str, str]) -> str:
+    """The overlay volume of workspace ``workspace_id`` over host folder ``root``, made with
+    its upper and work volumes when missing (kept when they exist: a restarted kernel's
+    files); an overlay volume over another folder is made again. Returns its name."""
+    check_root(root)
+    names = {role: volume_name(workspace_id, role) for role in ROLES}
+    common = {**labels, LABEL_WORKSPACE: workspace_id, LABEL_OWNER: owner_label()}
+    overlay = engine.volume_labels(names["overlay"])
+    if overlay is not None and overlay.get(LABEL_ROOT) == root:
+        return names["overlay"]
+    if overlay is not None:
+        engine.remove_volume(names["overlay"])
+    places = {}
+    for role in ("upper", "work"):
+        if engine.volume_labels(names[role]) is None:
+            engine.create_volume(names[role], {**common, LABEL_ROLE: role})
+        places[role] = engine.volume_mountpoint(names[role])
+        if not places[role] or any(ch in places[role] for ch in MOUNT_OPTION_UNSAFE):
+            raise SandboxError(f"the workspace volume {names[role]} has no usable folder on "
+                               f"the engine's host ({places[role]!r})")
+    options = {"type": "overlay", "device": "overlay",
+               "o": f"lowerdir={root},upperdir={places['upper']},workdir={places['work']}"}
+    engine.create_volume(names["overlay"], {**common, LABEL_ROLE: "overlay", LABEL_ROOT: root},
+                         options)
+    return names["overlay"]
+
+
+def workspace_mounts(volume: str, root: str) -> list[dict[str, Any]]:
+    """The create request's mounts for the overlay ``volume`` over host folder ``root``: the
+    overlay at the folder's own path, then what hides its credentials."""
+    return [{"Type": "volume", "Source": volume, "Target": root, "ReadOnly": False},
+            *hiding_mounts(root, root)]
+
+
+def hiding_mounts(folder: str, target: str) -> list[dict[str, Any]]:
+    """Mounts that hide the entries of host ``folder`` (mounted at ``target``) that a
+    sandbox must not see (credentials, Jupyter connection files): an empty read-only tmpfs
+    over a folder, an empty read-only file over anything else. ConfigError when the folder is
+    too large to check."""
+    try:
+        hidden = secret_entries(Path(folder))
+    except ValueError as err:
+        raise ConfigError(f"cannot give {folder} to a sandbox: {err} (too many to check for "
+                          "credentials); choose a smaller folder") from None
+    mounts = []
+    for path in hidden:
+        inside = str(PurePosixPath(target, path.relative_to(folder)))
+        if path.is_dir() and not path.is_symlink():
+            mounts.append({"Type": "tmpfs", "Target": inside, "ReadOnly": True,
+                           "TmpfsOptions": {"SizeBytes": HIDDEN_FOLDER_BYTES, "Mode": 0o500}})
+        else:
+            mounts.append({"Type": "bind", "Source": str(_empty_file()), "Target": inside,
+                           "ReadOnly": True})
+    return mounts
+
+
+def _empty_file() -> Path:
+    """An empty file of ours, mounted read-only over host files a sandbox must not see."""
+    path = cache_dir() / "hidden"
+    if not path.is_file() or path.stat().st_size:
+        path.write_bytes(b"")
+    return path
+
+
+def changes(engine: Engine, workspace_id: str, image: str, root: str) -> list[Change]:
+    """What cells changed in the workspace: its upper layer read through the engine (a
+    container created for it, never started, the upper volume mounted read-only)."""
+    upper = volume_name(workspace_id, "upper")
+    if engine.volume_labels(upper) is None:
+        return []
+    request = {"Image": image, "Entrypoint": ["/bin/sh"], "Cmd": [], "NetworkDisabled": True,
+               "Labels": {LABEL_WORKSPACE: workspace_id, LABEL_OWNER: owner_label()},
+               "HostConfig": {"NetworkMode": "none", "Mounts": [
+                   {"Type": "volume", "Source": upper, "Target": "/upper", "ReadOnly": True}]}}
+    reader = engine.create_container(request, f"{upper}-reader-{owner_label().split(':')[-1]}")
+    try:
+        return list(_read_changes(engine.get_archive(reader, "/upper/."), Path(root)))
+    finally:
+        engine.remove_container(reader)
+
+
+def _read_changes(chunks: Iterable[bytes], root: Path) -> Iterator[Change]:
+    """The changes an upper layer's tar stream tells: a whiteout (character device 0:0) is a
+    deletion, an entry the host folder has too is a change, any other an addition (a folder
+    that only holds changes is left out)."""
+    with tarfile.open(fileobj=_ChunkReader(chunks), mode="r|") as tar:
+        for count, member in enumerate(tar):
+            if count >= MAX_CHANGES:
+                raise SandboxError(f"the workspace holds more than {MAX_CHANGES} changed "
+                                   "entries; export folders by name")
+            name = PurePosixPath(member.name)
+            parts = [p for p in name.parts if p not in (".", "")]
+            if not parts:
+                continue
+            relative = "/".join(parts)
+            on_host = root.joinpath(*parts)
+            if member.ischr() and member.devmajor == 0 and member.devminor == 0:
+                yield Change("deleted", relative)
+            elif not _lexists(on_host):
+                yield Change("added", relative, member.isdir())
+            elif not member.isdir() or not _is_dir(on_host):
+                yield Change("changed", relative, member.isdir())
+
+
+def _lexists(path: Path) -> bool:
+    try:
+        path.lstat()
+    except OSError:
+        return False
+    return True
+
+
+def _is_dir(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return stat.S_ISDIR(path.lstat().st_mode)
+    return False
+
+
+class _ChunkReader:
+    """A file-like reader over an iterator of byte chunks (tarfile's stream mode)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def discard(engine: Engine, workspace_id: str) -> None:
+    """Remove the workspace's volumes (what its cells wrote is gone)."""
+    for name in volume_names(workspace_id):
+        try:
+            engine.remove_volume(name)
+        except SandboxError as err:
+            log.warning("workspace %s: %s", workspace_id, err)
+
+
+def workspace_volumes(engine: Engine) -> dict[str, list[str]]:
+    """Every workspace's volumes on the engine: id -> names."""
+    found: dict[str, list[str]] = {}
+    for volume in engine.list_volumes([LABEL_WORKSPACE]):
+        found.setdefault(volume.labels.get(LABEL_WORKSPACE, ""), []).append(volume.name)
+    return found
