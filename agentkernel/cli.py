@@ -1,4 +1,5 @@
-"""The ``agentkernel`` command: list, gc, run, shell, status, stop, image build, install.
+"""The ``agentkernel`` command: list, gc, run, shell, status, stop, image build, network,
+runtime setup, install.
 
 Every failure is printed as one line ``agentkernel: error: ...``: exit code 2 for a usage
 error, 1 for anything else that went wrong (a sandbox or engine error). ``run`` and ``shell``
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-from . import netguard
+from . import netguard, runtimes
 from .attach import attach_shell
 from .config import options
 from .config.options import GUARDED_NETWORK
@@ -250,6 +251,14 @@ def cmd_network_status(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- runtime ------------------------------------------------------------------------------------
+def cmd_runtime_setup(args: argparse.Namespace) -> int:
+    """Install an OCI runtime's launcher and register it with each engine (root; once)."""
+    for engine in _engines(args):
+        print(runtimes.setup(engine, args.name, args.network))
+    return 0
+
+
 def _engines(args: argparse.Namespace) -> list[Engine]:
     return [connect(kind) for kind in args.engines] if args.engines else [_engine(args)]
 
@@ -357,6 +366,19 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--engines", nargs="+", choices=["docker", "podman"], metavar="E",
                              help="these engines (default: --engine)")
         command.set_defaults(handler=handler)
+    runtime = add("runtime", None, "Set up an OCI runtime for sandboxes (gVisor: runsc)."
+                  ).add_subparsers(dest="runtime_command", required=True, metavar="COMMAND")
+    text = ("register runtime NAME's launcher with each engine (root; once); then set "
+            "c.SandboxConfig.runtime = NAME")
+    setup = runtime.add_parser("setup", help=text, description=text[0].upper() + text[1:])
+    setup.add_argument("name", choices=sorted(runtimes.KNOWN), metavar="NAME",
+                       help=f"the runtime: {', '.join(sorted(runtimes.KNOWN))}")
+    setup.add_argument("--network", choices=runtimes.NETWORK_MODES, default="sandbox",
+                       help="gVisor's network stack (sandbox, its own: the default) or the "
+                       "host's in the container's namespace (host: where gVisor's own fails)")
+    setup.add_argument("--engines", nargs="+", choices=["docker", "podman"], metavar="E",
+                       help="these engines (default: --engine)")
+    setup.set_defaults(handler=cmd_runtime_setup)
     from agentkernel_kernel.kernelspec import add_install_arguments
 
     add_install_arguments(add("install", cmd_install, "Install the Jupyter kernelspec."))

@@ -35,6 +35,11 @@ class Resources(Execution):
             with self._errors(f"resizing sandbox {self.name}"):
                 self.engine.update_limits(self.container_id, cpus, memory_mb)
         except SandboxError as err:
+            if self.effective.runtime:  # gVisor's runsc has no `update` (its usage is the error)
+                raise ResizeFailed(
+                    f"live resize not possible: runtime {self.effective.runtime!r} cannot "
+                    "change a running sandbox's limits (start one with the limits wanted: "
+                    "%sandbox start --cpus N --memory MB)") from None
             raise ResizeFailed(f"live resize not possible: {err}") from None
         seen = self.cgroup_limits()
         if seen != (cpus, memory_mb):

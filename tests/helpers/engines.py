@@ -34,6 +34,11 @@ RUN_LABEL = "agentkernel.test"
 RUN_ID = secrets.token_hex(4)
 # Every container made during this run, in this process or in kernels it starts, carries it.
 os.environ["AGENTKERNEL_LABELS"] = f"{RUN_LABEL}={RUN_ID}"
+# AGENTKERNEL_TEST_RUNTIME=runsc: every sandbox of the run under that OCI runtime (set up by
+# `agentkernel runtime setup runsc`), as an operator's `c.SandboxConfig.runtime` would.
+TEST_RUNTIME = os.environ.get("AGENTKERNEL_TEST_RUNTIME") or None
+if TEST_RUNTIME:
+    os.environ["AGENTKERNEL_RUNTIME"] = TEST_RUNTIME
 _CHOSEN = os.getenv("AGENTKERNEL_TEST_ENGINES")
 ENGINES = [e.strip() for e in (_CHOSEN or "docker,podman").split(",")]
 REMOTE_ENGINES = ["docker-tls"]
