@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import nftstate
 from .config.options import GUARDED_NETWORK
 from .engine import Engine
 from .errors import SandboxError, one_line
@@ -45,7 +46,7 @@ from .errors import SandboxError, one_line
 BRIDGES = {"docker": "akguard-docker", "podman": "akguard-podman"}  # at most 15 characters
 LABEL = "agentkernel.network"
 MARKERS = Path("/run/agentkernel")
-TABLE_MARKER = "nftables"  # in MARKERS: the sha256 of the table's listing as setup left it
+TABLE_MARKER = "nftables"  # in MARKERS: the table's digest (nftstate) as setup left it
 LOOPBACK_NAMES = ("localhost",)
 TABLE = "agentkernel"  # family inet: IPv4 and IPv6 in one table
 # Before the engines' own chains (iptables-nft's, at the filter priority, 0), though a drop in
@@ -58,7 +59,6 @@ BLOCKED_V4 = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.25
               "198.18.0.0/15", "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4",
               "240.0.0.0/4")
 RESOLV_FILES = ("/etc/resolv.conf", "/run/systemd/resolve/resolv.conf")
-CAP_NET_ADMIN = 12
 
 
 def table_script(bridge: str, nameservers: Iterable[str]) -> str:
@@ -145,21 +145,25 @@ def available(engine: Engine) -> bool:
 
 
 def in_force(bridge: str, markers: Path | None = None) -> bool:
-    """Whether the guard's table is in the kernel as setup left it, ``bridge`` among the
-    interfaces it guards (asked at every start: a firewall reload may have removed it, or
-    anyone changed it). Reading the ruleset needs CAP_NET_ADMIN: without it (a kernel run by
-    a user) setup's marker (:func:`ready`) is all the evidence there is."""
-    if not _may_read_ruleset():
-        return True
+    """Whether the guard's table is in the kernel as setup left it (the digest in
+    ``markers``), ``bridge`` among the interfaces it guards: asked at every start, as a
+    firewall reload may have removed it, or anyone changed it. Reading the ruleset needs
+    CAP_NET_ADMIN: without it (a kernel run by a user) setup's marker (:func:`ready`) is all
+    the evidence there is."""
     markers = markers or MARKERS
-    listing = _nft("list", "table", "inet", TABLE, check=False)
-    if listing is None or f'"{bridge}"' not in listing:
+    try:
+        state = nftstate.read_table("inet", TABLE)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    if state is None or bridge.encode() not in state.keys("bridges"):
         return False
     try:
         recorded = (markers / TABLE_MARKER).read_text(encoding="utf-8")
     except OSError:
         return False
-    return ready(TABLE_MARKER, markers) and recorded == _digest(listing)
+    return ready(TABLE_MARKER, markers) and recorded == state.digest
 
 
 def setup(engine: Engine, markers: Path | None = None) -> str:
@@ -203,8 +207,8 @@ def guard(bridge: str, nameservers: Iterable[str], markers: Path) -> None:
     with open(markers / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _nft("-f", "-", script=table_script(bridge, nameservers))
-        listing = _nft("list", "table", "inet", TABLE) or ""
-        _write_marker(markers / TABLE_MARKER, _digest(listing))
+        state = nftstate.read_table("inet", TABLE)
+        _write_marker(markers / TABLE_MARKER, state.digest if state else "")
 
 
 def _is_loopback(host: str) -> bool:
@@ -214,18 +218,11 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _nft(*args: str, script: str | None = None, check: bool = True) -> str | None:
-    """Run ``nft ARGS`` (``script`` on its stdin); its output, or None when it fails and
-    ``check`` is off."""
-    done = subprocess.run([shutil.which("nft") or "/usr/sbin/nft", *args], input=script,
-                          capture_output=True, text=True)
-    if done.returncode != 0 and check:
+def _nft(*args: str, script: str) -> None:
+    """Run ``nft ARGS`` with ``script`` on its stdin."""
+    done = subprocess.run(["nft", *args], input=script, capture_output=True, text=True)
+    if done.returncode != 0:
         raise SandboxError(f"nft {' '.join(args)} failed: {one_line(done.stderr)}")
-    return done.stdout if done.returncode == 0 else None
-
-
-def _digest(listing: str) -> str:
-    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def _write_marker(path: Path, text: str) -> None:
@@ -234,17 +231,6 @@ def _write_marker(path: Path, text: str) -> None:
     part.write_text(text, encoding="utf-8")
     part.chmod(0o644)
     part.replace(path)
-
-
-def _may_read_ruleset() -> bool:
-    """Whether this process holds CAP_NET_ADMIN, which reading the ruleset needs."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return False
-    effective = next((line.split()[1] for line in status.splitlines()
-                      if line.startswith("CapEff:")), "0")
-    return bool(int(effective, 16) >> CAP_NET_ADMIN & 1)
 
 
 def _bridged_traffic_filtered() -> bool:

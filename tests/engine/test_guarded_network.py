@@ -10,6 +10,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -274,3 +275,17 @@ def test_the_guard_holds_whatever_the_engines_and_a_reload_insert_after_it(
         with accept_first(netguard.bridge_for(engine)):
             assert probe(guarded, address, port).startswith("refused")
             assert probe(guarded, host_address(), listener).startswith("refused")
+
+
+def test_without_cap_net_admin_the_marker_is_the_evidence() -> None:
+    """A kernel run by a user cannot read the ruleset (netlink answers EPERM): the start goes
+    by setup's marker alone rather than refusing every network."""
+    script = ("from agentkernel import netguard, nftstate\n"
+              "try:\n"
+              "    nftstate.read_table('inet', netguard.TABLE)\n"
+              "except PermissionError:\n"
+              "    print('refused', netguard.in_force('akguard-docker'))\n")
+    done = subprocess.run(["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
+                           sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["refused", "True"]
