@@ -32,12 +32,14 @@ HOME_SECRETS = (
 )
 """Credentials under the home folder."""
 SECRET_NAMES = frozenset(
-    {Path(s).name for s in HOME_SECRETS}
+    {s for s in HOME_SECRETS if "/" not in s}
     | {"id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "id_ecdsa_sk", "id_ed25519_sk",
-       "credentials.json", "application_default_credentials.json", "kubeconfig"}
+       "application_default_credentials.json"}
 )
 """Names that hold credentials wherever they are (a project folder often holds a copy of
 ``.ssh`` or ``.aws``, or an exported key): hidden from sandboxes that see the folder."""
+SECRET_SUFFIXES = tuple(tuple(s.split("/")) for s in HOME_SECRETS if "/" in s)
+"""Paths of more than one name that hold credentials (``.config/gcloud``), wherever they end."""
 CONNECTION_FILE_PREFIXES = ("kernel-", "jpserver-", "nbserver-")
 """Jupyter runtime files (a kernel's connection file holds its key; a server's, its token)."""
 SCAN_LIMIT = 200_000
@@ -113,10 +115,13 @@ def forbidden_reason(path: Path, protected_now: list[tuple[Path, str]]) -> str |
     return None
 
 
-def is_secret_name(name: str) -> bool:
-    """True for a file or folder name that holds credentials or a Jupyter connection file."""
+def is_secret_name(parts: tuple[str, ...]) -> bool:
+    """True for an entry (its path's names) that holds credentials or is a Jupyter connection
+    file."""
+    name = parts[-1]
     return name in SECRET_NAMES or (
-        name.endswith(".json") and name.startswith(CONNECTION_FILE_PREFIXES))
+        name.endswith(".json") and name.startswith(CONNECTION_FILE_PREFIXES)) or any(
+        parts[-len(suffix):] == suffix for suffix in SECRET_SUFFIXES)
 
 
 def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
@@ -125,9 +130,9 @@ def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
     ``limit`` entries (too many to check)."""
     found: list[Path] = []
     seen = 0
-    pending = [root]
+    pending: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
     while pending:
-        folder = pending.pop()
+        folder, parts = pending.pop()
         try:
             entries = list(os.scandir(folder))
         except OSError:
@@ -136,8 +141,9 @@ def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
         if seen > limit:
             raise ValueError(f"{root} holds more than {limit} files and folders")
         for entry in entries:
-            if is_secret_name(entry.name):
+            names = (*parts, entry.name)
+            if is_secret_name(names):
                 found.append(Path(entry.path))
             elif entry.is_dir(follow_symlinks=False):
-                pending.append(Path(entry.path))
+                pending.append((Path(entry.path), names))
     return sorted(found)

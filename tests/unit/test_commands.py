@@ -115,7 +115,8 @@ def test_every_option_with_a_flag_is_a_start_flag():
     for option in options.OPTIONS:
         if option.flags:
             assert option.flag in help_text, option.name
-    assert flagged == set(options.BY_NAME) - {"work_dir", "labels", "network_name"}
+    assert flagged == set(options.BY_NAME) - {"work_dir", "labels", "network_name", "workspace",
+                                              "workspace_id", "unsafe_host_paths"}
 
 
 def test_a_cell_cannot_choose_the_engine_network():
@@ -335,7 +336,7 @@ def test_push_pull_errors(line, message):
 def test_unknown_subcommand():
     assert error_of("frobnicate") == (
         "%sandbox: unknown subcommand 'frobnicate' (choose from start, stop, restart, status, "
-        "resize, ports, connect, list, upload, download, push, pull)"
+        "resize, ports, connect, list, upload, download, changes, export, push, pull)"
     )
 
 

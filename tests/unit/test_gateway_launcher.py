@@ -40,7 +40,7 @@ def test_arguments_as_the_gateway_fills_them() -> None:
         "class_name": DISTRIBUTED_PROXY, "config": {"remote_hosts": "host-a,host-b"}}
     filled = [arg.format(kernel_id="k-1", port_range="40000..41000",
                          response_address="10.0.0.1:8877", public_key="KEY")
-              for arg in spec["argv"][3:]]
+              for arg in spec["argv"][spec["argv"].index("-m") + 2:]]
     args = parse_args(filled)
     assert (args.kernel_id, args.response, args.ports, args.public_key) == (
         "k-1", ("10.0.0.1", 8877), (40000, 41000), "KEY")

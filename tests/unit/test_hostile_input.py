@@ -166,9 +166,20 @@ def test_home_and_the_folders_above_it_mount_read_only(tmp_path: Path,
     (home / "project").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
     volumes = [f"{home}:/h", f"{home.parent}:/users", f"{home / 'project'}:/project"]
-    binds = SandboxConfig(volumes=volumes, mount_home=True).resolve().binds
+    binds = SandboxConfig(volumes=volumes, mount_home=True,
+                          unsafe_host_paths=True).resolve().binds
     modes = {bind.target: bind.read_only for bind in binds}
     assert modes == {"/h": True, "/users": True, "/home/user": True, "/project": False}
+
+
+def test_a_home_holding_credentials_is_never_mounted_without_the_operators_opt_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "users" / "me"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    for config in (SandboxConfig(mount_home=True), SandboxConfig(volumes=[f"{home}:/h:ro"])):
+        with pytest.raises(ConfigError, match="refusing to mount .* in a sandbox"):
+            config.resolve()
 
 
 @pytest.mark.parametrize("runtime", ["runsc", "kata-runtime", "io.containerd.kata.v2"])
