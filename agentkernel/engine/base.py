@@ -262,9 +262,11 @@ class Engine(ABC):
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Raise ConfigError when the container does not run under ``runtime``."""
 
-    def killed_out_of_memory(self, container_id: str) -> bool:
+    def killed_out_of_memory(self, container_id: str, whole: bool = False) -> bool:
         """Whether the engine recorded an out-of-memory kill in the container, even one
-        removed since (False when it cannot tell)."""
+        removed since (False when it cannot tell). ``whole``: the caller knows that such a
+        kill ends the whole container (a runtime with its own kernel, gVisor), so an engine
+        that records no such event may read it from a SIGKILL."""
         return False
 
     def runtimes(self) -> list[str]:

@@ -328,7 +328,8 @@ class DockerEngine(Engine):
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Docker refuses an unknown runtime at create: nothing left to check."""
 
-    def killed_out_of_memory(self, container_id: str, within: float = 86400.0) -> bool:
+    def killed_out_of_memory(self, container_id: str, whole: bool = False,
+                             within: float = 86400.0) -> bool:
         """Whether the engine recorded an out-of-memory kill in the container in the last
         ``within`` seconds: its events outlive a container removed since (under gVisor the
         whole sandbox is the process the host kills)."""

@@ -2,7 +2,8 @@
 
 Podman 4.3 (Debian 12) differs in four ways that matter here: it serves no compatible
 ``update`` endpoint (live resize goes through ``/libpod/containers/{id}/update``), its
-compatible create ignores ``HostConfig.Runtime`` (checked after create), an image name without
+compatible create ignores ``HostConfig.Runtime`` (so does libpod's own create, up to Podman 5:
+a runtime is a service's default, checked after create), an image name without
 a registry lives under ``localhost/``, and its default seccomp profile lets a container create
 user and mount namespaces (``unshare(CLONE_NEWUSER)``), which Docker's refuses. Sandboxes on
 Podman get Podman's own profile with namespace creation refused as Docker does
@@ -20,6 +21,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
@@ -65,9 +67,9 @@ def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
 
 
 def runtime_launcher(runtime: str, folder: Path = RUNTIME_LAUNCHERS) -> str:
-    """What Podman is told to run for ``runtime``: the launcher `agentkernel runtime setup`
-    wrote for it (a path, which a Podman service started before the set-up accepts too), else
-    the name as given (one of containers.conf's ``[engine.runtimes]``, or a path)."""
+    """What a Podman container of ``runtime`` runs: the launcher `agentkernel runtime setup`
+    wrote for it (a path, as Podman names the runtime of a service started with
+    ``--runtime PATH``), else the name as given."""
     launcher = folder / runtime
     if "/" not in runtime and os.access(launcher, os.X_OK):
         return str(launcher)
@@ -328,6 +330,28 @@ class PodmanEngine(DockerEngine):
             return None
         return network.get("network_interface") or None
 
+    def killed_out_of_memory(self, container_id: str, whole: bool = False,
+                             within: float = 86400.0) -> bool:
+        """Podman records no out-of-memory event of a container the host's OOM killer ended
+        as a whole (gVisor's sandbox): with ``whole``, its death by SIGKILL (137) is read as
+        one. Its libpod events, as its compatible ones answer nothing with ``until``."""
+        if not whole:
+            return False
+        since = int(time.time() - within)
+        filters = json.dumps({"container": [container_id], "event": ["died"]})
+        url = f"{self.api.base_url}/v{API_VERSION}/libpod/events"
+        with self._errors("reading podman's events"):
+            answer = self.api.get(url, params={"stream": "false", "since": since,
+                                               "filters": filters}, timeout=10)
+        if not answer.ok:
+            return False
+        for line in answer.text.splitlines():
+            with contextlib.suppress(ValueError, AttributeError):
+                attributes = json.loads(line).get("Actor", {}).get("Attributes", {})
+                if attributes.get("containerExitCode") == "137":
+                    return True
+        return False
+
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Refuse a container created with another OCI runtime than the one asked for: the
         compatible API ignores the option, so a sandbox meant for gVisor or Kata would
@@ -337,11 +361,12 @@ class PodmanEngine(DockerEngine):
         info = self._libpod("get", f"/containers/{container_id}/json",
                             "checking the sandbox's runtime")
         actual = info.get("OCIRuntime")
-        if actual != runtime:
+        if actual not in (runtime, runtime_launcher(runtime)):
             raise ConfigError(
                 f"runtime {runtime!r} not applied: podman created the container with "
-                f"{actual!r} (its Docker-compatible API ignores the runtime option; make "
-                f"{runtime!r} podman's default runtime in containers.conf, or use Docker)"
+                f"{actual!r} (podman's API ignores the runtime option: serve these sandboxes "
+                f"from a podman service whose default runtime is {runtime!r}, see `agentkernel "
+                f"runtime setup {runtime}`, or use Docker)"
             )
 
     def _libpod(self, method: str, path: str, action: str, version: str = API_VERSION,

@@ -159,7 +159,8 @@ class SandboxCore:
         """The engine's record of an out-of-memory kill (under gVisor the host kills the
         whole sandbox, and the engine removes it)."""
         try:
-            return self.engine.killed_out_of_memory(self.container_id)
+            return self.engine.killed_out_of_memory(self.container_id,
+                                                    whole=bool(self.effective.runtime))
         except SandboxError:
             return False
 

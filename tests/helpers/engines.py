@@ -35,8 +35,11 @@ RUN_ID = secrets.token_hex(4)
 # Every container made during this run, in this process or in kernels it starts, carries it.
 os.environ["AGENTKERNEL_LABELS"] = f"{RUN_LABEL}={RUN_ID}"
 # AGENTKERNEL_TEST_RUNTIME=runsc: every sandbox of the run under that OCI runtime (set up by
-# `agentkernel runtime setup runsc`), as an operator's `c.SandboxConfig.runtime` would.
+# `agentkernel runtime setup runsc`), as an operator's `c.SandboxConfig.runtime` would. Podman's
+# API cannot choose a runtime per container: its sandboxes come from the Podman service
+# scripts/setup.sh starts with that runtime as its default, on PODMAN_RUNTIME_SOCKET.
 TEST_RUNTIME = os.environ.get("AGENTKERNEL_TEST_RUNTIME") or None
+PODMAN_RUNTIME_SOCKET = f"unix:///run/podman/podman-{TEST_RUNTIME}.sock"
 if TEST_RUNTIME:
     os.environ["AGENTKERNEL_RUNTIME"] = TEST_RUNTIME
 _CHOSEN = os.getenv("AGENTKERNEL_TEST_ENGINES")
@@ -72,9 +75,14 @@ def _set_engine_vars(values: dict[str, str | None]) -> None:
             os.environ[var] = value
 
 
+def _runtime_env(name: str) -> dict[str, str | None]:
+    """The engine variables of engine ``name`` under AGENTKERNEL_TEST_RUNTIME."""
+    return {"CONTAINER_HOST": PODMAN_RUNTIME_SOCKET} if TEST_RUNTIME and name == "podman" else {}
+
+
 def use_engine(name: str) -> None:
     """Point this process's environment (and so the kernels it starts) at engine ``name``."""
-    _set_engine_vars(_ORIGINAL_ENV)
+    _set_engine_vars({**_ORIGINAL_ENV, **_runtime_env(name)})
     if name == "docker-tls":
         os.environ.update(tls_endpoint().env())
         os.environ["AGENTKERNEL_ENGINE"] = "docker"
@@ -90,7 +98,7 @@ def get_engine(name: str) -> Engine:
                 _engines[name] = connect_endpoint("docker", tls_endpoint())
             else:  # the local engine, whichever engine the environment points at now
                 now = {var: os.environ.get(var) for var in _ENGINE_VARS}
-                _set_engine_vars(_ORIGINAL_ENV)
+                _set_engine_vars({**_ORIGINAL_ENV, **_runtime_env(name)})
                 try:
                     _engines[name] = connect(name)
                 finally:
