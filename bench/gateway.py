@@ -3,35 +3,54 @@ capacity table is projected from. Called by bench.py (its baselines are the dire
 measured in the same run).
 
 - a `pass` cell round trip through the gateway's websocket (median), with a client that delays
-  its ACKs (Linux's default, browsers) and with one that ACKs at once (TCP_QUICKACK);
+  its ACKs (Linux's default, browsers) and with one that ACKs at once (TCP_QUICKACK); the
+  gateway runs with `agentkernel_kernel/gateway_nodelay.py` as its configuration file (its
+  websockets write with TCP_NODELAY), as docs/scale-out.md says;
 - kernel start to first result through the gateway: LocalProcessProxy (our kernelspec as is)
   and DistributedProcessProxy (our launcher, placed on 127.0.0.1 or over SSH on 127.0.0.2);
 - N kernels started at once through the gateway (DistributedProcessProxy): all answer, p50/p99
   of cells sent to all of them at once, host memory per kernel (kernel process RSS, its
   container's cgroup, the gateway's growth), CPU per idle kernel+sandbox and per busy cell.
+
+Run alone (`python bench/gateway.py [-n N]`, on Docker) it measures only the round-trip rows:
+direct, through the gateway with the TCP_NODELAY configuration and without it, in one run, and
+writes bench/results/gateway.json.
 """
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
+import contextlib
+import json
+import os
 import socket
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers.gateway import (
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from helpers.gateway import (  # noqa: E402
     DISTRIBUTED_SPEC,
     LOCAL_SPEC,
     Gateway,
     GatewayKernel,
     running_gateway,
 )
-from timing import median_start
+from timing import median_start  # noqa: E402
 
-from agentkernel.engine import connect
-from agentkernel.sandbox import LABEL_OWNER
+from agentkernel.engine import connect  # noqa: E402
+from agentkernel.sandbox import LABEL_OWNER  # noqa: E402
+
+NODELAY_CONFIG = (Path(__file__).resolve().parent.parent / "agentkernel_kernel"
+                  / "gateway_nodelay.py")
+NODELAY_ARGS = (f"--config={NODELAY_CONFIG}",)
+"""The gateway's configuration from docs/scale-out.md: its websockets write with TCP_NODELAY."""
+RESULTS = Path(__file__).resolve().parent / "results"
 
 LAUNCH_ENV = {"KERNEL_LAUNCH_TIMEOUT": "600"}  # many launches at once on a small machine
 CLK_TCK = 100
@@ -207,7 +226,8 @@ def measure_gateway(n: int, count: int) -> dict[str, Any]:
     """Everything above, with one gateway on 127.0.0.1; start rows are medians of starts, as
     the direct rows are (timing.py)."""
     results: dict[str, Any] = {}
-    with running_gateway(Path(tempfile.mkdtemp(prefix="agentkernel-bench-gw-"))) as gateway:
+    with running_gateway(Path(tempfile.mkdtemp(prefix="agentkernel-bench-gw-")),
+                         extra_args=NODELAY_ARGS) as gateway:
         local_start, kernel = median_start(
             lambda: start_to_first_result(gateway, LOCAL_SPEC), GatewayKernel.shutdown)
         results["start_local_proxy_s"] = local_start
@@ -223,3 +243,72 @@ def measure_gateway(n: int, count: int) -> dict[str, Any]:
         if count:
             results["many"] = many_kernels(gateway, count, rounds=10)
     return results
+
+
+def _timed_pass(run: Callable[[str], Any]) -> float:
+    start = time.perf_counter()
+    run("pass")
+    return time.perf_counter() - start
+
+
+def round_trip_rows(n: int) -> list[dict[str, Any]]:
+    """The round-trip rows alone, in one run: a direct kernel, one through a gateway with
+    gateway_nodelay.py and one through a gateway without it, all up at once; their `pass`
+    cells alternate (so a busy moment of this shared machine falls on all three alike), with
+    a client that delays its ACKs, then with one that ACKs at once."""
+    from bench import Kernel, install_kernelspec, row
+
+    install_kernelspec(Path(tempfile.mkdtemp(prefix="agentkernel-bench-")))
+    with contextlib.ExitStack() as stack:
+        direct = Kernel("agentkernel")
+        stack.callback(direct.stop)
+        kernels = {}
+        for name, args in (("nodelay", NODELAY_ARGS), ("plain", ())):
+            gateway = stack.enter_context(running_gateway(
+                Path(tempfile.mkdtemp(prefix="agentkernel-bench-gw-")), extra_args=args))
+            kernel = gateway.connect(gateway.start_kernel(LOCAL_SPEC, LAUNCH_ENV, timeout=600))
+            stack.callback(kernel.shutdown)
+            kernels[name] = kernel
+        runs = {"direct": direct.run, **{name: (lambda code, k=k: _ok(k, code))
+                                         for name, k in kernels.items()}}
+        times: dict[str, list[float]] = {}
+        for quick_ack in (False, True):
+            for kernel in kernels.values():
+                kernel.quick_ack = quick_ack
+            for _ in range(10):  # warm-up
+                for run in runs.values():
+                    run("pass")
+            for _ in range(n):
+                for name, run in runs.items():
+                    times.setdefault(f"{name}{'_quick' * quick_ack}", []).append(_timed_pass(run))
+    ms = {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    return [
+        row("pass cell round trip, via gateway", ms["nodelay"], "ms", "direct", ms["direct"],
+            "<= 1.5x", ms["nodelay"] / ms["direct"], ms["nodelay"] / ms["direct"] <= 1.5,
+            note=f"the gateway with gateway_nodelay.py; a client that ACKs at once: "
+            f"{ms['nodelay_quick']:.2f} ms (direct {ms['direct_quick']:.2f} ms)"),
+        row("same, gateway without TCP_NODELAY", ms["plain"], "ms", "direct", ms["direct"],
+            "(reference)", ms["plain"] / ms["direct"], True,
+            note=f"a client that ACKs at once: {ms['plain_quick']:.2f} ms"),
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="the gateway's round-trip rows alone")
+    parser.add_argument("-n", type=int, default=200, help="round trips per kernel")
+    args = parser.parse_args(argv)
+    os.environ["AGENTKERNEL_ENGINE"] = "docker"
+    os.environ.setdefault("AGENTKERNEL_IMAGE", "agentkernel-test:latest")
+    from bench import table
+
+    results = {"engine": "docker", "image": os.environ["AGENTKERNEL_IMAGE"], "samples": args.n,
+               "rows": round_trip_rows(args.n)}
+    print(table(results))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "gateway.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written {RESULTS / 'gateway.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -72,12 +72,17 @@ class Gateway:
     process: subprocess.Popen
     log_path: Path
     kernels_started: list[str] = field(default_factory=list)
+    token: str = ""  # EG_AUTH_TOKEN, sent as `Authorization: token ...` when set
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"token {self.token}"} if self.token else {}
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None,
                 timeout: float = 180) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json",
+                                              **self.headers()})
         with urllib.request.urlopen(req, timeout=timeout) as answer:
             text = answer.read()
         return json.loads(text) if text else None
@@ -181,7 +186,7 @@ class GatewayKernel:
         self.quick_ack = False
         ws_url = gateway.url.replace("http://", "ws://")
         self.ws = websocket.create_connection(f"{ws_url}/api/kernels/{kernel_id}/channels",
-                                              timeout=timeout)
+                                              timeout=timeout, header=gateway.headers())
 
     def send(self, msg_type: str, content: dict[str, Any], channel: str = "shell") -> str:
         msg_id = uuid.uuid4().hex
