@@ -4,7 +4,9 @@ A folder a sandbox may write to can be changed under our feet: it may plant ``re
 /elsewhere`` or swap a folder for a link between our check and our write. So every host file
 operation here starts from a folder the policy allows, opened once, and walks down one name at
 a time with ``O_NOFOLLOW``: a link anywhere on the way is an error, never a detour. Sizes are
-counted as bytes actually read or written, against a limit.
+counted against a limit: bytes read going in; coming out, what the host's disk gives each entry
+(its blocks, at least one per file or folder) and never less than a file's size, whose holes
+stay holes (a sparse file is written sparsely).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 CHUNK = 1 << 20
+MB = 1 << 20
 Owner = tuple[int, int]
 
 
@@ -179,8 +182,17 @@ def extract_safely(chunks: Iterable[bytes], dest: Path, max_bytes: int | None = 
 
 
 def _extract(chunks: Iterable[bytes], box: int, max_bytes: int | None) -> list[str]:
-    room = float("inf") if max_bytes is None else max_bytes
-    written, extracted = 0, []
+    try:
+        return _extract_within(chunks, box, float("inf") if max_bytes is None else max_bytes)
+    except TooLarge as err:
+        raise TooLarge(f"the download is larger than its limit of {max_bytes / MB:g} MB at "
+                       f"{err} (each file counts its size or what it takes on the host's "
+                       "disk, whichever is larger, and at least one disk block)") from None
+
+
+def _extract_within(chunks: Iterable[bytes], box: int, room: float) -> list[str]:
+    """:func:`_extract` charging at most ``room`` bytes (TooLarge naming the member)."""
+    charged, extracted = 0, []
     with open_stream(chunks) as tar:
         for member in tar:
             parts = _member_parts(member.name)
@@ -188,12 +200,30 @@ def _extract(chunks: Iterable[bytes], box: int, max_bytes: int | None) -> list[s
                 continue
             with _fd(open_folder_at(box, parts[:-1])) as folder:
                 if member.isdir():
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(parts[-1], 0o755, dir_fd=folder)
+                    charged += _make_folder(folder, parts[-1])
                 else:
-                    written += _write_member(tar, member, folder, parts[-1], room - written)
+                    charged += _write_member(tar, member, folder, parts[-1], room - charged)
+            if charged > room:
+                raise TooLarge(member.name)
             extracted.append("/".join(parts))
     return extracted
+
+
+def _allocated(fd: int) -> int:
+    """What the open file or folder ``fd`` takes on the host's disk: its blocks, and at least
+    one block (an inode and a folder entry are not free even for an empty file)."""
+    info = os.fstat(fd)
+    return max(info.st_blocks * 512, info.st_blksize)
+
+
+def _make_folder(parent: int, name: str) -> int:
+    """Create folder ``name`` (an archive may name one twice); what it took on the disk."""
+    try:
+        os.mkdir(name, 0o755, dir_fd=parent)
+    except FileExistsError:
+        return 0
+    with _fd(os.open(name, DIR_FLAGS, dir_fd=parent)) as made:
+        return _allocated(made)
 
 
 def _member_parts(name: str) -> list[str]:
@@ -227,10 +257,11 @@ def open_folder_at(base: int, names: list[str]) -> int:
 
 def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, folder: int, name: str,
                   room: float) -> int:
-    """Write one regular file member; return its size (TooLarge beyond ``room``)."""
+    """Write one regular file member, its runs of zero blocks left as holes; return what it
+    is charged: its size or what it took on the disk, whichever is larger (TooLarge when its
+    size alone exceeds ``room``, before a byte is written)."""
     if member.size > room:
-        raise TooLarge(f"the download is larger than its limit ({member.name} alone is "
-                       f"{member.size} bytes)")
+        raise TooLarge(member.name)
     handle = tar.extractfile(member)
     try:
         fd = os.open(name, WRITE_FLAGS, member.mode & 0o777, dir_fd=folder)
@@ -239,12 +270,38 @@ def _write_member(tar: tarfile.TarFile, member: tarfile.TarInfo, folder: int, na
                          f"{err.strerror}") from None
     size = 0
     with _fd(fd):
+        block = os.fstat(fd).st_blksize or 4096
         while handle and (chunk := handle.read(CHUNK)):
             size += len(chunk)
             if size > room:
-                raise TooLarge(f"the download is larger than its limit at {member.name}")
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view):]
+                raise TooLarge(member.name)
+            _write_sparsely(fd, chunk, block)
+        os.ftruncate(fd, size)  # a hole at the end gives the file its length
         os.utime(fd, (time.time(), member.mtime))
-    return size
+        return max(size, _allocated(fd))
+
+
+def _write_sparsely(fd: int, data: bytes, block: int) -> None:
+    """Write ``data`` at ``fd``'s offset, seeking over each whole block of zeros instead (the
+    engine's archive carries a sparse file's holes as zeros; written, they would take disk)."""
+    zero = bytes(block)
+    if zero not in data:  # no block of zeros anywhere (the usual case): one write
+        _write_all(fd, memoryview(data))
+        return
+    start = 0
+    while start < len(data):
+        hole = data[start:start + block] == zero[:len(data) - start]
+        end = start + block
+        while end < len(data) and (data[end:end + block] == zero[:len(data) - end]) == hole:
+            end += block
+        end = min(end, len(data))
+        if hole:
+            os.lseek(fd, end - start, os.SEEK_CUR)
+        else:
+            _write_all(fd, memoryview(data)[start:end])
+        start = end
+
+
+def _write_all(fd: int, view: memoryview) -> None:
+    while view:
+        view = view[os.write(fd, view):]

@@ -143,8 +143,8 @@ class Files(Execution):
                max_bytes: int | None = None) -> None:
         """Copy a host file or folder to ``remote`` in the sandbox.
 
-        The host path is read below the folder ``within`` (default: its own parent) without
-        following any link on the way; links inside a folder travel as links. At most
+        The host path is read below the folder ``within`` (default: ``/``) without following
+        any link on the way; links inside a folder travel as links. At most
         ``max_bytes`` of file content (TooLarge beyond).
         """
         root, source = _host_paths(local, within)
@@ -160,9 +160,11 @@ class Files(Execution):
                  max_bytes: int | None = None) -> Path:
         """Copy a file or folder from the sandbox to the host path ``local``; returns it.
 
-        ``local`` is written below the folder ``within`` (default: its own parent), its
-        missing folders created, without following any link on the way; links and devices
-        in the sandbox's copy are dropped. At most ``max_bytes`` written (TooLarge beyond).
+        ``local`` is written below the folder ``within`` (default: ``/``), its missing
+        folders created, without following any link on the way (one there is an error);
+        links and devices in the sandbox's copy are dropped, a sparse file's holes stay
+        holes. At most ``max_bytes``, each file counted as its size or its blocks on the
+        host's disk, whichever is larger (TooLarge beyond).
         """
         remote = paths.check_sandbox_path(remote)
         root, dest = _host_paths(local, within)
@@ -177,7 +179,14 @@ class Files(Execution):
 
 def _host_paths(local: str | os.PathLike[str],
                 within: str | os.PathLike[str] | None) -> tuple[Path, Path]:
-    """(the folder to walk from, the host path inside it), both absolute."""
-    path = Path(local).expanduser().absolute()
-    root = Path(within).resolve() if within is not None else path.parent.resolve()
-    return root, root / path.name if within is None else path
+    """(the folder to walk from, the host path inside it), both absolute, no link resolved
+    below the folder: without ``within`` the walk starts at ``/``, so no folder on the way may
+    be a link (resolving the path's parent would follow one a sandbox planted there)."""
+    path = Path(os.path.normpath(Path(local).expanduser().absolute()))
+    if within is None:
+        return Path("/"), path
+    given = Path(os.path.normpath(Path(within).expanduser().absolute()))
+    root = given.resolve()  # the caller's folder itself may be reached through a link
+    if path != given and given not in path.parents:
+        raise SandboxError(f"host path {local} is not inside {within}")
+    return root, root / path.relative_to(given)
