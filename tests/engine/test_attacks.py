@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -264,7 +265,60 @@ def test_row12_requests_without_their_fields_get_a_reply(hc: BlockingKernelClien
         assert reply["msg_type"] == f"{kind}_reply" and reply["content"]["status"] == "error"
 
 
+@pytest.mark.parametrize("content, field", [
+    ({"hist_access_type": "range", "session": 0, "start": "x", "stop": None}, "start"),
+    ({"hist_access_type": "range", "session": 0, "start": 1, "stop": "y"}, "stop"),
+    ({"hist_access_type": "range", "session": "s", "start": 1, "stop": None}, "session"),
+    ({"hist_access_type": "range", "session": 0, "start": 1.5, "stop": None}, "start"),
+    ({"hist_access_type": "tail", "n": "x"}, "n"),
+    ({"hist_access_type": "tail", "n": -1}, "n"),
+    ({"hist_access_type": "search", "pattern": 5, "n": 3}, "pattern"),
+    ({"hist_access_type": 7}, "hist_access_type"),
+    ({"hist_access_type": "range", "session": 0, "start": -2, "stop": None}, None),
+    ({"hist_access_type": "range", "session": 0, "start": 10**30, "stop": None}, None),
+    ({"hist_access_type": "tail", "n": 10**30}, None),
+    ({"hist_access_type": "tail", "n": 1, "bogus": 1}, None),
+])
+def test_row12_malformed_history_requests_get_a_reply(hc: BlockingKernelClient, content: dict,
+                                                      field: str | None) -> None:
+    """The requests the local python3 kernel leaves without a reply (its handler raises) get
+    an error naming the field; the ones it answers are answered as it does."""
+    msg = hc.session.msg("history_request", {"output": False, "raw": True, **content})
+    hc.shell_channel.send(msg)
+    reply = hc.get_shell_msg(timeout=30)
+    assert reply["parent_header"]["msg_id"] == msg["header"]["msg_id"]
+    assert reply["msg_type"] == "history_reply"
+    if field is None:
+        assert reply["content"]["status"] == "ok", reply["content"]
+    else:
+        assert reply["content"]["status"] == "error"
+        assert reply["content"]["evalue"].startswith(f"invalid {field} "), reply["content"]
+    assert execute(hc, "1 + 1").result == {"text/plain": "2"}
+
+
 # -- rows 14, 16: what comes out is bounded -------------------------------------------------------
+# Terminal control sequences (xterm's OSC 52 clipboard, OSC 0 title, OSC 8 links, DCS, APC, screen
+# clear) in what a cell prints and raises: only the SGR colours reach the page.
+TERMINAL_SEQUENCES = r'''import sys
+sys.stdout.write("a\x1b]52;c;cm0gLXJmIH4K\x07b \x1b[31mred\x1b[0m\n")
+sys.stdout.flush()
+sys.stderr.write("c\x1b]0;pwned\x07d\x1b]8;;javascript:alert(1)\x1b\\link\x1b]8;;\x1b\\\n")
+sys.stderr.flush()
+raise ValueError("e\x1bP+q544e\x1b\\f\x1b_apc\x1b\\\x1b[2J")
+'''
+
+
+def test_row16_terminal_control_sequences_do_not_reach_the_page(hc: BlockingKernelClient) -> None:
+    run = execute(hc, TERMINAL_SEQUENCES)
+    for text in [run.stream("stdout"), run.stream("stderr"), run.error["evalue"],
+                 *run.error["traceback"]]:
+        controls = re.sub(r"\x1b\[[0-9;:]*m", "", text)
+        assert not re.search(r"[\x1b\x80-\x9f]", controls), repr(text)
+    assert run.stream("stdout") == "ab \x1b[31mred\x1b[0m\n"
+    assert run.stream("stderr") == "cdlink\n" and run.error["evalue"] == "ef"
+    assert any("\x1b[" in line for line in run.error["traceback"]), "IPython's colours stay"
+
+
 def test_row14_downloads_are_bounded(engine_name: str, home: Path, tmp_path: Path) -> None:
     exchange = tmp_path / "exchange"
     exchange.mkdir()
@@ -330,12 +384,12 @@ def test_row17_a_stopped_lifeline_does_not_keep_the_sandbox(engine: Engine, home
 # -- row 19: a kernel started in the home folder -------------------------------------------------
 def test_row19_the_home_folder_is_never_mounted(engine_name: str, home: Path) -> None:
     with running_kernel(env=kernel_env(home), cwd=home) as (_km, kc):
-        first = execute(kc, "import os; os.listdir('/workspace') if os.path.exists('/workspace')"
-                            " else 'no workspace'")
+        first = execute(kc, f"import os; os.listdir({str(home)!r}) if os.path.exists("
+                            f"{str(home)!r}) else 'no workspace'")
         assert first.result == {"text/plain": "'no workspace'"}
         assert "notebook's folder is not mounted" in first.stream("stderr")
-        refused(kc, "%sandbox start --mount-cwd", "refused", "holds")
-        refused(kc, "%sandbox start --mount-home", "refused")
+        refused(kc, "%sandbox start --mount-cwd", "refus", "holds")
+        refused(kc, "%sandbox start --mount-home", "refus")
 
 
 # -- row 20: a link planted in a writable folder -----------------------------------------------
@@ -344,19 +398,20 @@ def test_row20_a_planted_link_cannot_send_a_download_elsewhere(engine_name: str,
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     project.mkdir()
     elsewhere.mkdir()
-    policy = write_policy(tmp_path / "policy.json", host_folders=["{notebook}:rw"])
+    policy = write_policy(tmp_path / "policy.json", host_folders=["{notebook}:rw"],
+                          workspace="bind")  # the host folder itself, writable
     env = {**kernel_env(home), **env_with(policy)}
     with running_kernel(env=env, cwd=project) as (_km, kc):
-        run = execute(kc, f"import os; os.symlink('{elsewhere}', '/workspace/results'); "
+        run = execute(kc, f"import os; os.symlink('{elsewhere}', '{project}/results'); "
                           "open('/tmp/model.bin', 'wb').write(b'weights')")
         assert run.status == "ok", run.messages
         assert (project / "results").is_symlink()
         refused(kc, "%sandbox download /tmp/model.bin results/model.bin", "refused", "outside")
-        assert execute(kc, "import os; os.mkdir('/workspace/inner'); "
-                           "os.symlink('inner', '/workspace/inner-link')").status == "ok"
-        assert execute(kc, "%sandbox download /tmp/model.bin inner-link/model.bin"
-                       ).status == "ok", "a link that stays inside the folder may be used"
-        assert (project / "inner" / "model.bin").read_bytes() == b"weights"
+        assert execute(kc, "import os; os.mkdir('inner'); "
+                           "os.symlink('inner', 'inner-link')").status == "ok"
+        refused(kc, "%sandbox download /tmp/model.bin inner-link/model.bin", "refused",
+                "goes through a link")  # even one that stays inside: links are never followed
+        assert not (project / "inner" / "model.bin").exists()
         assert execute(kc, "%sandbox download /tmp/model.bin out/model.bin").status == "ok"
         assert (project / "out" / "model.bin").read_bytes() == b"weights"
     assert not list(elsewhere.iterdir())
@@ -454,15 +509,49 @@ def test_row21_a_frame_header_without_body_ends_in_a_reply(hc: BlockingKernelCli
     assert execute(hc, "1 + 1").result == {"text/plain": "2"}
 
 
+HEADER_THEN_TRICKLE = '''import gc, os, struct, threading, time
+runner = next(o for o in gc.get_objects() if type(o).__name__ == "Runner")
+fd = runner._pump._out
+os.write(fd, struct.pack(">I", 1_000_000))
+
+def trickle():  # a byte now and then: the stream stays open and the frame never ends
+    while True:
+        os.write(fd, b" ")
+        time.sleep(0.5)
+
+threading.Thread(target=trickle, daemon=True).start()
+time.sleep(600)
+'''
+
+
+@pytest.mark.parametrize("interrupted", [False, True])
+def test_row21_a_frame_header_then_a_trickle_ends_in_a_reply(
+        hostile: tuple[KernelManager, BlockingKernelClient], hc: BlockingKernelClient,
+        interrupted: bool) -> None:
+    km = hostile[0]
+    msg_id = hc.execute(HEADER_THEN_TRICKLE)
+    if interrupted:  # the cell stops; the thread that trickles goes on
+        time.sleep(2)
+        km.interrupt_kernel()
+    reply = hc.get_shell_msg(timeout=60)
+    assert reply["parent_header"]["msg_id"] == msg_id
+    evalue = reply["content"]["evalue"]
+    assert reply["content"]["status"] == "error" and "\n" not in evalue, evalue
+    assert all(f in evalue for f in ("broke the protocol", "cut off", "%sandbox restart"))
+    assert execute(hc, "%sandbox restart").status == "ok"
+    assert execute(hc, "1 + 1").result == {"text/plain": "2"}
+
+
 def test_row21_downloads_onto_what_the_sandbox_reshaped(engine_name: str, home: Path,
                                                         tmp_path: Path) -> None:
     project = tmp_path / "project"
     project.mkdir()
-    policy = write_policy(tmp_path / "policy.json", host_folders=["{notebook}:rw"])
+    policy = write_policy(tmp_path / "policy.json", host_folders=["{notebook}:rw"],
+                          workspace="bind")  # the host folder itself, writable
     with running_kernel(env={**kernel_env(home), **env_with(policy)}, cwd=project) as (_km, kc):
-        assert execute(kc, "import os; open('/workspace/out', 'w').close(); "
-                           "os.mkdir('/workspace/model.bin'); "
-                           "open('/workspace/model.bin/x', 'w').close(); "
+        assert execute(kc, "import os; open('out', 'w').close(); "
+                           "os.mkdir('model.bin'); "
+                           "open('model.bin/x', 'w').close(); "
                            "open('/tmp/m', 'w').write('weights')").status == "ok"
         refused(kc, "%sandbox download /tmp/m out/model.bin", "cannot")
         refused(kc, "%sandbox download /tmp/m model.bin", "cannot download onto")

@@ -249,13 +249,19 @@ def test_profile_isolation_inside(kc: BlockingKernelClient, profile: str) -> Non
     bundle = binds.pop(BUNDLE_MOUNT, "")  # agentkernel's IPython: a named volume, read-only
     assert "/volumes/agentkernel-ipython-" in bundle, bundle
     assert mount_options(seen["mountinfo"], BUNDLE_MOUNT)[0] == "ro"
-    workspace = binds.pop("/workspace", None)
+    # what hides credentials in the project: our own empty file, read-only
+    hidden = {point for point, source in binds.items() if source.endswith("/agentkernel/hidden")}
+    assert all(mount_options(seen["mountinfo"], point)[0] == "ro" for point in hidden)
+    binds = {point: source for point, source in binds.items() if point not in hidden}
     assert set(binds) <= ENGINE_FILES, f"host mounts in a {profile} sandbox: {binds}"
     assert not [line for line in seen["mountinfo"] if ".sock" in line]
+    project = str(Path.cwd())  # the kernel's folder, a git repository's root: the project
     if profile == "restrictive":  # no host mount at all, the notebook's folder included
-        assert workspace is None
-    else:  # the notebook's folder (the kernel's working directory), read-only
-        assert workspace is not None and mount_options(seen["mountinfo"], "/workspace")[0] == "ro"
+        assert not [line for line in seen["mountinfo"] if line.split()[4] == project]
+    else:  # the project, copy-on-write: an overlay whose lower layer is the host folder
+        fstype, options = mount_of(seen["mountinfo"], project)
+        assert fstype == "overlay" and f"lowerdir={project}," in options
+        assert "/volumes/agentkernel-ws-" in options.split("upperdir=")[1]
     if profile == "restrictive":
         assert seen["interfaces"] == ["lo"] and not seen["root_writable"]
         assert seen["cap_eff"] == 0 and seen["no_new_privs"] == 1 and seen["uid"] == 65534
