@@ -41,7 +41,14 @@ runner_log = logging.getLogger("agentkernel.runner")
 
 POLL = 0.2  # seconds between checks while waiting for the runner
 READY_TIMEOUT = 60.0  # seconds a runner may take to say it is ready
-FRAME_STALL_S = 10.0  # seconds a frame may stay incomplete before the session breaks
+# A frame's bytes are written at once by the runner's one writer thread, so they arrive
+# together: once a frame has begun, the host's reads must bring the rest within FRAME_STALL_S
+# plus the time its bytes so far take at FRAME_MIN_RATE. User code can write to the protocol's
+# fd: a header alone, or one followed by a trickle of bytes (from a thread an interrupt does
+# not stop), breaks the session then, instead of holding every request for ever. Time the
+# reader spends waiting for room in an inbox does not count.
+FRAME_STALL_S = 10.0
+FRAME_MIN_RATE = 64 * 1024  # bytes per second
 READ_SIZE = 256 * 1024
 STDERR_TAIL = 4096  # bytes of the runner's stderr kept for error messages
 EVENT_TYPES = frozenset({"stream", "display", "result", "error", "clear_output", "comm_open",
@@ -329,6 +336,7 @@ class RunnerSession:
         self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._closed = False
         self._stall_timer = False  # the transport's read timeout is set (a frame is cut off)
+        self._frame_wait = 0.0  # seconds spent reading the frame that is cut off so far
         self._reader = threading.Thread(
             target=self._read_loop, name="agentkernel-session-reader", daemon=True
         )
@@ -593,6 +601,7 @@ class RunnerSession:
                 frames = decoder.feed(data)
                 if frames:  # each frame's share of the bytes it took, for the inbox's limit
                     share = (before + len(data) - decoder.pending()) // len(frames)
+                    self._frame_wait = 0.0  # what is pending now is a frame just begun
                 for frame in frames:
                     self._route(frame, share)
             reason = "the runner exited"
@@ -603,19 +612,29 @@ class RunnerSession:
         self._fail(reason)
 
     def _read(self, decoder: FrameDecoder) -> bytes:
-        """The next bytes from the runner. While a frame is incomplete they must keep coming:
-        a frame cut off for FRAME_STALL_S (user code can write a header alone to the
-        protocol's fd) is a protocol break, not a wait for ever."""
+        """The next bytes from the runner. While a frame is incomplete its bytes must come
+        (see FRAME_STALL_S): a frame whose rest does not come in time is a protocol break,
+        not a wait for ever."""
         set_timeout = getattr(self._transport, "set_timeout", None)
-        waiting = decoder.pending() > 0 and set_timeout is not None
-        if waiting != self._stall_timer:
-            set_timeout(FRAME_STALL_S if waiting else None)
-            self._stall_timer = waiting
+        pending = decoder.pending()
+        if not pending or set_timeout is None:
+            if self._stall_timer:
+                set_timeout(None)
+                self._stall_timer = False
+            self._frame_wait = 0.0
+            return self._transport.read()
+        budget = FRAME_STALL_S + pending / FRAME_MIN_RATE - self._frame_wait
+        if budget <= 0:
+            raise ProtocolError(_cut_off(pending, self._frame_wait))
+        set_timeout(budget)
+        self._stall_timer = True
+        started = time.monotonic()
         try:
             return self._transport.read()
         except TimeoutError:
-            raise ProtocolError(f"a frame was cut off: {decoder.pending()} bytes of it came, "
-                                f"then nothing for {FRAME_STALL_S:g} s") from None
+            raise ProtocolError(_cut_off(pending, self._frame_wait + budget)) from None
+        finally:
+            self._frame_wait += time.monotonic() - started
 
     def _route(self, frame: dict, size: int = 0) -> None:
         """Hand ``frame`` to its request's inbox (waiting while that is full), or elsewhere."""
@@ -658,6 +677,11 @@ class RunnerSession:
         for inbox in inboxes:
             inbox.put(None)
         self._ready_event.set()
+
+
+def _cut_off(pending: int, waited: float) -> str:
+    return (f"a frame was cut off: {pending} bytes of it came, and not the rest within "
+            f"{waited:.0f} s (a frame's bytes come at once)")
 
 
 def _deadline(timeout: float | None) -> float | None:
