@@ -133,11 +133,11 @@ def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
             for entry in entries:
                 seen += 1
                 name = entry.name
-                if name in _WATCHED or (name.endswith(".json")
-                                        and name.startswith(CONNECTION_FILE_PREFIXES)):
-                    if _is_secret(Path(entry.path).relative_to(root).parts):
-                        found.append(Path(entry.path))
-                        continue
+                watched = name in _WATCHED or (name.endswith(".json")
+                                               and name.startswith(CONNECTION_FILE_PREFIXES))
+                if watched and _is_secret(Path(entry.path).relative_to(root).parts):
+                    found.append(Path(entry.path))
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
         if seen > limit:
