@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import posixpath
+import socket
+import struct
 import tarfile
 import tempfile
 import threading
@@ -19,7 +21,7 @@ from helpers.files import tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentkernel import hostfiles
+from agentkernel import hostfiles, runner_client
 from agentkernel.commands import parse_line_magic
 from agentkernel.config import SandboxConfig
 from agentkernel.errors import ConfigError, PathRefused, RunnerGone
@@ -80,6 +82,46 @@ def test_hostile_runner_output_ends_in_runner_gone(chunks: list[bytes]) -> None:
                 break
         else:
             pytest.fail("a runner that hung up must end in RunnerGone")
+    finally:
+        session.close()
+
+
+class TricklingRunner:
+    """A runner on a real socket that answers a request with a frame header promising 1 MB,
+    then one byte every 0.2 s: what a cell's thread writing to the protocol's fd can do."""
+
+    def __init__(self) -> None:
+        self._host, self._runner = socket.socketpair()
+        self._asked = threading.Event()
+        self._closed = threading.Event()
+        threading.Thread(target=self._trickle, daemon=True).start()
+
+    def _trickle(self) -> None:
+        self._asked.wait()
+        self._runner.sendall(struct.pack(">I", 1_000_000))
+        while not self._closed.wait(0.2):
+            self._runner.sendall(b" ")
+
+    def write(self, data: bytes) -> None:
+        self._asked.set()
+
+    def read(self) -> bytes:
+        return self._host.recv(65536)
+
+    def set_timeout(self, seconds: float | None) -> None:
+        self._host.settimeout(seconds)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._asked.set()
+
+
+def test_a_frame_that_trickles_ends_in_runner_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner_client, "FRAME_STALL_S", 1.0)
+    session = RunnerSession(TricklingRunner())
+    try:
+        with pytest.raises(RunnerGone, match="cut off"):
+            session.execute("cell", on_event=check_frame, timeout=20)
     finally:
         session.close()
 
