@@ -216,6 +216,8 @@ def safe_bundle(data: dict[str, Any], metadata: dict[str, Any]) -> tuple[dict, d
 WIDGET_TARGET = "jupyter.widget"
 HTML_WIDGETS = {"HTMLModel", "HTMLMathModel"}
 """ipywidgets models whose ``value`` the page renders as HTML."""
+TYPESET_WIDGETS = {"LabelModel"}
+"""ipywidgets models whose ``value`` the page typesets as text with math (so do descriptions)."""
 
 
 def safe_widget_state(model_name: str | None, state: dict[str, Any]) -> dict[str, Any]:
@@ -223,12 +225,17 @@ def safe_widget_state(model_name: str | None, state: dict[str, Any]) -> dict[str
 
     The widget manager in the page renders some state as HTML: an HTML widget's value, any
     widget's description when ``description_allow_html`` is set, and an Output widget's
-    outputs (rendered as the page's own outputs). Those are sanitised as any output is; other
-    state (numbers, text shown as text, styles) passes unchanged.
+    outputs (rendered as the page's own outputs). Those are sanitised as any output is. The
+    math in a Label's value and in descriptions is typeset: it keeps links to the web or mail
+    only. Other state (numbers, text shown as text, styles) passes unchanged.
     """
     safe = dict(state)
     if "description_allow_html" in safe:
         safe["description_allow_html"] = False  # descriptions are shown as text
+    if isinstance(safe.get("description"), str):
+        safe["description"] = without_unsafe_links(safe["description"])
+    if model_name in TYPESET_WIDGETS and isinstance(safe.get("value"), str):
+        safe["value"] = without_unsafe_links(safe["value"])
     if model_name in HTML_WIDGETS and isinstance(safe.get("value"), str):
         safe["value"] = clean_html(safe["value"])
     if isinstance(safe.get("outputs"), list):

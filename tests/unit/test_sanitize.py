@@ -328,3 +328,17 @@ def test_widget_html_outputs_and_descriptions_are_sanitised():
         "text/html"])
     other = {"anything": "<script>x</script>"}
     assert safe_comm_data("my.target", None, other) == other
+
+
+def test_math_that_widgets_typeset_keeps_only_web_links():
+    """ipywidgets typesets a Label's value and every description (its documentation writes
+    them as ``r'\\(\\int_0^t f\\)'``); a link to a script must not survive there."""
+    from agentkernel.sanitize import safe_comm_data
+
+    tex = r"\(\href{javascript:alert(1)}{\int_0^t f}\)"
+    label = {"state": {"_model_name": "LabelModel", "value": tex, "description": tex}}
+    state = safe_comm_data("jupyter.widget", None, label)["state"]
+    assert not unsafe_tex_links(state["value"]) and not unsafe_tex_links(state["description"])
+    assert state["value"] == r"\({\int_0^t f}\)"
+    slider = {"method": "update", "state": {"description": r"\(\int_0^t f\)"}}
+    assert safe_comm_data("jupyter.widget", "IntSliderModel", slider) == slider
