@@ -87,8 +87,8 @@ class RunnerTransport(Protocol):
         """Release the pipe (and whatever runs the runner)."""
 
 
-RUNNER_MODULES = ("protocol", "pump", "ipython_path", "shell", "comms", "introspection",
-                  "runner")
+RUNNER_MODULES = ("protocol", "pump", "ipython_path", "kernel_api", "shell", "comms",
+                  "introspection", "runner")
 
 
 def runner_command(bundle: str | None = BUNDLE_MOUNT) -> list[str]:

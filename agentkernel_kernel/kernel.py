@@ -22,7 +22,13 @@ from traitlets import Instance
 
 from agentkernel import __version__, commands
 from agentkernel.errors import SandboxError
-from agentkernel.frontend import ErrorReport, outgoing_bundle, outgoing_comm_data, outgoing_text
+from agentkernel.frontend import (
+    ErrorReport,
+    StreamText,
+    outgoing_bundle,
+    outgoing_comm_data,
+    outgoing_text,
+)
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel import history as history_requests
 from agentkernel_kernel.history import History
@@ -60,6 +66,7 @@ class AgentKernel(Kernel):
             self.manager = getattr(self.parent, "manager", None) or SandboxManager()
         self.manager.on_orphan = self._on_orphan
         self.history = History()
+        self._streams = StreamText()  # colour codes split between stream events
         self._next_count = 1
         self._comms: dict[str, tuple[str, str | None]] = {}  # comm id -> (target, model)
         for msg_type in COMM_TYPES:
@@ -127,7 +134,7 @@ class AgentKernel(Kernel):
         """Send one runner event to the frontend, as an iopub message."""
         kind = event.get("type")
         if kind == "stream":
-            self._out(event["name"], event["text"])
+            self._out(event["name"], self._streams.feed(event["name"], event["text"]))
         elif kind == "display":
             data, metadata = self._bundle(event["data"], event.get("metadata"))
             content = {"data": data, "metadata": metadata,
@@ -164,8 +171,9 @@ class AgentKernel(Kernel):
         content = {"comm_id": comm_id, "data": data}
         if event["type"] == "comm_open":
             content["target_name"] = event["target_name"]
-            module = event.get("target_module")
-            content["target_module"] = module if isinstance(module, str) else None
+            if "target_module" in event:  # as the comm sent it (comm's own comms always do)
+                module = event["target_module"]
+                content["target_module"] = module if isinstance(module, str) else None
         buffers = [base64.b64decode(b) for b in event.get("buffers", [])]
         self.send_response(self.iopub_socket, event["type"], content, buffers=buffers or None,
                            metadata=event.get("metadata") or {})
@@ -225,6 +233,7 @@ class AgentKernel(Kernel):
             silent=silent, store_history=store_history, user_expressions=user_expressions,
             parent=self._parent(), out=self._out,
         )
+        self._streams.end()
         count = done.get("execution_count")
         if isinstance(count, int):
             self._next_count = count + 1

@@ -20,6 +20,7 @@ import getpass
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from IPython.core import page
@@ -37,7 +38,13 @@ from IPython.utils.process import system
 from traitlets import Any, CBool, Instance, Type, default
 from traitlets.config import Config
 
+from .kernel_api import SandboxKernel
+
 HASH_SEED = 0xC70F6907  # ipykernel.compiler.get_tmp_hash_seed()
+# Characters of a cell's stdout (and as many of its stderr) that IPython's output history keeps;
+# each write counts at least TEE_WRITE_COST, the memory a kept string costs beyond its text.
+TEE_LIMIT = 1024 * 1024
+TEE_WRITE_COST = 64
 
 
 def flush_std() -> None:
@@ -138,30 +145,6 @@ class FrameDisplayHook(DisplayHook):
         frame, self.frame = self.frame, None
         if frame is not None and frame["data"]:
             self.shell.transport.output(frame)
-
-
-# --- the kernel, as user code and libraries see it through get_ipython().kernel ---------------
-
-
-class SandboxKernel:
-    """What ``get_ipython().kernel`` offers in a local kernel and libraries rely on: the parent
-    request (ipywidgets' Output widget routes output by its msg_id) and input from the
-    frontend (``input()``, ``getpass``)."""
-
-    def __init__(self, transport) -> None:
-        self._transport = transport
-
-    def get_parent(self, channel=None) -> dict:
-        """The Jupyter request being run: ``{"header": {...}}`` (``{}`` between requests)."""
-        return self._transport.parent()
-
-    def raw_input(self, prompt: str = "") -> str:
-        """``input()``: the prompt goes to the frontend, its reply comes back."""
-        return self._transport.ask(str(prompt), False)
-
-    def getpass(self, prompt: str = "Password: ", stream=None, **kwargs) -> str:
-        """``getpass.getpass()``: a hidden reply from the frontend."""
-        return self._transport.ask(str(prompt), True)
 
 
 # --- magics of ipykernel's KernelMagics that matter in a notebook ----------------------------
@@ -295,6 +278,26 @@ class ZMQInteractiveShell(InteractiveShell):
         self.payload_manager.write_payload({"source": "set_next_input", "text": text,
                                             "replace": replace})
 
+    @contextmanager
+    def _tee(self, channel):
+        """IPython 9 keeps every write of a cell to sys.stdout/stderr in its output history
+        (``history_manager.outputs``): a loop printing as fast as it can filled the sandbox's
+        memory with them. Here a cell's writes are kept until they cost TEE_LIMIT, then
+        written without being kept, so a flood stays bounded whatever its rate."""
+        stream = getattr(sys, channel)
+        plain = stream.write
+        with super()._tee(channel):
+            keeping = stream.write
+            kept = 0
+
+            def write(data, *args, **kwargs):
+                nonlocal kept
+                kept += max(len(data) if isinstance(data, str) else 0, TEE_WRITE_COST)
+                return (keeping if kept <= TEE_LIMIT else plain)(data, *args, **kwargs)
+
+            stream.write = write
+            yield
+
     def run_cell(self, *args, **kwargs):
         self._last_traceback = None
         self._last_traceback_during_displayhook = False
@@ -383,7 +386,7 @@ def make_shell(transport) -> ZMQInteractiveShell:
     _interruptible_pdb()
     shell = ZMQInteractiveShell.instance(config=config, user_ns={}, transport=transport,
                                          compiler_class=CellCompiler)
-    shell.kernel = SandboxKernel(transport)
+    shell.kernel = SandboxKernel(transport, shell)
     builtins.input = shell.kernel.raw_input
     getpass.getpass = shell.kernel.getpass
     return shell
