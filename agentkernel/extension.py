@@ -38,7 +38,7 @@ from .config import SandboxConfig, load_config_files
 from .config.files import load_config_file
 from .config.policy import POLICY_ENV, SandboxPolicy
 from .errors import SandboxError
-from .frontend import ErrorReport, outgoing_bundle, outgoing_text
+from .frontend import ErrorReport, StreamText, outgoing_bundle, outgoing_text
 from .manager import SandboxManager
 
 log = logging.getLogger(__name__)
@@ -93,12 +93,13 @@ class _CellRun:
         self.result: SandboxResult | None = None
         self.error: dict[str, Any] | None = None
         self.trusted = trusted  # the operator's policy trusts sandbox output
+        self.streams = StreamText()  # colour codes split between stream events
 
     def on_event(self, event: dict[str, Any]) -> None:
         """Show a stream or display event now; keep the result and the error for the end."""
         kind = event["type"]
         if kind == "stream":
-            write(event["name"], event["text"])
+            write(event["name"], self.streams.feed(event["name"], event["text"]))
         elif kind == "display":
             data, metadata = outgoing_bundle(event["data"], event.get("metadata"), self.trusted)
             publish_display_data(data, metadata, transient=event.get("transient") or {},

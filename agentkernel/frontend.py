@@ -7,7 +7,8 @@ is where that is decided, so the two cannot drift apart.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from .errors import one_line
 from .sanitize import safe_bundle, safe_comm_data
@@ -25,6 +26,36 @@ def outgoing_text(text: str) -> str:
     APC, PM, cursor and screen control) is removed (:mod:`agentkernel.termtext`). Whatever
     the output policy: a terminal acts on them, a page shows their payload as text."""
     return without_control_sequences(text)
+
+
+# A sequence begun at the end of a piece of text, whose end may be in the next piece: an SGR
+# code, or a control string (OSC, DCS, SOS, PM, APC) to be removed whole.
+_BEGUN = re.compile(r"\x1b(?:\[[0-9;:]{0,32})?"
+                    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x9c]{0,4096}")
+_INTRODUCERS = "\x1b\x90\x98\x9b\x9d\x9e\x9f"
+
+
+@dataclass
+class StreamText:
+    """A cell's stdout and stderr, made fit for a frontend piece by piece.
+
+    The sandbox's pipes split a large write anywhere, so a colour code (or a control string)
+    may arrive in two pieces; the start of one at the end of a piece is held back and put
+    before the next piece of that stream. :meth:`end` drops what is still held when the cell
+    is done (a sequence never finished)."""
+
+    held: dict[str, str] = field(default_factory=dict)
+
+    def feed(self, name: str, text: str) -> str:
+        """The part of ``text`` (after what was held) that can be shown now."""
+        text = self.held.pop(name, "") + text
+        last = max(text.rfind(char, len(text) - 4100) for char in _INTRODUCERS)
+        if last >= 0 and _BEGUN.fullmatch(text, last):
+            self.held[name], text = text[last:], text[:last]
+        return outgoing_text(text)
+
+    def end(self) -> None:
+        self.held.clear()
 
 
 def outgoing_bundle(data: dict, metadata: dict | None = None,

@@ -342,3 +342,14 @@ def test_math_that_widgets_typeset_keeps_only_web_links():
     assert state["value"] == r"\({\int_0^t f}\)"
     slider = {"method": "update", "state": {"description": r"\(\int_0^t f\)"}}
     assert safe_comm_data("jupyter.widget", "IntSliderModel", slider) == slider
+
+
+def test_colours_split_between_stream_pieces_arrive_whole():
+    """The sandbox's pipes split a large write anywhere, also inside a colour code."""
+    from agentkernel.frontend import StreamText
+
+    text = "".join(ipython_traceback()) + "\x1b]0;pwned\x07"
+    for cut in range(1, len(text)):
+        streams = StreamText()
+        shown = streams.feed("stderr", text[:cut]) + streams.feed("stderr", text[cut:])
+        assert shown == text.removesuffix("\x1b]0;pwned\x07"), cut
