@@ -4,7 +4,9 @@ agentkernel's IPython (the "bundle": IPython and its pure-Python requirements, w
 matplotlib-inline and comm) is mounted read-only in the sandbox; ``prepare`` decides from
 package metadata alone, before anything is imported, and puts the bundle on ``sys.path``:
 appended when the image's IPython wins (the bundle then only fills gaps such as comm), prepended
-when the bundle's is used (its requirements then win over older copies in the image).
+when the bundle's is used (its requirements then win over older copies in the image). When the
+volume also holds IPython 8 (the image's matplotlib is older than 3.9: the host put it there),
+its site folder goes just before the bundle's, so IPython 8 and matplotlib-inline 0.1 win.
 Standard library only, Python 3.8 syntax, so that an old interpreter still gets a clear
 one-line answer.
 """
@@ -71,6 +73,16 @@ def _read_manifest(bundle: str) -> dict:
         return json.load(handle)
 
 
+def _sites(bundle: str, manifest: dict) -> list[str]:
+    """The bundle's site folders in their ``sys.path`` order: IPython 8's first when the volume
+    holds it, then the bundle's own."""
+    sites = [os.path.join(bundle, str(manifest.get("site") or SITE))]
+    older = manifest.get("ipython8")
+    if isinstance(older, dict) and older.get("site"):
+        sites.insert(0, os.path.join(bundle, str(older["site"])))
+    return sites
+
+
 def prepare(bundle: str | None) -> tuple[str, str]:
     """Make IPython importable; return (where it comes from: "image" or "agentkernel", version).
 
@@ -86,7 +98,10 @@ def prepare(bundle: str | None) -> tuple[str, str]:
     own = image_ipython()
     if own is not None and _version_tuple(own) >= OLDEST_IMAGE_IPYTHON:
         if mounted:
-            sys.path.append(os.path.join(bundle, SITE))
+            try:
+                sys.path.extend(_sites(bundle, _read_manifest(bundle)))
+            except (Unsupported, OSError, ValueError):
+                sys.path.append(os.path.join(bundle, SITE))
         return "image", own
     if not mounted:
         raise Unsupported(
@@ -103,5 +118,7 @@ def prepare(bundle: str | None) -> tuple[str, str]:
             "with IPython 8 or newer installed"
         )
     position = 1 if sys.path and sys.path[0] == "" else 0  # the working folder stays first
-    sys.path.insert(position, os.path.join(bundle, str(manifest.get("site") or SITE)))
-    return "agentkernel", str(manifest.get("ipython"))
+    sys.path[position:position] = _sites(bundle, manifest)
+    older = manifest.get("ipython8")
+    version = older.get("ipython") if isinstance(older, dict) else manifest.get("ipython")
+    return "agentkernel", str(version)

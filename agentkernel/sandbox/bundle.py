@@ -7,6 +7,10 @@ interpreter and C library are not the host's: a compiled file fails the build, e
 compiled parts known to be optional (``LEFT_OUT``). The runner reads its manifest to decide
 whether the image's Python can run it (``runner/ipython_path.py``).
 
+For an image whose matplotlib is older than 3.9 the volume also holds IPython 8 and
+matplotlib-inline 0.1 (``sandbox/ipython8.py``) in a site folder of their own (``IPYTHON8_SITE``),
+which the manifest names and the runner puts first; their requirements are the bundle's.
+
 Every sandbox start needs the bundle's digest (it names the volume), and working it out costs
 about 0.1 s (the requirement walk, ``packaging``), so it is cached in a user-private folder,
 valid while each distribution's RECORD file is unchanged (an upgrade rewrites it).
@@ -30,14 +34,16 @@ if TYPE_CHECKING:  # importlib.metadata and tarfile are imported when needed: ev
 
 from ..cache import cache_dir, write_atomically
 from ..errors import SandboxError
+from . import ipython8
 
-FORMAT = 3  # bump when the bundle's layout or digest changes
+FORMAT = 4  # bump when the bundle's layout or digest changes
 ROOTS = ("ipython", "matplotlib-inline", "comm")
 TARGET_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 MANIFEST = "agentkernel-bundle.json"  # the name runner/ipython_path.py reads
 # The folder inside the bundle that goes on the runner's sys.path, laid out as a prefix's site
 # folder, so paths in tracebacks and warnings read as they do for any installed package.
 SITE = "lib/python3/site-packages"
+IPYTHON8_SITE = "ipython8/lib/python3/site-packages"  # IPython 8, for an older matplotlib
 COMPILED_SUFFIXES = (".so", ".pyd", ".dylib", ".dll")
 # Compiled parts of the requirement closure that are left out, and why it is safe to.
 LEFT_OUT = {
@@ -88,20 +94,41 @@ class Bundle:
                 "requires_python": self.requires_python, "min_python": list(self.min_python),
                 "distributions": dict(self.distributions)}
 
-    def tar(self) -> bytes:
-        """The bundle as a tar: ``site/...`` and the manifest, owned by root, world-readable."""
+    def ipython8_files(self, folder: Path) -> list[tuple[str, Path]]:
+        """(path under IPYTHON8_SITE, the host's file) of IPython 8 installed in ``folder``;
+        SandboxError when it requires something the bundle lacks."""
+        dists = ipython8.distributions(folder)
+        have = {canonicalize_name(name) for name, _ in self.distributions}
+        have |= {canonicalize_name(d.metadata["Name"]) for d in dists}
+        for dist in dists:
+            lacking = sorted(_requires(dist, self.min_python) - have)
+            if lacking:
+                raise SandboxError(
+                    f"{dist.metadata['Name']} {dist.version} (for images whose matplotlib is "
+                    f"older than 3.9) requires {', '.join(lacking)}, which this host's IPython "
+                    f"{self.ipython} does not: agentkernel cannot run it with this host's bundle")
+        return [entry for dist in dists for entry in _files(dist)]
+
+    def tar(self, with_ipython8: Path | None = None) -> bytes:
+        """The bundle as a tar: ``site/...`` and the manifest, owned by root, world-readable;
+        with IPython 8 (installed in folder ``with_ipython8``) under IPYTHON8_SITE too."""
         import tarfile
 
+        members = [(f"{SITE}/{relative}", source) for relative, source in self.files()]
+        manifest = self.manifest()
+        if with_ipython8 is not None:
+            members += [(f"{IPYTHON8_SITE}/{relative}", source)
+                        for relative, source in self.ipython8_files(with_ipython8)]
+            manifest["ipython8"] = {"site": IPYTHON8_SITE, "ipython": ipython8.IPYTHON}
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
             folders: set[str] = set()
-            for relative, source in self.files():
-                arcname = f"{SITE}/{relative}"
+            for arcname, source in members:
                 _add_folders(tar, folders, arcname)
                 data = source.read_bytes()
                 tar.addfile(_info(arcname, len(data), int(source.stat().st_mtime)),
                             io.BytesIO(data))
-            manifest = json.dumps(self.manifest(), indent=1).encode()
+            manifest = json.dumps(manifest, indent=1).encode()
             tar.addfile(_info(MANIFEST, len(manifest), 0), io.BytesIO(manifest))
         return buf.getvalue()
 
@@ -141,6 +168,21 @@ def _environments() -> list[dict[str, str]]:
                 implementation_name="cpython", platform_python_implementation="CPython")
     return [{**base, "python_version": v, "python_full_version": f"{v}.0", "extra": ""}
             for v in TARGET_PYTHONS]
+
+
+def _requires(dist: metadata.Distribution, oldest: tuple[int, ...]) -> set[str]:
+    """The names ``dist`` requires on some target Python from ``oldest`` on."""
+    from packaging.requirements import Requirement
+
+    environments = [env for env in _environments()
+                    if tuple(map(int, env["python_version"].split("."))) >= oldest[:2]]
+    names = set()
+    for text in dist.requires or []:
+        requirement = Requirement(text)
+        if requirement.marker is None or any(requirement.marker.evaluate(env)
+                                             for env in environments):
+            names.add(canonicalize_name(requirement.name))
+    return names
 
 
 def closure(roots: tuple[str, ...] = ROOTS) -> list[metadata.Distribution]:
@@ -238,6 +280,7 @@ def _computed() -> Bundle:
 
     dists = closure()
     digest = hashlib.sha256(f"agentkernel bundle format {FORMAT}\n".encode())
+    digest.update(json.dumps(ipython8.PINNED).encode())  # what an older matplotlib gets
     for dist in dists:
         digest.update(_fingerprint(dist))
     ipython = metadata.distribution("ipython")
@@ -260,7 +303,7 @@ def _stamp(record: Path) -> list:
 
 def _rules() -> str:
     """What decides the bundle besides the installed files: a change makes the cache stale."""
-    return json.dumps([FORMAT, ROOTS, TARGET_PYTHONS, sorted(LEFT_OUT.items())])
+    return json.dumps([FORMAT, ROOTS, TARGET_PYTHONS, sorted(LEFT_OUT.items()), ipython8.PINNED])
 
 
 def _from_cache() -> Bundle | None:

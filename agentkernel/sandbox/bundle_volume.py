@@ -7,7 +7,9 @@ lifeline) receives the bundle through the engine's archive API and runs the imag
 cache it later). Every later sandbox of the image mounts the volume read-only at ``MOUNT``.
 
 Per image, because the image's python writes into the volume during the fill: a hostile image
-can only spoil the volume that sandboxes of that same image use.
+can only spoil the volume that sandboxes of that same image use. Per image also because what it
+holds depends on the image: the helper's python first reports the image's matplotlib version,
+and one older than 3.9 gets IPython 8 too (``sandbox/ipython8.py``).
 
 Fills are serialised per volume on this machine with a lock file; a fill that died half-way
 (its marker file is still there) is thrown away and done again.
@@ -27,6 +29,7 @@ from ..cache import cache_dir
 from ..engine import Engine
 from ..errors import EngineError, SandboxError, one_line
 from ..tarball import single_file_tar
+from . import ipython8
 from .bundle import SITE, Bundle, host_bundle
 from .request import HOLD_COMMAND, LABEL_OWNER, MB, owner_label
 
@@ -41,6 +44,11 @@ LABEL_FILL = "agentkernel.bundle.fill"  # on the helper container: the volume it
 HELPER_MEMORY_MB = 512
 HELPER_PIDS = 256
 COMPILE_TIMEOUT = 600  # seconds compileall may take on a slow machine
+PROBE_TIMEOUT = 60  # seconds the image's python may take to tell its matplotlib version
+PROBE_LIMIT = 64  # bytes of its answer read
+# The image's matplotlib version, from its package metadata (nothing imported), or nothing.
+MATPLOTLIB_PROBE = ("import importlib.metadata as m\n"
+                    "try:\n    print(m.version('matplotlib'))\nexcept Exception:\n    pass\n")
 
 
 def volume_name(bundle: Bundle, image_id: str) -> str:
@@ -96,7 +104,9 @@ def fill(engine: Engine, image: str, image_id: str, name: str, bundle: Bundle,
                                          f"agentkernel-fill-{secrets.token_hex(4)}")
         lifeline = engine.attach_stdin(helper)
         engine.start_container(helper)
-        if not engine.put_archive(helper, MOUNT, bundle.tar()):
+        older = ipython8.needed(_image_matplotlib(engine, helper))
+        with_ipython8 = ipython8.ensure_installed() if older else None
+        if not engine.put_archive(helper, MOUNT, bundle.tar(with_ipython8)):
             raise EngineError(f"the engine could not write into {MOUNT} of the fill helper")
         _compile(engine, helper)
         engine.put_archive(helper, MOUNT, single_file_tar(COMPLETE, bundle.digest.encode()))
@@ -163,6 +173,30 @@ def _compile(engine: Engine, helper: str) -> None:
     if code:
         log.warning("bundle volume: compileall exited with %s: %s", code,
                     one_line(stream.stderr_tail(), 300))
+
+
+def _image_matplotlib(engine: Engine, helper: str) -> str | None:
+    """The version of the image's matplotlib as the image's python3 reads it from package
+    metadata; None without one (or without python3, whose sandboxes fail anyway)."""
+    try:
+        stream = engine.open_exec(helper, ["python3", "-c", MATPLOTLIB_PROBE], user="0",
+                                  stdin=False)
+    except SandboxError as err:
+        log.warning("bundle volume: cannot ask the image for its matplotlib: %s", err)
+        return None
+    answer = b""
+    try:
+        stream.set_timeout(PROBE_TIMEOUT)
+        while len(answer) < PROBE_LIMIT:
+            chunk = stream.read()
+            if not chunk:
+                break
+            answer += chunk
+    except (OSError, TimeoutError) as err:
+        log.warning("bundle volume: the image did not tell its matplotlib: %s", err)
+    finally:
+        stream.close()
+    return answer[:PROBE_LIMIT].decode("ascii", "replace").strip() or None
 
 
 def _exit_code(stream) -> int | None:

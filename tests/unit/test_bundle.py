@@ -9,9 +9,12 @@ from importlib import metadata
 
 import pytest
 
+from agentkernel.errors import SandboxError
 from agentkernel.sandbox import bundle as bundle_module
+from agentkernel.sandbox import ipython8
 from agentkernel.sandbox.bundle import (
     COMPILED_SUFFIXES,
+    IPYTHON8_SITE,
     MANIFEST,
     SITE,
     host_bundle,
@@ -103,3 +106,43 @@ def test_the_digest_does_not_depend_on_where_the_environment_is(tmp_path):
     changed = _copy_with_record(tmp_path, "changed", changed_file)
     assert bundle_module._fingerprint(moved) == bundle_module._fingerprint(host)
     assert bundle_module._fingerprint(changed) != bundle_module._fingerprint(host)
+
+
+# --- IPython 8, for images whose matplotlib is older than 3.9 ------------------------------------
+@pytest.mark.parametrize(("version", "needed"), [
+    ("3.6.3", True),  # Debian bookworm
+    ("3.5.1", True),  # Ubuntu 22.04
+    ("3.8.4", True),  # the last matplotlib whose pyplot imports backend2gui
+    ("3.9.0", False), ("3.10.1+dfsg1", False), ("4.0", False),  # 3.10.1+dfsg1: Debian trixie
+    (None, False), ("", False), ("unknown", False),
+])
+def test_ipython8_goes_to_images_whose_matplotlib_is_older_than_3_9(version, needed):
+    assert ipython8.needed(version) is needed
+
+
+def test_the_tar_with_ipython8_has_its_site_folder_and_says_so():
+    bundle = host_bundle()
+    with tarfile.open(fileobj=io.BytesIO(bundle.tar(ipython8.ensure_installed()))) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        manifest = json.load(tar.extractfile(members[MANIFEST]))
+    assert manifest["ipython8"] == {"site": IPYTHON8_SITE, "ipython": ipython8.IPYTHON}
+    for module in ("IPython/core/pylabtools.py", "matplotlib_inline/backend_inline.py",
+                   "decorator/__init__.py"):
+        assert f"{IPYTHON8_SITE}/{module}" in members
+    assert f"{SITE}/IPython/core/pylabtools.py" in members  # the host's own IPython stays
+    assert not [name for name in members if name.startswith(f"{IPYTHON8_SITE}/traitlets")]
+
+
+def test_ipython8_whose_requirement_the_bundle_lacks_is_refused(monkeypatch):
+    """decorator is one of the pins because IPython 9 no longer requires it: without it the
+    bundle could not run IPython 8, and the fill says so instead of filling a broken volume."""
+    folder = ipython8.ensure_installed()
+    pins = [pin for pin in ipython8.PINNED if pin[0] != "decorator"]
+    monkeypatch.setattr(ipython8, "PINNED", tuple(pins))
+    with pytest.raises(SandboxError, match=r"^ipython 8\.\S+ .* requires decorator, which"):
+        host_bundle().ipython8_files(folder)
+
+
+def test_the_pins_name_the_bundle():
+    """Changing what older images get changes the digest, so their volumes are filled again."""
+    assert json.dumps(ipython8.PINNED) in bundle_module._rules()

@@ -42,7 +42,8 @@ from agentkernel.runner_client import (
     runner_main_command,
     runner_source,
 )
-from agentkernel.sandbox.bundle import MANIFEST, SITE, host_bundle
+from agentkernel.sandbox import ipython8
+from agentkernel.sandbox.bundle import IPYTHON8_SITE, MANIFEST, SITE, host_bundle
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -698,6 +699,25 @@ def test_the_bundle_alone_runs_ipython(tmp_path):
         assert Cell(own, "x = !echo hi\nx").result["data"]["text/plain"] == "['hi']"
         found = Cell(own, "import importlib.util as u\nu.find_spec('matplotlib_inline').origin")
         assert found.result["data"]["text/plain"].startswith(repr(str(tmp_path / SITE))[:-1])
+
+
+def test_a_bundle_with_ipython8_runs_it_before_the_bundles_own(tmp_path):
+    """The volume of an image with a matplotlib older than 3.9: IPython 8 and matplotlib-inline
+    0.1 come from their own site folder, the rest (comm, traitlets) from the bundle's."""
+    with tarfile.open(fileobj=io.BytesIO(host_bundle().tar(ipython8.ensure_installed()))) as tar:
+        tar.extractall(tmp_path, filter="data")
+    (tmp_path / ".complete").write_text("")
+    with bundle_runner(tmp_path) as session:
+        ready = session.wait_ready(TIMEOUT)
+        assert (ready["ipython_from"], ready["ipython"]) == ("agentkernel", ipython8.IPYTHON)
+        origins = Cell(session, "import importlib.util as u\n[u.find_spec(m).origin for m in "
+                                "('IPython', 'matplotlib_inline', 'comm', 'traitlets')]")
+        files = ast.literal_eval(origins.result["data"]["text/plain"])
+        sites = [str(tmp_path / site) + "/" for site in (IPYTHON8_SITE, IPYTHON8_SITE, SITE, SITE)]
+        assert [f.startswith(site) for f, site in zip(files, sites, strict=True)] == [True] * 4
+        shown = Cell(session, "from IPython.core.pylabtools import backend2gui\n"
+                              "import IPython; IPython.version_info[0]")
+        assert shown.result["data"]["text/plain"] == "8"
 
 
 def test_an_ipython_that_fails_to_load_ends_the_session_with_the_reason(tmp_path):
