@@ -26,6 +26,8 @@ from .errors import SandboxError, SandboxNotFound, one_line
 from .imagebuild import build_image, image_exists
 from .sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
 from .sandbox.bundle_volume import bundle_volumes, stale_reason
+from .sandbox.workspace import LABEL_WORKSPACE
+from .sandbox.workspace import volume_names as workspace_volume_names
 
 PROG = "agentkernel"
 DEFAULT_BUILD_TAG = "agentkernel-python:bookworm"
@@ -140,6 +142,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         raise _UsageError("--persistent only goes with --all (gc --all --persistent)")
     engine = _engine(args)
     failed = _gc_bundles(engine, args.dry_run) if args.bundles else 0
+    failed += _gc_workspaces(engine, args.dry_run) if args.workspaces else 0
     found = engine.list_containers([LABEL], all=True)
     doomed = [(c, r) for c in found if (r := gc_reason(c, args.all, args.persistent))]
     for container, reason in doomed:
@@ -154,9 +157,39 @@ def cmd_gc(args: argparse.Namespace) -> int:
             print(f"{PROG}: error: cannot remove {label}: {err}", file=sys.stderr)
             continue
         print(f"removed {label}")
-    if not doomed and not args.bundles:
+    if not doomed and not args.bundles and not args.workspaces:
         print("nothing to remove")
     return 1 if failed else 0
+
+
+def _gc_workspaces(engine: Engine, dry_run: bool) -> int:
+    """Remove the workspaces (what cells wrote in a project copy-on-write) that no container
+    mounts and whose kernel process is gone (killed, never shut down); return the failures."""
+    failed = 0
+    owners: dict[str, str] = {}
+    for volume in engine.list_volumes([LABEL_WORKSPACE]):
+        owners.setdefault(volume.labels.get(LABEL_WORKSPACE, ""), volume.labels.get(
+            LABEL_OWNER, ""))
+    doomed = [(ws, owner) for ws, owner in sorted(owners.items()) if ws and _owner_gone(owner)]
+    for ws, owner in doomed:
+        names = workspace_volume_names(ws)
+        users = sorted({user for name in names for user in engine.volume_users(name)})
+        if users:
+            print(f"kept workspace {ws}: used by {', '.join(users)}")
+        elif dry_run:
+            print(f"would remove workspace {ws}: owner process {owner} is gone")
+        else:
+            try:
+                for name in names:
+                    engine.remove_volume(name)
+            except SandboxError as err:
+                failed += 1
+                print(f"{PROG}: error: cannot remove workspace {ws}: {err}", file=sys.stderr)
+                continue
+            print(f"removed workspace {ws}: owner process {owner} is gone")
+    if not doomed:
+        print("no abandoned workspaces")
+    return failed
 
 
 def _gc_bundles(engine: Engine, dry_run: bool) -> int:
@@ -344,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --all: persistent sandboxes too")
     gc.add_argument("--bundles", action="store_true",
                     help="also remove IPython bundle volumes of older bundles or removed images")
+    gc.add_argument("--workspaces", action="store_true",
+                    help="also remove the workspaces (files cells wrote in a project) of kernels "
+                    "that are gone and no sandbox uses")
     _add_run_options(add("run", cmd_run, "Run one command in a fresh sandbox, then remove it."))
     shell = add("shell", cmd_shell, "Open an interactive shell in a sandbox.")
     shell.add_argument("name", help="sandbox name")

@@ -77,7 +77,7 @@ def ensure_volumes(engine: Engine, root: str, workspace_id: str,
     files); an overlay volume over another folder is made again. Returns its name."""
     check_root(root)
     names = {role: volume_name(workspace_id, role) for role in ROLES}
-    common = {**labels, LABEL_WORKSPACE: workspace_id, LABEL_OWNER: owner_label()}
+    common = {LABEL_OWNER: owner_label(), **labels, LABEL_WORKSPACE: workspace_id}
     overlay = engine.volume_labels(names["overlay"])
     if overlay is not None and overlay.get(LABEL_ROOT) == root:
         return names["overlay"]

@@ -14,20 +14,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers.kernels import execute, running_kernel
+from helpers.kernels import execute, running_kernel, wait_until
 from helpers.policies import DEFAULT, env_with, write_policy
 from jupyter_client.blocking.client import BlockingKernelClient
+from jupyter_client.manager import KernelManager
 
 from agentkernel.config import SandboxConfig
 from agentkernel.engine import Engine
 from agentkernel.errors import ConfigError, SandboxError
-from agentkernel.sandbox import Sandbox
+from agentkernel.sandbox import LABEL_OWNER, Sandbox
+from agentkernel.sandbox.request import owner_label
+from agentkernel.sandbox.workspace import LABEL_WORKSPACE, volume_name
 
 # A 1x1 PNG (the smallest valid one: signature, IHDR, IDAT, IEND).
 PNG = bytes.fromhex(
@@ -182,7 +186,7 @@ def test_credentials_in_the_project_are_hidden(engine_name: str, test_image: str
         assert execute(kc, "open('input.txt', 'w').write('x')").status == "ok"  # still writable
 
 
-# -- attacks with a writable folder (the README's own example) --------------------------------------
+# -- attacks with a writable folder (the README's own example) ------------------------------------
 def test_a_folder_swapped_for_a_link_is_never_mounted(engine: Engine, test_image: str,
                                                       tmp_path: Path) -> None:
     """The policy checked ``work/sub``; before the engine mounts it, a cell makes it a link
@@ -260,3 +264,31 @@ def test_the_start_stays_fast_on_a_large_project(engine: Engine, test_image: str
         listing = sandbox.exec(["sh", "-c", "ls | wc -l; cat d99/f99.txt"]).stdout.split()
         assert listing == ["100", "99"]
     assert json.dumps(sorted(os.listdir(project))[:2]) == '["d0", "d1"]'
+
+
+def test_a_shut_down_kernel_takes_its_workspace_and_gc_takes_a_killed_ones(
+        engine: Engine, test_image: str, project: Path) -> None:
+    def workspaces(km: KernelManager | None = None) -> set[str]:
+        """The workspaces on the engine (of the kernel of ``km`` only)."""
+        volumes = engine.list_volumes([LABEL_WORKSPACE])
+        return {v.labels[LABEL_WORKSPACE] for v in volumes
+                if km is None or v.labels.get(LABEL_OWNER) == owner_label(
+                    km.provisioner.process.pid)}
+
+    with running_kernel(env=DEFAULT, cwd=project / "nb") as (km, kc):
+        assert execute(kc, "open('a.txt', 'w').write('a')").status == "ok"
+        (ours,) = workspaces(km)
+    wait_until(lambda: ours not in workspaces(), 10, "the workspace removed at shutdown")
+    with running_kernel(env=DEFAULT, cwd=project / "nb") as (km, kc):
+        assert execute(kc, "open('a.txt', 'w').write('a')").status == "ok"
+        (killed,) = workspaces(km)
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        km.provisioner.process.wait(10)  # reaped: its pid is free
+        wait_until(lambda: not engine.volume_users(volume_name(killed, "overlay")), 10,
+                   "the killed kernel's sandbox removed by its reaper")
+        assert killed in workspaces(), "a killed kernel may be restarted: its files stay"
+        gc = subprocess.run([sys.executable, "-m", "agentkernel.cli", "gc", "--workspaces"],
+                            capture_output=True, text=True, env={
+                                **os.environ, "AGENTKERNEL_ENGINE": engine.kind})
+        assert f"removed workspace {killed}" in gc.stdout, gc
+    assert killed not in workspaces()
