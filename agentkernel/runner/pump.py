@@ -20,6 +20,10 @@ from .protocol import encode_frame
 CHUNK = 64 * 1024  # bytes read from an output pipe at a time
 DRAIN_READS = 16  # rounds of reads when draining, so a writer that never stops cannot starve us
 LINGER = 0.001  # seconds the pump waits for the rest of a burst of output
+# Bytes of posted frames that may wait for the pump; beyond that a thread that posts waits until
+# the pump has written them, so frames posted faster than the host reads (a cell logging in a
+# loop) slow the poster down instead of filling the sandbox's memory.
+QUEUE_LIMIT = 1024 * 1024
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -83,21 +87,31 @@ class Pump:
             stderr_r: ("stderr", codecs.getincrementaldecoder("utf-8")("replace")),
         }
         self._items: collections.deque = collections.deque()
+        self._queued = 0  # bytes of the frames in _items
+        self._room = threading.Condition()
+        self._pump_ident: int | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
 
     def post(self, frame: bytes, wait: bool = False) -> None:
         """Queue ``frame`` for the pump thread; with ``wait``, return once it is written, so
-        output written later cannot overtake it."""
+        output written later cannot overtake it. Other threads than the pump's own wait while
+        more than QUEUE_LIMIT bytes of frames are queued."""
         written = threading.Event() if wait else None
-        self._items.append((frame, written))
+        with self._room:
+            self._items.append((frame, written))
+            self._queued += len(frame)
         try:
             os.write(self._wake_w, b"!")
         except BlockingIOError:  # the pipe is full of wake-ups already
             pass
         if written is not None:
             written.wait()
+        elif self._queued > QUEUE_LIMIT and threading.get_ident() != self._pump_ident:
+            with self._room:
+                while self._queued > QUEUE_LIMIT:
+                    self._room.wait()
 
     def finish(self, frame: bytes) -> None:
         """Write the posted frames, all output so far, then ``frame``; reset the tag.
@@ -120,6 +134,7 @@ class Pump:
 
     def run(self) -> None:
         """Thread body: forward output as it comes, write posted frames."""
+        self._pump_ident = threading.get_ident()
         busy = False
         while True:
             ready = select.select([*self._streams, self._wake_r], [], [])[0]
@@ -140,6 +155,9 @@ class Pump:
             frame, written = self._items.popleft()
             self._drain()
             self._write(frame)
+            with self._room:
+                self._queued -= len(frame)
+                self._room.notify_all()
             if written is not None:
                 written.set()
 
