@@ -33,6 +33,7 @@ if [ "$FOR" = test ]; then
   command -v busybox >/dev/null || need_apt+=(busybox-static)
   command -v docker-registry >/dev/null || need_apt+=(docker-registry)  # a local registry for pull tests
   command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v runsc >/dev/null || need_apt+=(runsc)  # gVisor, for the tests under it
 fi
 if [ "$WANT_PODMAN" = 1 ]; then
   command -v podman >/dev/null || need_apt+=(podman uidmap slirp4netns fuse-overlayfs)
@@ -157,6 +158,29 @@ fi
 # --- the guarded network: where sandboxes with the network go (agentkernel/netguard.py) ------
 # Firewall rules are gone after a reboot, so this runs every time (idempotent).
 "$VENV/bin/agentkernel" network setup --engines "${engines[@]}" >&2
+
+# --- Podman: a user namespace per sandbox (UsernsMode auto takes ids for "containers") -------
+if [ "$WANT_PODMAN" = 1 ]; then
+  for ids in /etc/subuid /etc/subgid; do
+    grep -q '^containers:' "$ids" 2>/dev/null || echo 'containers:2147483647:2147483648' >>"$ids"
+  done
+fi
+
+# --- gVisor: runsc as a runtime (agentkernel/runtimes.py), for the tests and bench under it ---
+# Debian 12's runsc (2022) cannot start its own network stack on a recent Linux: --network host
+# (the container's namespace through the host's stack). Podman's API cannot choose a runtime per
+# container, so its gVisor sandboxes come from a second service whose default runtime it is.
+if [ "$FOR" = test ]; then
+  "$VENV/bin/agentkernel" runtime setup runsc --network host --engines "${engines[@]}" >&2
+  runsc_sock=/run/podman/podman-runsc.sock
+  if [ "$WANT_PODMAN" = 1 ] && ! curl -s --unix-socket "$runsc_sock" http://d/_ping >/dev/null 2>&1; then
+    log "starting the podman API service for gVisor sandboxes on $runsc_sock"
+    rm -f "$runsc_sock"
+    start_daemon /var/log/agentkernel-podman-runsc.log podman \
+      --runtime /usr/local/libexec/agentkernel/runtimes/runsc system service --time=0 "unix://$runsc_sock"
+    for _ in $(seq 1 30); do curl -s --unix-socket "$runsc_sock" http://d/_ping >/dev/null 2>&1 && break; sleep 1; done
+  fi
+fi
 
 # --- scale-out: sshd on loopback, a TLS engine, Enterprise Gateway (docs/scale-out.md) -------
 if [ "$FOR" = test ] && [ "${AGENTKERNEL_SETUP_SCALEOUT:-1}" = 1 ]; then

@@ -43,6 +43,9 @@ LIBPOD_NETWORKS = "4.0.0"  # the libpod API version its network endpoints take
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 # Launchers of OCI runtimes written by `agentkernel runtime setup` (agentkernel.runtimes)
 RUNTIME_LAUNCHERS = Path("/usr/local/libexec/agentkernel/runtimes")
+# Where a rootful Podman takes the ids of `UsernsMode: auto` from, for this user name
+SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
+USERNS_USER = "containers"
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -96,6 +99,32 @@ def _tmpfs_without_copy_up(request: dict[str, Any]) -> dict[str, Any]:
     rest = [m for m in host["Mounts"] if m.get("Type") != "tmpfs"]
     host = {**host, "Tmpfs": entries, "Mounts": rest}
     return {**request, "HostConfig": host}
+
+
+def userns_auto_ready(files: tuple[Path, Path] = SUBID_FILES) -> bool:
+    """Whether a rootful Podman can give containers ``UsernsMode: auto``: ids for the user
+    ``containers`` in both /etc/subuid and /etc/subgid (otherwise Podman refuses the create:
+    "could not find enough available IDs")."""
+    try:
+        return all(any(line.split(":")[0] == USERNS_USER and line.count(":") == 2
+                       for line in path.read_text().splitlines()) for path in files)
+    except OSError:
+        return False
+
+
+def service_uid(base_url: str) -> int | None:
+    """The uid of the process serving the local socket ``base_url`` (SO_PEERCRED); None
+    when it cannot be told."""
+    if not base_url.startswith("unix://"):
+        return None
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(base_url[len("unix://"):])
+            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+    except OSError:
+        return None
+    return PEERCRED.unpack(credentials)[1]
 
 
 def service_identity(base_url: str) -> str | None:
@@ -225,10 +254,24 @@ class PodmanEngine(DockerEngine):
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
             request = {**request, "HostConfig": host}
+        if self._userns_auto and "UsernsMode" not in request.get("HostConfig", {}):
+            request = {**request, "HostConfig": {**request.get("HostConfig", {}),
+                                                 "UsernsMode": "auto"}}
         container_id = super().create_container(request, name)
         if profile and not confirmed and source:
             self._unconfirmed[container_id] = source
         return container_id
+
+    @cached_property
+    def _userns_auto(self) -> bool:
+        """Whether each container gets a user namespace of its own (root inside is an
+        unprivileged uid outside): a local Podman run by root (SO_PEERCRED), with ids for
+        it in /etc/subuid and /etc/subgid (user ``containers``, see SECURITY.md)."""
+        return self._service_uid == 0 and userns_auto_ready()
+
+    @cached_property
+    def _service_uid(self) -> int | None:
+        return service_uid(self.base_url)
 
     def start_container(self, container_id: str) -> None:
         """Start; a container created on the recorded path of Podman's default profile is

@@ -1,0 +1,100 @@
+"""`agentkernel runtime setup`: the gVisor launcher it writes and the engine configuration it
+merges (agentkernel/runtimes.py). The launcher is run for real, with a stand-in for runsc that
+prints its arguments."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentkernel.engine.podman import runtime_launcher, userns_auto_ready
+from agentkernel.errors import ConfigError
+from agentkernel.runtimes import docker_config, launcher_script, register_podman
+
+# what Docker and Podman write in a bundle's config.json (Go's compact JSON)
+WITH_PATH = {"linux": {"namespaces": [{"type": "pid"},
+                                      {"type": "network", "path": "/run/netns/cni-1234"}]}}
+WITHOUT_PATH = {"linux": {"namespaces": [{"type": "pid"}, {"type": "network"}]}}
+
+
+def launch(tmp_path: Path, network: str, args: list[str], spec: dict | None = None) -> list[str]:
+    """Run the launcher for ``network`` with ``args``; the arguments runsc would get."""
+    runsc = tmp_path / "fake-runsc"
+    runsc.write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    runsc.chmod(0o755)
+    launcher = tmp_path / "launcher"
+    launcher.write_text(launcher_script("runsc", str(runsc), network))
+    launcher.chmod(0o755)
+    if spec is not None:
+        (tmp_path / "bundle").mkdir(exist_ok=True)
+        (tmp_path / "bundle" / "config.json").write_text(json.dumps(spec, separators=(",", ":")))
+    done = subprocess.run([str(launcher), *args], capture_output=True, text=True, check=True)
+    return done.stdout.splitlines()
+
+
+@pytest.mark.parametrize("network", ["host", "sandbox"])
+def test_a_container_without_a_namespace_path_gets_no_network(tmp_path: Path,
+                                                              network: str) -> None:
+    """Podman's "none" gives the runtime no namespace to join: gVisor's host mode would then
+    be the host's own network, so the launcher gives gVisor's loopback-only stack."""
+    bundle = str(tmp_path / "bundle")
+    for args in (["--root", "/r", "create", "--bundle", bundle, "id"],
+                 ["create", f"--bundle={bundle}", "id"], ["create", "-bundle", bundle, "id"]):
+        argv = launch(tmp_path, network, args, WITHOUT_PATH)
+        assert argv[:2] == ["--platform=ptrace", "--network=none"] and argv[2:] == args
+
+
+def test_a_container_with_its_own_namespace_gets_the_mode_chosen(tmp_path: Path) -> None:
+    bundle = str(tmp_path / "bundle")
+    argv = launch(tmp_path, "host", ["create", "--bundle", bundle, "id"], WITH_PATH)
+    assert argv[:2] == ["--platform=ptrace", "--network=host"]
+    argv = launch(tmp_path, "sandbox", ["create", "--bundle", bundle, "id"], WITH_PATH)
+    assert argv[1] == "--network=sandbox"
+    # a bundle whose spec cannot be read is treated as having no namespace: never host
+    (tmp_path / "bundle" / "config.json").write_text("")
+    assert launch(tmp_path, "host", ["create", "--bundle", bundle, "x"])[1] == "--network=none"
+    assert launch(tmp_path, "host", ["state", "x"]) == [
+        "--platform=ptrace", "--network=host", "state", "x"]
+
+
+def test_only_known_network_modes() -> None:
+    with pytest.raises(ConfigError, match="must be one of sandbox, host"):
+        launcher_script("runsc", "/usr/bin/runsc", "none; rm -rf /")
+
+
+def test_docker_config_keeps_what_is_there() -> None:
+    current = json.dumps({"log-level": "warn", "runtimes": {"kata": {"path": "/k"}}})
+    merged = json.loads(docker_config(current, "runsc", Path("/l/runsc")))
+    assert merged == {"log-level": "warn",
+                      "runtimes": {"kata": {"path": "/k"}, "runsc": {"path": "/l/runsc"}}}
+    assert json.loads(docker_config("", "runsc", Path("/l"))) == {
+        "runtimes": {"runsc": {"path": "/l"}}}
+    for broken in ("{not json", "[1]"):
+        with pytest.raises(ConfigError, match="daemon.json"):
+            docker_config(broken, "runsc", Path("/l"))
+
+
+def test_podman_names_the_launcher(tmp_path: Path) -> None:
+    register_podman("runsc", Path("/l/runsc"), tmp_path)
+    text = (tmp_path / "agentkernel-runsc.conf").read_text()
+    assert '[engine.runtimes]\nrunsc = ["/l/runsc"]\n' in text
+    launchers = tmp_path / "launchers"
+    launchers.mkdir()
+    assert runtime_launcher("runsc", launchers) == "runsc"
+    (launchers / "runsc").write_text("#!/bin/sh\n")
+    (launchers / "runsc").chmod(0o755)
+    assert runtime_launcher("runsc", launchers) == str(launchers / "runsc")
+    assert runtime_launcher("/opt/x", launchers) == "/opt/x"
+
+
+def test_userns_auto_needs_ids_for_containers_in_both_files(tmp_path: Path) -> None:
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text("alice:100000:65536\ncontainers:2147483647:2147483648\n")
+    subgid.write_text("alice:100000:65536\n")
+    assert not userns_auto_ready((subuid, subgid))
+    subgid.write_text("containers:2147483647:2147483648\n")
+    assert userns_auto_ready((subuid, subgid))
+    assert not userns_auto_ready((subuid, tmp_path / "missing"))
