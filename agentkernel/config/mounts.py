@@ -86,6 +86,6 @@ def check_host_folder(text: str, profile: Profile, write: bool, unsafe_host_path
         if reason is not None:
             mode = "writable" if write else "in a sandbox"
             raise ConfigError(
-                f"refusing to mount {source} {mode}: {reason} (an operator may allow it with "
+                f"mounting {source} {mode} refused: {reason} (an operator may allow it with "
                 "c.SandboxConfig.unsafe_host_paths = True)")
     return source

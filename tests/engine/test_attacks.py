@@ -388,8 +388,8 @@ def test_row19_the_home_folder_is_never_mounted(engine_name: str, home: Path) ->
                             f"{str(home)!r}) else 'no workspace'")
         assert first.result == {"text/plain": "'no workspace'"}
         assert "notebook's folder is not mounted" in first.stream("stderr")
-        refused(kc, "%sandbox start --mount-cwd", "refus", "holds")
-        refused(kc, "%sandbox start --mount-home", "refus")
+        refused(kc, "%sandbox start --mount-cwd", "refused", "holds")
+        refused(kc, "%sandbox start --mount-home", "refused")
 
 
 # -- row 20: a link planted in a writable folder -----------------------------------------------

@@ -256,9 +256,14 @@ def test_home_mount_is_read_only(engine: Engine, test_image: str, tmp_path: Path
     (tmp_path / "note").write_text("mine")
     if engine.remote:
         with pytest.raises(ConfigError, match="is remote"):
-            Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine).start()
+            Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine,
+                    unsafe_host_paths=True).start()
         return
-    with Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine) as sb:
+    with pytest.raises(ConfigError, match="in a sandbox refused"):  # $HOME is never mounted
+        Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine)
+    # unless the operator says so (unsafe_host_paths), and then read-only
+    with Sandbox(image=test_image, mount_home=True, profile="permissive", engine=engine,
+                 unsafe_host_paths=True) as sb:
         assert sb.exec("cat /home/user/note").stdout == "mine"
         assert "Read-only" in sb.exec("touch /home/user/x").stderr
 

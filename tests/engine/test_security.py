@@ -24,7 +24,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 
 from agentkernel.config import MODERATE_CAPS
 from agentkernel.engine import Engine
-from agentkernel.errors import SandboxError
+from agentkernel.errors import ConfigError, SandboxError
 from agentkernel.sandbox import Sandbox, tmpfs_mb
 from agentkernel.sandbox.bundle_volume import MOUNT as BUNDLE_MOUNT
 
@@ -293,8 +293,11 @@ def test_home_mount_stays_read_only_inside(engine: Engine, test_image: str, tmp_
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "host-cache"))  # the host's own records
+    with pytest.raises(ConfigError, match="writable refused"):  # $HOME is never mounted
+        Sandbox(image=test_image, volumes=[f"{home}:/h"], engine=engine)
+    # unless the operator says so (unsafe_host_paths), and then read-only
     with Sandbox(image=test_image, volumes=[f"{home}:/h", f"{tmp_path}:/above"],
-                 engine=engine) as sb:
+                 unsafe_host_paths=True, engine=engine) as sb:
         for target in ("/h", "/above"):
             assert "Read-only" in sb.exec(f"touch {target}/x").stderr, target
     assert not list(home.iterdir())

@@ -209,9 +209,9 @@ def test_a_folder_swapped_for_a_link_is_never_mounted(engine: Engine, test_image
 def test_never_reachable_paths_are_refused_by_the_python_api(write: bool) -> None:
     mode = "rw" if write else "ro"
     for path in ("/run/docker", "/var/lib/docker", "/proc", "/sys", "/dev", "/etc"):
-        with pytest.raises(ConfigError, match="refusing to mount"):
+        with pytest.raises(ConfigError, match="mounting .* refused"):
             SandboxConfig(volumes=[f"{path}:/x:{mode}"]).resolve()
-    with pytest.raises(ConfigError, match="refusing to mount"):
+    with pytest.raises(ConfigError, match="mounting .* refused"):
         SandboxConfig(volumes=[f"{Path(sys.prefix).parent}:/x:rw"]).resolve()
     allowed = SandboxConfig(volumes=["/etc:/x:ro"], unsafe_host_paths=True).resolve()
     assert allowed.binds[0].source == "/etc"
