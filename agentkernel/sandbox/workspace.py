@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import stat
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -145,7 +146,7 @@ def changes(engine: Engine, workspace_id: str, image: str, root: str) -> list[Ch
                "Labels": {LABEL_WORKSPACE: workspace_id, LABEL_OWNER: owner_label()},
                "HostConfig": {"NetworkMode": "none", "Mounts": [
                    {"Type": "volume", "Source": upper, "Target": "/upper", "ReadOnly": True}]}}
-    reader = engine.create_container(request, f"{upper}-reader-{owner_label().split(':')[-1]}")
+    reader = engine.create_container(request, f"{upper}-reader-{secrets.token_hex(4)}")
     try:
         return list(_read_changes(engine.get_archive(reader, "/upper/."), Path(root)))
     finally:
