@@ -5,10 +5,12 @@ Each notebook below is in the "percent" format: a line ``# %%`` starts a code ce
 
     python tests/differential/make_notebooks.py
 
-to (re)write tests/differential/notebooks/*.ipynb (nbformat v4, stable cell ids, no outputs).
-The corpus uses only the standard library, IPython, numpy, pandas and matplotlib; it makes no
-network access and writes files only in its own folder (the test runs it in a fresh copy).
-``data/`` beside the notebooks is shipped with them and read by some.
+to (re)write tests/differential/project/notebooks/*.ipynb (nbformat v4, stable cell ids, no
+outputs). The corpus is a project as users have one: the notebooks in ``notebooks/``, beside
+``data/`` (read as ``../data``), ``images/`` and ``src/`` (shipped as they are, not written
+here). It uses only the standard library, IPython, numpy, pandas and matplotlib; it makes no
+network access and writes files only in its project (the test runs each notebook in a fresh
+copy of it, a git repository, so the kernel's workspace is the project).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import nbformat
 
-HERE = Path(__file__).resolve().parent / "notebooks"
+HERE = Path(__file__).resolve().parent / "project" / "notebooks"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 NOTEBOOKS: dict[str, str] = {}
@@ -791,29 +793,29 @@ loaded
 
 NOTEBOOKS["24-files-shipped"] = r'''
 # %% [markdown]
-# Reads the data files shipped beside the notebook.
+# Reads the data files shipped with the project (`../data`).
 # %%
 import pandas as pd
 # %%
-readings = pd.read_csv("data/measurements.csv", parse_dates=["day"])
+readings = pd.read_csv("../data/measurements.csv", parse_dates=["day"])
 readings
 # %%
 readings.groupby("station")["value"].agg(["count", "mean"])
 # %%
-!ls data
+!ls ../data
 # %%
-!head -n 3 data/measurements.csv
+!head -n 3 ../data/measurements.csv
 # %%
-with open("data/notes.txt", encoding="utf-8") as fh:
+with open("../data/notes.txt", encoding="utf-8") as fh:
     notes = fh.read().splitlines()
 notes
 # %%
 from IPython.display import FileLink
-FileLink("data/measurements.csv")
+FileLink("../data/measurements.csv")
 # %%
 len(readings), readings.value.sum()
 # %%
-%cat data/notes.txt
+%cat ../data/notes.txt
 '''
 
 NOTEBOOKS["25-shell-escapes"] = r'''
@@ -822,7 +824,7 @@ NOTEBOOKS["25-shell-escapes"] = r'''
 # %%
 !echo hello from the shell
 # %%
-files = !ls data
+files = !ls ../data
 files
 # %%
 type(files).__name__, files.s
@@ -834,7 +836,7 @@ name = "notebook"
 # %%
 !pwd
 # %%
-count = !ls data | wc -l
+count = !ls ../data | wc -l
 int(count[0])
 # %%
 !ls nonexistent-folder
@@ -1726,6 +1728,268 @@ next(gen), next(gen), next(gen)
 # %%
 next(gen)
 '''
+
+NOTEBOOKS["51-results-beside-notebook"] = r"""
+# %% [markdown]
+# # Station summary
+# A helper module written from the notebook, results saved next to it, then tidied up.
+# %%
+%%writefile features.py
+'''Feature helpers for the rain gauge readings.'''
+
+
+def wet_days(frame, threshold=1.0):
+    return frame[frame["value"] >= threshold]
+
+
+def summary(frame):
+    return frame.groupby("station")["value"].agg(["count", "sum", "max"])
+# %%
+import os
+import pandas as pd
+import features
+
+readings = pd.read_csv("../data/measurements.csv", parse_dates=["day"])
+features.wet_days(readings)
+# %%
+os.makedirs("results", exist_ok=True)
+summary = features.summary(readings)
+summary.to_csv("results/summary.csv")
+sorted(os.listdir("results"))
+# %%
+pd.read_csv("results/summary.csv", index_col="station")
+# %%
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(4, 3))
+summary["sum"].plot.bar(ax=ax, title="Rain per station (mm)")
+fig.savefig("results/totals.png", dpi=60)
+plt.close(fig)
+os.path.getsize("results/totals.png") > 1000
+# %%
+with open("results/run.log", "a") as log:
+    log.write(f"loaded {len(readings)} readings\n")
+with open("results/run.log", "a") as log:
+    log.write(f"saved a summary of {len(summary)} stations\n")
+print(open("results/run.log").read())
+# %%
+import pickle
+model = {"threshold": 1.0, "stations": sorted(readings.station.unique())}
+with open("results/model.pkl", "wb") as fh:
+    pickle.dump(model, fh)
+with open("results/model.pkl", "rb") as fh:
+    restored = pickle.load(fh)
+restored == model, restored["stations"]
+# %%
+import shutil
+os.remove("results/run.log")
+shutil.copy("results/summary.csv", "summary-backup.csv")
+sorted(os.listdir("results")), os.path.exists("summary-backup.csv")
+# %%
+from pathlib import Path
+Path("summary-backup.csv").rename("summary-final.csv")
+sorted(p.name for p in Path(".").glob("*.csv"))
+# %%
+shutil.rmtree("results")
+Path("features.py").unlink()
+os.path.exists("results"), os.path.exists("features.py"), Path("summary-final.csv").stat().st_size
+# %%
+open("results/summary.csv")
+# %%
+Path.cwd().name, Path.cwd().parent.joinpath("data").is_dir(), os.getcwd() == str(Path.cwd())
+"""
+
+NOTEBOOKS["52-project-data"] = r"""
+# %% [markdown]
+# # Exploring the raw readings
+# The data lives in the project's `data/` folder, pictures in `images/`, helpers in `src/`.
+# %%
+from pathlib import Path
+import pandas as pd
+
+DATA = Path("..") / "data"
+sorted(p.name for p in DATA.iterdir())
+# %%
+raw = pd.read_csv(DATA / "measurements.csv")
+raw.head(3)
+# %%
+import glob
+glob.glob("../data/*.csv"), glob.glob("../images/*.png")
+# %%
+print(Path("../data/notes.txt").read_text(encoding="utf-8"))
+# %%
+from IPython.display import Image, display
+Image(filename="../images/logo.png")
+# %%
+display(Image("../images/pipeline.png", width=240))
+# %%
+import sys
+sys.path.append("..")
+from src.cleaning import daily_totals, load_measurements
+daily_totals(load_measurements())
+# %%
+processed = DATA / "processed"
+processed.mkdir(exist_ok=True)
+daily_totals(load_measurements()).to_csv(processed / "daily.csv")
+sorted(p.name for p in processed.iterdir())
+# %%
+pd.read_csv("../data/processed/daily.csv").shape
+# %%
+import os
+os.path.relpath(os.path.abspath("../data/notes.txt")), os.path.isfile("../README.md")
+# %%
+!ls ../images ../data
+# %%
+Image(filename="../images/missing.png")
+"""
+
+NOTEBOOKS["53-kernel-object"] = r"""
+# %% [markdown]
+# # Publishing through the kernel object
+# Libraries reach ipykernel's kernel through `get_ipython().kernel` and send messages on its
+# iopub socket themselves.
+# %%
+kernel = get_ipython().kernel
+kernel is not None, hasattr(kernel, "session"), hasattr(kernel, "iopub_socket")
+# %%
+def in_notebook():
+    try:
+        return "IPKernelApp" in get_ipython().config
+    except NameError:
+        return False
+
+in_notebook()
+# %%
+kernel.session.send(
+    kernel.iopub_socket,
+    "display_data",
+    {"data": {"text/plain": "sent through the kernel",
+              "text/html": "<b>sent</b> through the kernel"},
+     "metadata": {}},
+    parent=kernel.get_parent(),
+);
+# %%
+kernel.session.send(kernel.iopub_socket, "stream",
+                    {"name": "stdout", "text": "a line sent as a stream\n"},
+                    parent=kernel.get_parent("shell"));
+# %%
+parent = kernel.get_parent()
+parent["header"]["msg_type"], parent["content"]["code"].startswith("parent =")
+# %%
+from IPython.display import display
+handle = display("first", display_id=True)
+kernel.session.send(
+    kernel.iopub_socket,
+    "update_display_data",
+    {"data": {"text/plain": "'updated through the kernel'"}, "metadata": {},
+     "transient": {"display_id": handle.display_id}},
+    parent=kernel.get_parent(),
+);
+# %%
+kernel.shell is get_ipython(), hasattr(kernel, "comm_manager")
+# %%
+def publish_table(rows):
+    html = "<table>" + "".join(f"<tr><td>{a}</td><td>{b}</td></tr>" for a, b in rows) + "</table>"
+    text = "\n".join(f"{a}\t{b}" for a, b in rows)
+    k = get_ipython().kernel
+    k.session.send(k.iopub_socket, "display_data",
+                   {"data": {"text/html": html, "text/plain": text}, "metadata": {}},
+                   parent=k.get_parent())
+
+publish_table([("north", 19.75), ("south", 3.0)])
+# %%
+print("after the messages")
+"""
+
+# Logging flushes every record, so ipykernel sends each as its own iopub message and drops
+# those past its IOPub high-water mark (1000): the reference kernel itself loses lines of a
+# 5000-record log. The logging cell stays under that; the print floods are batched.
+NOTEBOOKS["54-printing-floods"] = r"""
+# %% [markdown]
+# # Long outputs
+# Training loops, logs and dumps that print a lot; the notebook goes on afterwards.
+# %%
+for step in range(100_000):
+    print(f"step {step:>6} loss {1 / (step + 1):.6f}")
+# %%
+print("x" * 5_000_000)
+# %%
+import sys
+for i in range(20_000):
+    print(f"warning {i}: value clipped", file=sys.stderr)
+# %%
+import logging
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s", force=True)
+log = logging.getLogger("train")
+for epoch in range(500):
+    log.info("epoch %d done", epoch)
+# %%
+for i in range(3_000):
+    print(f"\rprogress {i + 1}/3000", end="")
+print()
+# %%
+import numpy as np
+np.set_printoptions(threshold=sys.maxsize)
+print(np.arange(100_000).reshape(-1, 10))
+# %%
+import pandas as pd
+frame = pd.DataFrame({"n": range(20_000), "square": [n * n for n in range(20_000)]})
+print(frame.to_string())
+# %%
+for i in range(50_000):
+    print(i, end=" ")
+# %%
+print("still here")
+6 * 7
+"""
+
+NOTEBOOKS["55-distro-python"] = r"""
+# %% [markdown]
+# # Checking the environment
+# The cells a notebook runs to see which Python and libraries it got.
+# %%
+import sys
+sys.version_info[:2], sys.version_info.major
+# %%
+import matplotlib
+import numpy as np
+import pandas as pd
+np.__version__, pd.__version__, matplotlib.__version__
+# %%
+pd.__file__.endswith("pandas/__init__.py"), np.get_include().endswith("include")
+# %%
+import importlib.util
+[name for name in ("numpy", "pandas", "matplotlib", "seaborn", "sklearn")
+ if importlib.util.find_spec(name)]
+# %%
+try:
+    import seaborn as sns
+except ImportError:
+    sns = None
+    print("seaborn is not installed: plain matplotlib then")
+# %%
+import matplotlib.pyplot as plt
+matplotlib.get_backend()
+# %%
+from pathlib import Path
+from matplotlib import font_manager
+Path(font_manager.findfont("DejaVu Sans")).name
+# %%
+import locale
+locale.getpreferredencoding(False), sys.getfilesystemencoding()
+# %%
+df = pd.DataFrame({"x": np.linspace(0, 1, 5), "y": np.linspace(0, 1, 5) ** 2})
+df.describe()
+# %%
+ax = df.plot(x="x", y="y", figsize=(3, 2), title="y = x squared")
+# %%
+import sqlite3
+con = sqlite3.connect(":memory:")
+df.to_sql("points", con, index=False)
+pd.read_sql("SELECT COUNT(*) AS n, MAX(y) AS top FROM points", con)
+# %%
+import platform
+platform.system(), platform.machine(), platform.python_implementation()
+"""
 
 
 def cells_of(text: str) -> list:

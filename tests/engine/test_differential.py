@@ -1,9 +1,11 @@
 """IPython fidelity, measured: the differential corpus on the local ``python3`` kernel and on
 AgentKernel, compared cell by cell (tests/helpers/differential.py).
 
-The corpus (tests/differential/notebooks, written by tests/differential/make_notebooks.py) runs
-once per session on ``python3`` (ipykernel in this venv) and twice per engine on ``agentkernel``,
-each notebook in a fresh copy of the corpus folder:
+The corpus (tests/differential/project: notebooks written by tests/differential/make_notebooks.py
+in its ``notebooks/``, beside ``data/``, ``images/`` and ``src/``) runs once per session on
+``python3`` (ipykernel in this venv) and twice per engine on ``agentkernel`` (the kernel's default
+workspace: the project, a git repository, copy-on-write at its own path), each notebook in a
+fresh copy of the project:
 
 - with an operator policy trusting sandbox output, to measure IPython itself: the cause table
   and the percentage of equal cells are printed (visible without ``-s``) and written with every
@@ -40,10 +42,10 @@ pytestmark = [pytest.mark.engine, pytest.mark.timeout(1200)]
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 REQUIRED_RATIO = 0.98
-# An operator policy letting the notebook's folder be writable in the sandbox, as a user's
-# notebook folder is for the local kernel ("{notebook}" is the notebook's folder).
-SANITISED = {"SandboxPolicy": {"host_folders": ["{notebook}:rw"]}}
-TRUSTED = {"SandboxPolicy": {"host_folders": ["{notebook}:rw"], "trust_output": True}}
+# The default policy (the project copy-on-write: cells write beside the notebook, the host's
+# files stay as they are), and the same with sandbox output trusted by the operator.
+SANITISED: dict = {"SandboxPolicy": {}}
+TRUSTED = {"SandboxPolicy": {"trust_output": True}}
 Runs = tuple[list[NotebookRun], float]
 
 

@@ -1,7 +1,10 @@
 """The differential yardstick of IPython fidelity: the same notebooks on two kernels, cell by cell.
 
-A notebook runs with nbclient in a fresh copy of the corpus folder (``run_notebook``); each code
-cell becomes a ``CellRun``. ``cell_view`` reduces a cell to what a user sees, after normalising
+The corpus is a project as users have one (tests/differential/project): notebooks in
+``notebooks/``, beside ``data/``, ``images/`` and ``src/``. A notebook runs with nbclient in its
+``notebooks/`` folder, in a fresh copy of the project made a git repository (``fresh_copy``), so
+the kernel's workspace reaches ``../data`` as a user's does; each code cell becomes a
+``CellRun``. ``cell_view`` reduces a cell to what a user sees, after normalising
 only what legitimately differs between two runs of the same kernel: memory addresses, timings,
 the run's folder and temporary cell files, installation paths of Python and its packages, the
 host name, random ids, PNG bytes (only their presence counts); HTML and SVG are compared as the
@@ -24,6 +27,7 @@ import base64
 import json
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -34,7 +38,9 @@ import html5lib
 import nbformat
 from nbclient import NotebookClient
 
-CORPUS = Path(__file__).resolve().parents[1] / "differential" / "notebooks"
+PROJECT = Path(__file__).resolve().parents[1] / "differential" / "project"
+NOTEBOOKS = "notebooks"  # the project's folder of notebooks
+CORPUS = PROJECT / NOTEBOOKS
 REFERENCE_KERNEL = "python3"
 CELL_TIMEOUT = 60  # s: a corpus cell computes well under 2 s; a hung cell is interrupted
 STARTUP_TIMEOUT = 120  # s: agentkernel starts its sandbox before it answers
@@ -74,7 +80,7 @@ class NotebookRun:
 
     name: str
     kernel: str
-    folder: str  # the run's copy of the corpus folder (its cwd)
+    folder: str  # the run's copy of the project (masked in outputs); cwd: its notebooks/
     cells: list[CellRun]
     hostname: str | None = None
     failure: str | None = None  # why the run stopped early, if it did
@@ -86,22 +92,25 @@ def corpus_notebooks(corpus: Path = CORPUS) -> list[Path]:
     return sorted(corpus.glob("*.ipynb"))
 
 
-def fresh_copy(corpus: Path, parent: Path, name: str) -> Path:
-    """A new copy of the corpus folder under ``parent`` (notebooks write files beside them)."""
+def fresh_copy(project: Path, parent: Path, name: str) -> Path:
+    """A new copy of the corpus project under ``parent``, made a git repository as a user's
+    project is (notebooks write files beside them and read ``../data``)."""
     target = parent / name
-    shutil.copytree(corpus, target)
+    shutil.copytree(project, target, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(["git", "init", "-q", str(target)], check=True, timeout=60)
     return target
 
 
 def run_notebook(path: Path, kernel_name: str, folder: Path,
-                 env: dict[str, str] | None = None) -> NotebookRun:
-    """Execute ``path`` on ``kernel_name`` with cwd ``folder``; errors in cells are outputs."""
+                 env: dict[str, str] | None = None, project: Path | None = None) -> NotebookRun:
+    """Execute ``path`` on ``kernel_name`` with cwd ``folder``; errors in cells are outputs.
+    ``project`` (default ``folder``) is the run's folder masked in outputs."""
     nb = nbformat.read(path, as_version=4)
     cells = [CellRun(i, c.source) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     by_index = {c.index: c for c in cells}
     nb.cells.append(nbformat.v4.new_code_cell(PROBE, id="differential-probe"))
     probe_index = len(nb.cells) - 1
-    run = NotebookRun(path.stem, kernel_name, str(folder), cells)
+    run = NotebookRun(path.stem, kernel_name, str(project or folder), cells)
 
     def executed(cell: Any, cell_index: int, execute_reply: dict, **_: Any) -> None:
         content = (execute_reply or {}).get("content", {})
@@ -134,12 +143,13 @@ def run_notebook(path: Path, kernel_name: str, folder: Path,
 
 
 def run_corpus(kernel_name: str, workroot: Path, env: dict[str, str] | None = None,
-               corpus: Path = CORPUS) -> list[NotebookRun]:
-    """Every corpus notebook on ``kernel_name``, each in its own fresh copy of the corpus."""
+               project: Path = PROJECT) -> list[NotebookRun]:
+    """Every corpus notebook on ``kernel_name``, each in its own fresh copy of the project."""
     runs = []
-    for path in corpus_notebooks(corpus):
-        folder = fresh_copy(corpus, workroot, path.stem)
-        runs.append(run_notebook(folder / path.name, kernel_name, folder, env))
+    for path in corpus_notebooks(project / NOTEBOOKS):
+        copy = fresh_copy(project, workroot, path.stem)
+        folder = copy / NOTEBOOKS
+        runs.append(run_notebook(folder / path.name, kernel_name, folder, env, project=copy))
     return runs
 
 
@@ -176,7 +186,7 @@ def normalise(text: str, ctx: Context) -> str:
     """``text`` with what legitimately differs between two runs of one kernel masked."""
     if ctx.folder:
         for folder in {ctx.folder, str(Path(ctx.folder).resolve())}:
-            text = text.replace(folder, "<NOTEBOOK_DIR>")
+            text = text.replace(folder, "<RUN_DIR>")
     text = CELL_FILE.sub("<CELL_FILE>", text)
     text = CELL_FILE_NAME.sub(r"(<CELL_FILE>, line \1)", text)
     text = SITE.sub("<SITE>/", text)

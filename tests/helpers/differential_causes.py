@@ -2,12 +2,13 @@
 
 The cause comes from the cell's source (the IPython feature it uses) and its outputs (what the
 compared kernel said instead). Rules are tried in order; the first that matches names the cause:
-first the IPython syntax a cell uses (magics, ``!``, ``?``, pasted prompts), then what failed
+first a note of agentkernel's own on the cell's stderr (``[agentkernel] ...``), then the IPython
+syntax a cell uses (magics, ``!``, ``?``, pasted prompts), then what failed
 (IPython or another module missing, an IPython name undefined), then, for a cell using no IPython
 feature, an error the reference did not raise after an earlier cell of the notebook failed only
 on the compared kernel (a NameError: a name that cell should have defined; any other: state it
-should have set), then the feature the cell exercises (stdin, comms, await, files, display,
-matplotlib), then what differs in its outputs.
+should have set), then the feature the cell exercises (the kernel object, get_ipython(), stdin,
+comms, await, files, display, matplotlib), then what differs in its outputs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ MISSING_MODULE = re.compile(r"No module named '([\w.]+)'|Missing optional depend
 FILE_WORDS = re.compile(r"\b(?:open|read_csv|to_csv|read_text|write_text|pathlib|listdir|"
                         r"os\.path|os\.remove|savefig|iterdir|mkdir)\b")
 PLOT_WORDS = re.compile(r"\bmatplotlib\b|\bplt\.|\.plot\b|\.hist\(")
+KERNEL_OBJECT = re.compile(r"get_ipython\(\)\.kernel\b|"
+                           r"\bkernel\.(?:session|get_parent|iopub_socket|comm_manager|shell)\b")
+NOTICE = "[agentkernel]"  # how the kernel's own notes to the user start (stderr, first cell)
 IPYTHON_NAMES = {"get_ipython": "get_ipython()", "display": "display()", "In": "output history",
                  "Out": "output history", "_ih": "output history", "_oh": "output history",
                  "_i": "output history", "_": "output history"}
@@ -88,6 +92,8 @@ def cause_of(cell: CellRun, ref: CellView, other: CellView,
     first_line = source.lstrip().splitlines()[0] if source.strip() else ""
     if not other.ran:
         return "kernel died or did not start"
+    if NOTICE in _stderr(other) and NOTICE not in _stderr(ref):
+        return "agentkernel's notice on stderr"
     new_error = other.error if not ref.error else None
     missing = _missing_name(other) if new_error == "NameError" else None
     earlier_failed = any(b.error and not a.error for _, a, b in earlier)
@@ -112,6 +118,8 @@ def cause_of(cell: CellRun, ref: CellView, other: CellView,
         return IPYTHON_NAMES[missing]
     if any(HISTORY_NAMES.match(n) for n in _names(source)):
         return "output history"
+    if KERNEL_OBJECT.search(source):
+        return "the kernel object (get_ipython().kernel)"
     if "get_ipython" in source:
         return "get_ipython()"
     if re.search(r"\b(?:input|getpass)\s*\(", source):

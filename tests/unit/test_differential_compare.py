@@ -13,6 +13,7 @@ import nbformat
 import pytest
 from helpers.differential import (
     CORPUS,
+    PROJECT,
     CellRun,
     CellView,
     Context,
@@ -21,6 +22,7 @@ from helpers.differential import (
     compare_cells,
     compare_runs,
     corpus_notebooks,
+    fresh_copy,
     normalise,
 )
 from helpers.differential_causes import cause_of
@@ -70,7 +72,9 @@ def same(a: list[dict], b: list[dict], **kw) -> bool:
     ("/tmp/ipykernel_48213/2897614516.py:1: UserWarning: careful",
      "<CELL_FILE>:1: UserWarning: careful"),
     ("invalid syntax (2897614516.py, line 1)", "invalid syntax (<CELL_FILE>, line 1)"),
-    ("'/tmp/pytest-of-root/pytest-7/differential0/09-pandas'", "'<NOTEBOOK_DIR>'"),
+    ("'/tmp/pytest-of-root/pytest-7/differential0/09-pandas'", "'<RUN_DIR>'"),
+    ("/tmp/pytest-of-root/pytest-7/differential0/09-pandas/notebooks/results/a.csv",
+     "<RUN_DIR>/notebooks/results/a.csv"),
     ("/root/.venv/lib/python3.11/site-packages/IPython/core/x.py:3: W",
      "<SITE>/IPython/core/x.py:3: W"),
     ("/usr/lib/python3/dist-packages/pandas/core/frame.py", "<SITE>/pandas/core/frame.py"),
@@ -175,6 +179,26 @@ def nb_run(name: str, cells: list[tuple[str, list[dict], str]], ctx: Context) ->
                        hostname=ctx.hostname)
 
 
+def test_causes_of_the_kernel_object_and_of_agentkernel_notes() -> None:
+    ok = "ok"
+    parent = "kernel = get_ipython().kernel\nkernel.get_parent()['content']['code']"
+    ref = nb_run("n1", [
+        ("import sys\nsys.version_info[:2]", [result({"text/plain": "(3, 11)"})], ok),
+        (parent, [result({"text/plain": "'x'"})], ok),
+        ("kernel.session.send(kernel.iopub_socket, 'stream', {});", [stream("a\n")], ok),
+    ], CTX)
+    other = nb_run("n1", [
+        ("import sys\nsys.version_info[:2]",
+         [stream("[agentkernel] the sandbox has no disk limit\n", "stderr"),
+          result({"text/plain": "(3, 11)"})], ok),
+        (parent, [error("KeyError", "'content'")], "error"),
+        ("kernel.session.send(kernel.iopub_socket, 'stream', {});", [], ok),
+    ], OTHER)
+    causes = [r.cause for r in compare_runs([ref], [other], cause_of).results]
+    assert causes == ["agentkernel's notice on stderr", "the kernel object (get_ipython().kernel)",
+                      "the kernel object (get_ipython().kernel)"]
+
+
 def test_causes_and_report() -> None:
     ok = "ok"
     missing_np = [error("NameError", "name 'np' is not defined")]
@@ -229,7 +253,7 @@ def test_a_kernel_that_stopped_is_reported() -> None:
 # -- the corpus ----------------------------------------------------------------------------------
 def generator():
     spec = importlib.util.spec_from_file_location("make_notebooks",
-                                                  CORPUS.parent / "make_notebooks.py")
+                                                  PROJECT.parent / "make_notebooks.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -251,4 +275,13 @@ def test_corpus_shape() -> None:
         code = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
         assert 6 <= len(code) <= 15, f"{path.name}: {len(code)} code cells"
         assert all(not c["outputs"] for c in code), f"{path.name} is stored with outputs"
-    assert (CORPUS / "data" / "measurements.csv").is_file()
+    assert (PROJECT / "data" / "measurements.csv").is_file()
+    assert (PROJECT / "images" / "logo.png").is_file()
+    assert CORPUS == PROJECT / "notebooks"
+
+
+def test_fresh_copy_is_a_git_project(tmp_path) -> None:
+    copy = fresh_copy(PROJECT, tmp_path, "nb")
+    assert (copy / ".git").is_dir() and (copy / "data" / "notes.txt").is_file()
+    assert sorted(p.name for p in (copy / "notebooks").glob("*.ipynb")) == sorted(
+        p.name for p in corpus_notebooks())
