@@ -3,8 +3,9 @@ AgentKernel, compared cell by cell (tests/helpers/differential.py).
 
 The corpus (tests/differential/project: notebooks written by tests/differential/make_notebooks.py
 in its ``notebooks/``, beside ``data/``, ``images/`` and ``src/``) runs once per session on
-``python3`` (ipykernel in this venv) and twice per engine on ``agentkernel`` (the kernel's default
-workspace: the project, a git repository, copy-on-write at its own path), each notebook in a
+``python3`` (ipykernel in this venv, with the IPython agentkernel gives the test image:
+``helpers.differential.reference_env``) and twice per engine on ``agentkernel`` (the kernel's
+default workspace: the project, a git repository, copy-on-write at its own path), each notebook in a
 fresh copy of the project:
 
 - with an operator policy trusting sandbox output, to measure IPython itself: the cause table
@@ -33,6 +34,7 @@ from helpers.differential import (
     compare_cells,
     compare_runs,
     plain_view,
+    reference_env,
     run_corpus,
 )
 from helpers.differential_causes import cause_of
@@ -53,7 +55,8 @@ Runs = tuple[list[NotebookRun], float]
 def reference_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """The corpus on the local python3 kernel, once per session, and the seconds it took."""
     start = time.monotonic()
-    runs = run_corpus(REFERENCE_KERNEL, tmp_path_factory.mktemp("differential-python3"))
+    runs = run_corpus(REFERENCE_KERNEL, tmp_path_factory.mktemp("differential-python3"),
+                      env=reference_env())
     failed = [f"{r.name}: {r.failure}" for r in runs if r.failure]
     assert not failed, f"the reference kernel could not run the corpus: {failed}"
     return runs, time.monotonic() - start

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -101,6 +102,22 @@ def fresh_copy(project: Path, parent: Path, name: str) -> Path:
     return target
 
 
+def reference_env() -> dict[str, str]:
+    """The reference kernel's environment: this venv's libraries are the test image's (see
+    pyproject's test extra), so it also runs the IPython that agentkernel gives an image with
+    them: IPython 8 before matplotlib 3.9 (agentkernel/sandbox/ipython8.py), put first on its
+    path; the kernels are compared, not two IPythons."""
+    from importlib import metadata
+
+    from agentkernel.sandbox import ipython8
+
+    env = dict(os.environ)
+    if ipython8.needed(metadata.version("matplotlib")):
+        folder = str(ipython8.ensure_installed())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (folder, env.get("PYTHONPATH")) if p)
+    return env
+
+
 def run_notebook(path: Path, kernel_name: str, folder: Path,
                  env: dict[str, str] | None = None, project: Path | None = None) -> NotebookRun:
     """Execute ``path`` on ``kernel_name`` with cwd ``folder``; errors in cells are outputs.
@@ -154,8 +171,9 @@ def run_corpus(kernel_name: str, workroot: Path, env: dict[str, str] | None = No
 
 
 # -- normalising ---------------------------------------------------------------------------------
+# site folders; the last: the reference's IPython 8 (reference_env), installed as pip --target does
 SITE = re.compile(r"(?:/[\w.+-]+)*/(?:lib/python3(?:\.\d+)?/(?:site|dist)-packages|"
-                  r"lib/python3/dist-packages)/")
+                  r"lib/python3/dist-packages|share/agentkernel/ipython8-[0-9a-f]+)/")
 STDLIB = re.compile(r"(?:/[\w.+-]+)*/lib/python3\.\d+/")
 CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py")
 CELL_FILE_NAME = re.compile(r"\(\d+\.py, line (\d+)\)")
