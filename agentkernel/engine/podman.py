@@ -19,16 +19,17 @@ import json
 import logging
 import os
 import socket
+import stat
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ..cache import cache_dir, write_atomically
-from ..errors import ConfigError, EngineError, SandboxError, one_line
+from ..errors import ConfigError, EngineError, SandboxError, SandboxNotFound, one_line
 from .base import ContainerGone, CreateAgain
 from .discovery import Endpoint
 from .docker import API_VERSION, CPU_PERIOD, DockerEngine
@@ -46,6 +47,9 @@ RUNTIME_LAUNCHERS = Path("/usr/local/libexec/agentkernel/runtimes")
 # Where a rootful Podman takes the ids of `UsernsMode: auto` from, for this user name
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 USERNS_USER = "containers"
+# 65536 ids: 0-65535, so that nobody (65534) exists inside too (auto's own size is the image's
+# highest id, which leaves nobody out of an image without such files)
+USERNS_MODE = "auto:size=65536"
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -110,6 +114,23 @@ def userns_auto_ready(files: tuple[Path, Path] = SUBID_FILES) -> bool:
                        for line in path.read_text().splitlines()) for path in files)
     except OSError:
         return False
+
+
+def others_may_use(path: str, write: bool = False) -> bool:
+    """Whether a process that is "others" to the host's files (a user namespace's root) can
+    reach ``path`` (every folder above it searchable by others) and read it (and write it,
+    with ``write``); a folder must be searchable too."""
+    try:
+        target = Path(path)
+        for folder in reversed(target.parents):
+            if not folder.stat().st_mode & stat.S_IXOTH:
+                return False
+        mode = target.stat().st_mode
+    except OSError:
+        return False
+    need = stat.S_IROTH | (stat.S_IWOTH if write else 0)
+    need |= stat.S_IXOTH if stat.S_ISDIR(mode) else 0
+    return mode & need == need
 
 
 def service_uid(base_url: str) -> int | None:
@@ -208,6 +229,7 @@ class PodmanEngine(DockerEngine):
         self._profiles: dict[str, str] = {}  # default profile's path -> confined profile's
         self._unconfirmed: dict[str, str] = {}  # container -> recorded default path it got
         self._warned: set[str] = set()
+        self._launched: dict[str, bool] = {}  # container -> under a runtime launcher
 
     def _host(self) -> dict[str, Any]:
         """The "host" part of libpod's /info, asked once (it takes 0.2-0.35 s, and CPU the
@@ -254,9 +276,10 @@ class PodmanEngine(DockerEngine):
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
             request = {**request, "HostConfig": host}
-        if self._userns_auto and "UsernsMode" not in request.get("HostConfig", {}):
+        if (self._userns_auto and "UsernsMode" not in request.get("HostConfig", {})
+                and self._host_files_allow_userns(request.get("HostConfig", {}), name)):
             request = {**request, "HostConfig": {**request.get("HostConfig", {}),
-                                                 "UsernsMode": "auto"}}
+                                                 "UsernsMode": USERNS_MODE}}
         container_id = super().create_container(request, name)
         if profile and not confirmed and source:
             self._unconfirmed[container_id] = source
@@ -268,6 +291,33 @@ class PodmanEngine(DockerEngine):
         unprivileged uid outside): a local Podman run by root (SO_PEERCRED), with ids for
         it in /etc/subuid and /etc/subgid (user ``containers``, see SECURITY.md)."""
         return self._service_uid == 0 and userns_auto_ready()
+
+    def _host_files_allow_userns(self, host: dict[str, Any], name: str) -> bool:
+        """Whether the host folders the container mounts still work from a user namespace,
+        whose root is "others" to the host's files: every bind's source reachable and
+        readable by others (writable too for a writable bind), and no volume with driver
+        options (a copy-on-write workspace: its layers belong to the host's root). Else the
+        container keeps the host's root, as without user namespaces (logged)."""
+        mounts = [(bind.split(":")[0], not bind.endswith(":ro")) for bind in
+                  host.get("Binds") or [] if bind.startswith("/")]
+        volumes = []
+        for mount in host.get("Mounts") or []:
+            if mount.get("Type") == "bind":
+                mounts.append((mount["Source"], not mount.get("ReadOnly")))
+            elif mount.get("Type") == "volume":
+                volumes.append(mount["Source"])
+        blocked = [path for path, write in mounts if not others_may_use(path, write)]
+        for volume in volumes:
+            try:
+                with self._errors(f"inspecting volume {volume}"):
+                    if self.api.inspect_volume(volume).get("Options"):
+                        blocked.append(f"volume {volume}")
+            except SandboxError:
+                continue
+        if blocked:
+            log.info("%s: no user namespace of its own (root inside is the host's root): "
+                     "%s not usable by others on the host", name, ", ".join(blocked[:3]))
+        return not blocked
 
     @cached_property
     def _service_uid(self) -> int | None:
@@ -394,6 +444,81 @@ class PodmanEngine(DockerEngine):
                 if attributes.get("containerExitCode") == "137":
                     return True
         return False
+
+    # -- files in and out of a gVisor sandbox ------------------------------------------------
+    def put_archive(self, container_id: str, folder: str, archive: bytes) -> bool:
+        """Podman copies into a running container by entering its mount namespace, which under
+        a runtime with its own kernel (gVisor) is not the container's file system: there the
+        container's own ``tar`` unpacks it, as root, through an exec."""
+        if not self._own_kernel(container_id):
+            return super().put_archive(container_id, folder, archive)
+        stream = self.open_exec(container_id, ["tar", "-x", "-f", "-", "-C", folder], user="0")
+        try:
+            stream.write(archive)
+            stream.close_stdin()
+            while stream.read():
+                pass
+            code, errors = self._exit_code(stream), stream.stderr_tail()
+        finally:
+            stream.close()
+        if code == 0:
+            return True
+        if "no such file" in errors.lower() or "not a directory" in errors.lower():
+            return False
+        raise EngineError(f"writing into {folder} failed: tar exited with {code}: "
+                          f"{one_line(errors, 200)}")
+
+    def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
+        """As put_archive: under gVisor the container's own ``tar`` writes the archive."""
+        if not self._own_kernel(container_id):
+            return super().get_archive(container_id, path)
+        parent, _, name = path.rstrip("/").rpartition("/")
+        script = ('[ -e "$1" ] || [ -L "$1" ] || { echo "$1: No such file" >&2; exit 2; }; '
+                  'exec tar -c -f - -C "$2" "$3"')
+        stream = self.open_exec(container_id, ["/bin/sh", "-c", script, "sh", path,
+                                               parent or "/", name or "."], user="0")
+        first = stream.read()
+        if not first:
+            errors, code = stream.stderr_tail(), self._exit_code(stream)
+            stream.close()
+            if "no such file" in errors.lower() or "cannot stat" in errors.lower():
+                raise SandboxNotFound(f"No such file in the sandbox: {path}")
+            raise EngineError(f"reading {path} failed: tar exited with {code}: "
+                              f"{one_line(errors, 200)}")
+        return self._rest_of(stream, first)
+
+    @staticmethod
+    def _rest_of(stream: Any, first: bytes) -> Iterator[bytes]:
+        try:
+            chunk = first
+            while chunk:
+                yield chunk
+                chunk = stream.read()
+        finally:
+            stream.close()
+
+    @staticmethod
+    def _exit_code(stream: Any) -> int | None:
+        """The exec's exit code, once Podman has recorded it (a moment after its end)."""
+        for _ in range(50):
+            code = stream.exit_code()
+            if code is not None:
+                return int(code)
+            time.sleep(0.05)
+        return None
+
+    def _own_kernel(self, container_id: str) -> bool:
+        """Whether the container runs under one of agentkernel's runtime launchers (gVisor):
+        asked once per container."""
+        if container_id not in self._launched:
+            try:
+                info = self._libpod("get", f"/containers/{container_id}/json",
+                                    "checking the sandbox's runtime")
+            except ContainerGone:
+                return False
+            runtime = str(info.get("OCIRuntime") or "")
+            self._launched[container_id] = runtime.startswith(f"{RUNTIME_LAUNCHERS}/")
+        return self._launched[container_id]
 
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Refuse a container created with another OCI runtime than the one asked for: the

@@ -5,6 +5,8 @@ an unprivileged uid outside). See SECURITY.md, "Stronger isolation"."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from helpers.engines import labelled
 
 from agentkernel.engine import Endpoint, Engine, connect_endpoint
-from agentkernel.errors import ConfigError
+from agentkernel.errors import ConfigError, SandboxNotFound
 from agentkernel.sandbox import Sandbox
 
 pytestmark = pytest.mark.engine
@@ -48,6 +50,21 @@ def test_gvisor_runs_the_sandbox(runsc_engine: Engine, test_image: str) -> None:
         sandbox.stop()
 
 
+def test_files_in_and_out_of_a_gvisor_sandbox(runsc_engine: Engine, test_image: str,
+                                              tmp_path: Path) -> None:
+    """Podman copies files by entering the container's mount namespace, which is not the
+    cell's file system under gVisor: the files still arrive and come back."""
+    sandbox = Sandbox(image=test_image, engine=runsc_engine, runtime="runsc").start()
+    try:
+        sandbox.write_file("/work/new/hello.py", "print('hi')\n", mode=0o755)
+        assert sandbox.exec(["python3", "/work/new/hello.py"]).stdout == "hi\n"
+        assert sandbox.read_file("/work/new/hello.py") == b"print('hi')\n"
+        with pytest.raises(SandboxNotFound):
+            sandbox.read_file("/work/missing.txt")
+    finally:
+        sandbox.stop()
+
+
 def test_podman_refuses_a_runtime_it_did_not_apply(engine_name: str, engine: Engine,
                                                    test_image: str) -> None:
     """Podman's API ignores the runtime: its runc service's sandbox is refused in one line
@@ -63,38 +80,58 @@ def test_podman_refuses_a_runtime_it_did_not_apply(engine_name: str, engine: Eng
     assert labelled(engine, "ak-rt-refused") == []
 
 
+@pytest.fixture
+def open_folder() -> Iterator[Path]:
+    """A folder under /tmp that anyone on the host may reach and write (as a user namespace's
+    root is "anyone" to the host's files), removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="agentkernel-userns-", dir="/tmp"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_podman_root_is_not_host_root(engine_name: str, engine: Engine, test_image: str,
-                                      tmp_path: Path) -> None:
+                                      open_folder: Path) -> None:
     """On Podman each sandbox has its own user namespace: root inside maps to an unprivileged
-    uid, which owns what it writes to a writable host folder."""
+    uid, which owns what it writes to a writable host folder and cannot write the host's
+    root-owned files."""
     if engine_name != "podman":
         return  # Docker: the daemon's userns-remap, an operator step (SECURITY.md)
-    shared = tmp_path / "shared"
-    shared.mkdir()
-    shared.chmod(0o777)  # a folder the host lets anyone write: root inside is "anyone" here
+    root_file = open_folder / "root-owned"
+    root_file.write_text("host")
+    root_file.chmod(0o644)
     sandbox = Sandbox(image=test_image, engine=engine,
-                      volumes=[f"{shared}:/shared:rw"]).start()
+                      volumes=[f"{open_folder}:/shared:rw"]).start()
     try:
         inside, outside, count = first_mapping(sandbox.exec(["cat", "/proc/self/uid_map"]).stdout)
-        assert inside == 0 and outside > 0 and count < 2**32 - 1
+        assert inside == 0 and outside > 0 and count == 65536
         gid_inside, gid_outside, _ = first_mapping(
             sandbox.exec(["cat", "/proc/self/gid_map"]).stdout)
         assert gid_inside == 0 and gid_outside > 0
         assert sandbox.exec(["id", "-u"]).stdout == "0\n"
+        assert sandbox.exec(["id", "-u"], user="65534").stdout == "65534\n"  # nobody exists
         assert sandbox.exec(["sh", "-c", "echo made > /shared/made-inside"]).ok
-        made = os.stat(shared / "made-inside")
+        made = os.stat(open_folder / "made-inside")
         assert (made.st_uid, made.st_gid) == (outside, gid_outside)
-        # the host's own root-owned files are nobody's to it, and not writable
-        root_file = tmp_path / "root-owned"
-        root_file.write_text("host")
-        root_file.chmod(0o644)
-        sandbox_view = Sandbox(image=test_image, engine=engine,
-                               volumes=[f"{tmp_path}:/host:rw"]).start()
-        try:
-            tried = sandbox_view.exec(["sh", "-c", "echo x >> /host/root-owned"])
-            assert not tried.ok and "ermission denied" in tried.stderr
-            assert root_file.read_text() == "host"
-        finally:
-            sandbox_view.stop()
+        tried = sandbox.exec(["sh", "-c", "echo x >> /shared/root-owned"])
+        assert not tried.ok and "ermission denied" in tried.stderr
+        assert root_file.read_text() == "host"
+    finally:
+        sandbox.stop()
+
+
+def test_podman_folder_others_cannot_reach_keeps_host_root(engine_name: str, engine: Engine,
+                                                           test_image: str,
+                                                           tmp_path: Path) -> None:
+    """A host folder only the host's root may reach (pytest's are 0700) would be unreadable
+    from a user namespace: that sandbox keeps the host's root, and the folder works."""
+    if engine_name != "podman":
+        return
+    (tmp_path / "note").write_text("mine")
+    sandbox = Sandbox(image=test_image, engine=engine,
+                      volumes=[f"{tmp_path}:/private:ro"]).start()
+    try:
+        assert first_mapping(sandbox.exec(["cat", "/proc/self/uid_map"]).stdout)[1] == 0
+        assert sandbox.exec(["cat", "/private/note"]).stdout == "mine"
     finally:
         sandbox.stop()

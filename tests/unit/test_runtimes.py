@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from agentkernel.engine.podman import runtime_launcher, userns_auto_ready
+from agentkernel.engine.podman import others_may_use, runtime_launcher, userns_auto_ready
 from agentkernel.errors import ConfigError
 from agentkernel.runtimes import docker_config, launcher_script, register_podman
 
@@ -98,3 +99,25 @@ def test_userns_auto_needs_ids_for_containers_in_both_files(tmp_path: Path) -> N
     subgid.write_text("containers:2147483647:2147483648\n")
     assert userns_auto_ready((subuid, subgid))
     assert not userns_auto_ready((subuid, tmp_path / "missing"))
+
+
+def test_others_may_use_needs_every_folder_above_searchable() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # pytest's own folders are 0700
+        check_folders(Path(top))
+
+
+def check_folders(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    inner = closed / "inner"
+    inner.mkdir(parents=True)
+    tmp_path.chmod(0o755)
+    inner.chmod(0o777)
+    closed.chmod(0o700)
+    assert not others_may_use(str(inner))
+    closed.chmod(0o711)
+    assert others_may_use(str(inner), write=True)
+    inner.chmod(0o755)
+    assert others_may_use(str(inner)) and not others_may_use(str(inner), write=True)
+    inner.chmod(0o750)
+    assert not others_may_use(str(inner))
+    assert not others_may_use(str(tmp_path / "missing"))
