@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", action="append", choices=["docker", "podman"])
     parser.add_argument("--starts", type=int, default=5, help="cold starts per runtime")
     parser.add_argument("-n", type=int, default=200, help="round trips per kernel")
+    parser.add_argument("--results", default="runtime",
+                        help="name of the results file (runtime: runtime.json)")
     args = parser.parse_args(argv)
     install_kernelspec(Path(tempfile.mkdtemp(prefix="agentkernel-bench-runtime-")))
     os.environ.setdefault("AGENTKERNEL_IMAGE", "agentkernel-test:latest")
@@ -118,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results, args.starts, args.n), end="\n\n", flush=True)
         everything.append(results)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "runtime.json").write_text(json.dumps(everything, indent=2) + "\n")
-    print(f"written {RESULTS / 'runtime.json'}")
+    (RESULTS / f"{args.results}.json").write_text(json.dumps(everything, indent=2) + "\n")
+    print(f"written {RESULTS / args.results}.json")
     return 0
 
 
