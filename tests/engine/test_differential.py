@@ -40,7 +40,7 @@ from helpers.differential import (
 from helpers.differential_causes import cause_of
 from helpers.kernels import KERNEL_NAME
 
-pytestmark = [pytest.mark.engine, pytest.mark.timeout(1200)]
+pytestmark = [pytest.mark.engine, pytest.mark.timeout(2400)]
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 REQUIRED_RATIO = 0.98

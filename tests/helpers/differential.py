@@ -47,6 +47,11 @@ CELL_TIMEOUT = 60  # s: a corpus cell computes well under 2 s; a hung cell is in
 STARTUP_TIMEOUT = 120  # s: agentkernel starts its sandbox before it answers
 BINARY_MIMES = ("image/png", "image/jpeg", "image/gif")
 MARKUP_MIMES = ("text/html", "image/svg+xml")
+# jupyter_client picks a kernel's TCP ports free, then the kernel binds them: another process
+# may take one in between ("Address already in use"), and the kernel dies before it answers.
+# Such a start, before any cell ran, is tried again in a fresh copy.
+START_FAILURE = "Kernel died before replying to kernel_info"
+START_ATTEMPTS = 3
 # Appended to every notebook run, never compared: where the kernel runs, to mask it.
 PROBE = "import socket as _probe_socket\nprint(_probe_socket.gethostname())"
 
@@ -164,9 +169,13 @@ def run_corpus(kernel_name: str, workroot: Path, env: dict[str, str] | None = No
     """Every corpus notebook on ``kernel_name``, each in its own fresh copy of the project."""
     runs = []
     for path in corpus_notebooks(project / NOTEBOOKS):
-        copy = fresh_copy(project, workroot, path.stem)
-        folder = copy / NOTEBOOKS
-        runs.append(run_notebook(folder / path.name, kernel_name, folder, env, project=copy))
+        for attempt in range(START_ATTEMPTS):
+            copy = fresh_copy(project, workroot, path.stem + ("" if not attempt else f"-{attempt}"))
+            folder = copy / NOTEBOOKS
+            run = run_notebook(folder / path.name, kernel_name, folder, env, project=copy)
+            if not (run.failure and START_FAILURE in run.failure):
+                break
+        runs.append(run)
     return runs
 
 
