@@ -47,9 +47,8 @@ RUNTIME_LAUNCHERS = Path("/usr/local/libexec/agentkernel/runtimes")
 # Where a rootful Podman takes the ids of `UsernsMode: auto` from, for this user name
 SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 USERNS_USER = "containers"
-# 65536 ids: 0-65535, so that nobody (65534) exists inside too (auto's own size is the image's
-# highest id, which leaves nobody out of an image without such files)
-USERNS_MODE = "auto:size=65536"
+# ids 0-65535 inside (nobody, 65534, too), all sandboxes on the first 65536 of that user's range
+USERNS_SIZE = 65536
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -105,15 +104,27 @@ def _tmpfs_without_copy_up(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "HostConfig": host}
 
 
-def userns_auto_ready(files: tuple[Path, Path] = SUBID_FILES) -> bool:
-    """Whether a rootful Podman can give containers ``UsernsMode: auto``: ids for the user
-    ``containers`` in both /etc/subuid and /etc/subgid (otherwise Podman refuses the create:
-    "could not find enough available IDs")."""
-    try:
-        return all(any(line.split(":")[0] == USERNS_USER and line.count(":") == 2
-                       for line in path.read_text().splitlines()) for path in files)
-    except OSError:
-        return False
+def userns_mode(files: tuple[Path, Path] = SUBID_FILES) -> str | None:
+    """The ``UsernsMode`` that gives a rootful Podman's sandboxes a user namespace: ids
+    0-65535 inside on the first USERNS_SIZE ids of the user ``containers`` in /etc/subuid and
+    /etc/subgid, the same for every sandbox, as Docker's userns-remap does (Podman keeps one
+    copy of an image's files per distinct mapping: one range, one copy). None when either file
+    gives that user fewer ids (Podman would refuse the create)."""
+    starts = []
+    for path in files:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return None
+        ranges = [line.split(":")[1:] for line in lines
+                  if line.split(":")[0] == USERNS_USER and line.count(":") == 2]
+        found = [int(start) for start, count in ranges
+                 if start.isdigit() and count.isdigit() and int(count) >= USERNS_SIZE]
+        if not found:
+            return None
+        starts.append(found[0])
+    return (f"auto:uidmapping=0:{starts[0]}:{USERNS_SIZE},"
+            f"gidmapping=0:{starts[1]}:{USERNS_SIZE}")
 
 
 def others_may_use(path: str, write: bool = False) -> bool:
@@ -276,21 +287,21 @@ class PodmanEngine(DockerEngine):
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
             request = {**request, "HostConfig": host}
-        if (self._userns_auto and "UsernsMode" not in request.get("HostConfig", {})
+        if (self._userns and "UsernsMode" not in request.get("HostConfig", {})
                 and self._host_files_allow_userns(request.get("HostConfig", {}), name)):
             request = {**request, "HostConfig": {**request.get("HostConfig", {}),
-                                                 "UsernsMode": USERNS_MODE}}
+                                                 "UsernsMode": self._userns}}
         container_id = super().create_container(request, name)
         if profile and not confirmed and source:
             self._unconfirmed[container_id] = source
         return container_id
 
     @cached_property
-    def _userns_auto(self) -> bool:
-        """Whether each container gets a user namespace of its own (root inside is an
-        unprivileged uid outside): a local Podman run by root (SO_PEERCRED), with ids for
-        it in /etc/subuid and /etc/subgid (user ``containers``, see SECURITY.md)."""
-        return self._service_uid == 0 and userns_auto_ready()
+    def _userns(self) -> str | None:
+        """The user namespace sandboxes get (root inside is an unprivileged uid outside): for
+        a local Podman run by root (SO_PEERCRED), with ids for it in /etc/subuid and
+        /etc/subgid (user ``containers``, see SECURITY.md); else None."""
+        return userns_mode() if self._service_uid == 0 else None
 
     def _host_files_allow_userns(self, host: dict[str, Any], name: str) -> bool:
         """Whether the host folders the container mounts still work from a user namespace,

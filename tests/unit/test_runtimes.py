@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agentkernel.engine.podman import others_may_use, runtime_launcher, userns_auto_ready
+from agentkernel.engine.podman import others_may_use, runtime_launcher, userns_mode
 from agentkernel.errors import ConfigError
 from agentkernel.runtimes import docker_config, launcher_script, register_podman
 
@@ -91,14 +91,15 @@ def test_podman_names_the_launcher(tmp_path: Path) -> None:
     assert runtime_launcher("/opt/x", launchers) == "/opt/x"
 
 
-def test_userns_auto_needs_ids_for_containers_in_both_files(tmp_path: Path) -> None:
+def test_userns_needs_enough_ids_for_containers_in_both_files(tmp_path: Path) -> None:
     subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
     subuid.write_text("alice:100000:65536\ncontainers:2147483647:2147483648\n")
     subgid.write_text("alice:100000:65536\n")
-    assert not userns_auto_ready((subuid, subgid))
-    subgid.write_text("containers:2147483647:2147483648\n")
-    assert userns_auto_ready((subuid, subgid))
-    assert not userns_auto_ready((subuid, tmp_path / "missing"))
+    assert userns_mode((subuid, subgid)) is None
+    subgid.write_text("containers:300000:1000\ncontainers:400000:65536\n")
+    assert userns_mode((subuid, subgid)) == (
+        "auto:uidmapping=0:2147483647:65536,gidmapping=0:400000:65536")
+    assert userns_mode((subuid, tmp_path / "missing")) is None
 
 
 def test_others_may_use_needs_every_folder_above_searchable() -> None:
