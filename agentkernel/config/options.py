@@ -26,6 +26,7 @@ from .profiles import DEFAULT_PROFILE, PROFILES
 Kind = Literal["value", "list", "map", "switch", "tristate"]
 DEFAULT_IMAGE = "python:3.12-slim"
 GUARDED_NETWORK = "agentkernel-guarded"  # see agentkernel.netguard
+DEFAULT_DISK_MB = 10240
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ def _profile(text: str) -> str:
     if text not in PROFILES:
         raise ConfigError(f"must be one of {', '.join(PROFILES)}, got {text!r}")
     return text
+
+
+def _disk_mb(text: str) -> int:
+    """A size like the memory limit's (``10g``), or ``0`` for none."""
+    return 0 if text.strip() == "0" else specs.parse_memory_mb(text)
 
 
 def _labels(text: str) -> dict[str, str]:
@@ -99,6 +105,11 @@ OPTIONS: tuple[Option, ...] = (
            flags=("--pids-limit",), parse=specs.parse_count, metavar="N"),
     Option("shm_size_mb", "size of /dev/shm: 64m, 1g (default: the engine's, 64 MB)",
            _nullable(Int), flags=("--shm-size",), parse=specs.parse_memory_mb, metavar="SIZE"),
+    Option("disk_mb", "size limit of the sandbox's writable root file system: 10g, 512m "
+           "(default 10g), where the engine's storage can apply one (overlay2/overlay on xfs "
+           "with pquota, btrfs, zfs; else the first cell says it has none); 0 for no limit "
+           "(config files and AGENTKERNEL_DISK_MB only: a cell cannot raise it)",
+           lambda: Int(DEFAULT_DISK_MB, min=0), parse=_disk_mb, env="AGENTKERNEL_DISK_MB"),
     Option("network", "network on or off (default: the profile's)", _nullable(Bool),
            kind="tristate", flags=("--network",)),
     Option("network_name", "the engine network a sandbox with the network joins (config "

@@ -153,6 +153,9 @@ class Engine(ABC):
 
     kind: str
     base_url: str
+    storage_quota_refused: str | None = None
+    """Why the engine's storage cannot limit a container's writable layer (``StorageOpt``),
+    once :meth:`storage_quota_refusal` found out."""
 
     @classmethod
     @abstractmethod
@@ -257,6 +260,12 @@ class Engine(ABC):
     @abstractmethod
     def create_container(self, request: dict[str, Any], name: str) -> str:
         """Create a container from a create request; returns its id."""
+
+    def storage_quota_refusal(self, image: str) -> str | None:
+        """Why the engine's storage cannot limit the writable layer of a container of
+        ``image`` (``HostConfig.StorageOpt``): the engine's own words; None when it can (or
+        when it cannot be told)."""
+        return None
 
     @abstractmethod
     def check_runtime(self, container_id: str, runtime: str | None) -> None:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -66,6 +67,9 @@ REQUEST_TIMEOUT = 120
 CPU_PERIOD = 100_000
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"  # a bridge network's host interface
 IMPORT_CHUNK = 1 << 20
+
+
+_QUOTA_LOCK = threading.Lock()  # one storage quota question at a time (once per engine)
 
 
 def _explanation(err: BaseException) -> str:
@@ -174,6 +178,8 @@ class DockerEngine(Engine):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
+
+    _quota_asked = False
 
     def _errors(self, action: str) -> contextlib.AbstractContextManager[None]:
         return engine_errors(self, action)
@@ -324,6 +330,34 @@ class DockerEngine(Engine):
     def create_container(self, request: dict[str, Any], name: str) -> str:
         with self._errors(f"creating sandbox container {name}"):
             return self.api.create_container_from_config(request, name)["Id"]
+
+    def storage_quota_refusal(self, image: str) -> str | None:
+        """Asked once: a container of ``image`` created with a size limit, never started,
+        removed at once. (Not the sandbox's own create: Podman can hang on a create made
+        again after one refused for its size limit, when a volume was mounted.)"""
+        with _QUOTA_LOCK:
+            if not self._quota_asked:
+                self.storage_quota_refused = self._ask_storage_quota(image)
+                self._quota_asked = True
+            return self.storage_quota_refused
+
+    def _ask_storage_quota(self, image: str) -> str | None:
+        request = {"Image": image, "Entrypoint": ["true"], "Cmd": [], "NetworkDisabled": True,
+                   "Labels": {"agentkernel.probe": "storage-quota"},
+                   "HostConfig": {"NetworkMode": "none", "StorageOpt": {"size": "64M"}}}
+        try:
+            probe = self.api.create_container_from_config(request, None)["Id"]
+        except APIError as err:
+            text = _explanation(err)
+            if any(words in text.lower() for words in ("storage-opt", "storage opt")):
+                # overlay2 and Podman's overlay limit a layer only on xfs mounted with pquota
+                return one_line(text.rpartition(": ")[2], 160)
+            return None  # some other trouble: the sandbox's own create will say it
+        except (requests.ConnectionError, ConnectionError, DockerException):
+            return None
+        with contextlib.suppress(SandboxError):
+            self.remove_container(probe)
+        return None
 
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Docker refuses an unknown runtime at create: nothing left to check."""

@@ -59,7 +59,7 @@ class Lifecycle(SandboxCore):
                        ] if ipython else []
             main = main if main and not eff.persistent and not engine.remote else None
             mounts, expected = self._host_mounts(eff)
-            request = create_request(eff, volumes, main, mounts)
+            request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
             container_id = self._create(request)
             try:
                 self._start_created(container_id, limits, bool(main))
@@ -171,6 +171,18 @@ class Lifecycle(SandboxCore):
                 raise SandboxError(f"starting sandbox {self.name} failed: {err}") from None
             raise
         self._hold(attachment)
+
+    def _disk_limit(self, request: dict[str, Any], image_id: str) -> dict[str, Any]:
+        """``request`` with its writable root's size limit where the engine's storage can
+        apply one; without, and said in ``notes``, where it cannot."""
+        host = request.get("HostConfig", {})
+        why = "StorageOpt" in host and self.engine.storage_quota_refusal(image_id)
+        if not why:
+            return request
+        self.notes.append(f"the sandbox's root file system has no size limit (disk_mb "
+                          f"{self.effective.disk_mb}): the engine's storage cannot apply one "
+                          f"({why}), so a cell can fill the engine's disk")
+        return {**request, "HostConfig": {k: v for k, v in host.items() if k != "StorageOpt"}}
 
     def _create(self, request: dict[str, Any]) -> str:
         """Create the container; a taken name is refused by the engine itself (no round trip

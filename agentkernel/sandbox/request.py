@@ -35,6 +35,12 @@ def tmpfs_mb(memory_mb: int | None) -> int:
     return TMPFS_MAX_MB if not memory_mb else max(1, min(TMPFS_MAX_MB, memory_mb // 2))
 
 
+def storage_opt(eff: EffectiveConfig) -> dict[str, str] | None:
+    """The writable root's size limit (``disk_mb``), for an engine whose storage can apply
+    one; none for a read-only root (its tmpfs mounts are bounded already)."""
+    return {"size": f"{eff.disk_mb}M"} if eff.disk_mb and not eff.read_only else None
+
+
 def owner_label(pid: int | None = None) -> str:
     """Who owns the sandboxes this process creates (or process ``pid``, which it creates
     them for): ``host:pid``."""
@@ -74,6 +80,7 @@ def create_request(eff: EffectiveConfig, volumes: Sequence[tuple[str, str]] = ()
             for p in eff.ports
         } or None,
         "LogConfig": {"Type": "none", "Config": {}} if main else None,
+        "StorageOpt": storage_opt(eff),
     }
     if eff.memory_mb:
         host.update(Memory=eff.memory_mb * MB, MemorySwap=eff.memory_mb * MB)

@@ -93,3 +93,17 @@ def test_ports_and_binds_in_the_create_request(tmp_path):
         "8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}],
         "90/udp": [{"HostIp": "0.0.0.0", "HostPort": "9000"}]}
     assert request["HostConfig"]["Binds"] == [f"{tmp_path}:/data:ro"]
+
+
+def test_the_writable_roots_size_limit_reaches_the_create_request(monkeypatch):
+    assert resolved()["HostConfig"]["StorageOpt"] == {"size": "10240M"}
+    assert resolved(disk_mb=2048)["HostConfig"]["StorageOpt"] == {"size": "2048M"}
+    assert "StorageOpt" not in resolved(disk_mb=0)["HostConfig"]
+    assert "StorageOpt" not in resolved(profile="restrictive")["HostConfig"], (
+        "a read-only root has nothing to fill (its tmpfs is bounded)")
+    monkeypatch.setenv("AGENTKERNEL_DISK_MB", "1g")
+    assert resolved()["HostConfig"]["StorageOpt"] == {"size": "1024M"}
+    monkeypatch.setenv("AGENTKERNEL_DISK_MB", "lots")
+    with pytest.raises(ConfigError, match="^invalid AGENTKERNEL_DISK_MB 'lots'"):
+        resolved()
+    assert "--disk" not in {f for o in options.OPTIONS for f in o.flags}, "no cell may raise it"
