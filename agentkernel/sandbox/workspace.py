@@ -144,7 +144,9 @@ def changes(engine: Engine, workspace_id: str, image: str, root: str) -> list[Ch
         return []
     request = {"Image": image, "Entrypoint": ["/bin/sh"], "Cmd": [], "NetworkDisabled": True,
                "Labels": {LABEL_WORKSPACE: workspace_id, LABEL_OWNER: owner_label()},
-               "HostConfig": {"NetworkMode": "none", "Mounts": [
+               # the host's ids, as the sandbox that wrote the layer: an engine that maps
+               # ids would otherwise chown the volume for the reader
+               "HostConfig": {"NetworkMode": "none", "UsernsMode": "host", "Mounts": [
                    {"Type": "volume", "Source": upper, "Target": "/upper", "ReadOnly": True}]}}
     reader = engine.create_container(request, f"{upper}-reader-{secrets.token_hex(4)}")
     try:
