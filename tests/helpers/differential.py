@@ -6,10 +6,11 @@ The corpus is a project as users have one (tests/differential/project): notebook
 the kernel's workspace reaches ``../data`` as a user's does; each code cell becomes a
 ``CellRun``. ``cell_view`` reduces a cell to what a user sees, after normalising
 only what legitimately differs between two runs of the same kernel: memory addresses, timings,
-the run's folder and temporary cell files, installation paths of Python and its packages, the
-host name, random ids, PNG bytes (only their presence counts); HTML and SVG are compared as the
-browser's HTML parser reads them (html5lib), so quoting, entities, attribute order and implied
-tags such as ``<tbody>`` do not count; execution counts and output metadata are not compared.
+the run's folder and temporary cell files, installation paths of Python and its packages (also
+under ``~``, as IPython's pager shows a path in the home folder), the host name, random ids,
+PNG bytes (only their presence counts); HTML and SVG are compared as the browser's HTML parser
+reads them (html5lib), so quoting, entities, attribute order and implied tags such as
+``<tbody>`` do not count; execution counts and output metadata are not compared.
 ``compare_cells`` names the first difference; ``differential_causes.cause_of`` files each
 differing cell under a cause, and ``Report`` tallies them.
 
@@ -181,9 +182,9 @@ def run_corpus(kernel_name: str, workroot: Path, env: dict[str, str] | None = No
 
 # -- normalising ---------------------------------------------------------------------------------
 # site folders; the last: the reference's IPython 8 (reference_env), installed as pip --target does
-SITE = re.compile(r"(?:/[\w.+-]+)*/(?:lib/python3(?:\.\d+)?/(?:site|dist)-packages|"
+SITE = re.compile(r"~?(?:/[\w.+-]+)*/(?:lib/python3(?:\.\d+)?/(?:site|dist)-packages|"
                   r"lib/python3/dist-packages|share/agentkernel/ipython8-[0-9a-f]+)/")
-STDLIB = re.compile(r"(?:/[\w.+-]+)*/lib/python3\.\d+/")
+STDLIB = re.compile(r"~?(?:/[\w.+-]+)*/lib/python3\.\d+/")
 CELL_FILE = re.compile(r"/tmp/ipykernel_\d+/\d+\.py")
 CELL_FILE_NAME = re.compile(r"\(\d+\.py, line (\d+)\)")
 ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")

@@ -79,6 +79,8 @@ def same(a: list[dict], b: list[dict], **kw) -> bool:
      "<SITE>/IPython/core/x.py:3: W"),
     ("/usr/lib/python3/dist-packages/pandas/core/frame.py", "<SITE>/pandas/core/frame.py"),
     ("File: /usr/lib/python3.11/json/__init__.py", "File: <STDLIB>/json/__init__.py"),
+    ("File:      ~/.pyenv/versions/3.11.7/lib/python3.11/json/__init__.py",
+     "File:      <STDLIB>/json/__init__.py"),
     ('<table id="T_1a2b3">', '<table id="T_<ID>">'),
     ("comm 6f1d2c3b4a5968778695a4b3c2d1e0f9 open", "comm <UUID> open"),
     ("running on buildhost now", "running on <HOSTNAME> now"),
