@@ -106,10 +106,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("shm_size_mb", "size of /dev/shm: 64m, 1g (default: the engine's, 64 MB)",
            _nullable(Int), flags=("--shm-size",), parse=specs.parse_memory_mb, metavar="SIZE"),
     Option("disk_mb", "size limit of the sandbox's writable root file system: 10g, 512m "
-           "(default 10g), where the engine's storage can apply one (overlay2/overlay on xfs "
-           "with pquota, btrfs, zfs; else the first cell says it has none); 0 for no limit "
-           "(config files and AGENTKERNEL_DISK_MB only: a cell cannot raise it)",
-           lambda: Int(DEFAULT_DISK_MB, min=0), parse=_disk_mb, env="AGENTKERNEL_DISK_MB"),
+           "(default: 10g where the engine's storage can apply one: overlay2/overlay on xfs "
+           "with pquota, btrfs, zfs); a size set here that the storage cannot apply is said at "
+           "the first cell; 0 for no limit (config files and AGENTKERNEL_DISK_MB only: a cell "
+           "cannot raise it)",
+           lambda: Int(None, allow_none=True, min=0), parse=_disk_mb,
+           env="AGENTKERNEL_DISK_MB"),
     Option("network", "network on or off (default: the profile's)", _nullable(Bool),
            kind="tristate", flags=("--network",)),
     Option("network_name", "the engine network a sandbox with the network joins (config "

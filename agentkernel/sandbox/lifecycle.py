@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import netguard, reaper
 from ..config import EffectiveConfig, SandboxConfig
-from ..config.options import GUARDED_NETWORK
+from ..config.options import DEFAULT_DISK_MB, GUARDED_NETWORK
 from ..engine import Engine, ExecStream, connect
 from ..engine.base import CreateAgain
 from ..errors import SandboxConflict, SandboxError, SandboxNotFound
@@ -179,9 +179,13 @@ class Lifecycle(SandboxCore):
         why = "StorageOpt" in host and self.engine.storage_quota_refusal(image_id)
         if not why:
             return request
-        self.notes.append(f"the sandbox's root file system has no size limit (disk_mb "
-                          f"{self.effective.disk_mb}): the engine's storage cannot apply one "
-                          f"({why}), so a cell can fill the engine's disk")
+        said = (f"the sandbox's root file system has no size limit (disk_mb "
+                f"{self.effective.disk_mb or DEFAULT_DISK_MB}): the engine's storage cannot "
+                f"apply one ({why}), so a cell can fill the engine's disk")
+        if self.effective.disk_mb is None:  # the default: the operator's log, not every cell
+            log.warning("%s", said)
+        else:  # a size the operator chose
+            self.notes.append(said)
         return {**request, "HostConfig": {k: v for k, v in host.items() if k != "StorageOpt"}}
 
     def _create(self, request: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..config import EffectiveConfig
+from ..config.options import DEFAULT_DISK_MB
 
 LABEL = "agentkernel.sandbox"
 LABEL_OWNER = "agentkernel.owner"
@@ -38,7 +39,8 @@ def tmpfs_mb(memory_mb: int | None) -> int:
 def storage_opt(eff: EffectiveConfig) -> dict[str, str] | None:
     """The writable root's size limit (``disk_mb``), for an engine whose storage can apply
     one; none for a read-only root (its tmpfs mounts are bounded already)."""
-    return {"size": f"{eff.disk_mb}M"} if eff.disk_mb and not eff.read_only else None
+    size = DEFAULT_DISK_MB if eff.disk_mb is None else eff.disk_mb
+    return {"size": f"{size}M"} if size and not eff.read_only else None
 
 
 def owner_label(pid: int | None = None) -> str:

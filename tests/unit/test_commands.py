@@ -116,7 +116,7 @@ def test_every_option_with_a_flag_is_a_start_flag():
         if option.flags:
             assert option.flag in help_text, option.name
     assert flagged == set(options.BY_NAME) - {"work_dir", "labels", "network_name", "workspace",
-                                              "workspace_id", "unsafe_host_paths"}
+                                              "workspace_id", "unsafe_host_paths", "disk_mb"}
 
 
 def test_a_cell_cannot_choose_the_engine_network():
