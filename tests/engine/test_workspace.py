@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.differential import reference_env
 from helpers.kernels import execute, running_kernel, wait_until
 from helpers.policies import DEFAULT, env_with, write_policy
 from jupyter_client.blocking.client import BlockingKernelClient
@@ -118,7 +119,9 @@ def test_ordinary_cells_behave_as_on_the_local_kernel(workspace_kernel: Blocking
     before = tree_digest(project)
     sandboxed = outputs(workspace_kernel, CELLS)
     assert tree_digest(project) == before, "a cell changed the host's files"
-    with running_kernel(kernel_name="python3", cwd=project / "nb") as (_km, local):
+    # the local kernel with the IPython the sandbox has for this image's matplotlib
+    with running_kernel(kernel_name="python3", cwd=project / "nb",
+                        env=reference_env()) as (_km, local):
         expected = outputs(local, CELLS)
     assert sandboxed == expected
 
