@@ -5,7 +5,9 @@ Kernel start to first result, for a notebook in ``project/nb`` of a git reposito
   - workspace: the default policy (the project given copy-on-write, credentials hidden);
   - no workspace: the same kernel with the policy's ``workspace = "off"`` (the baseline);
   - an empty project: the workspace of a project holding only the notebook's folder.
-Also the credentials scan of the 1 GB project alone (``hostpaths.secret_entries``), and a cell
+And the same without the kernel: a Sandbox started and answering one exec, with the project as
+its workspace (fresh volumes each time) and without, alternated. Also the credentials scan of
+the 1 GB project alone (``hostpaths.secret_entries``), and a cell
 that reads every file of the project once through the overlay vs the host's own read.
 Prints the table and writes bench/results/workspace.json.
 
@@ -85,6 +87,26 @@ def cell_seconds(cwd: Path, env: dict[str, str], code: str) -> float:
         km.shutdown_kernel(now=False)
 
 
+def sandbox_start_seconds(project: Path, workspace_id: str | None) -> float:
+    """Seconds to start a network-less Sandbox and run one exec in it; with ``workspace_id``
+    the project is its workspace (volumes made for it, then removed)."""
+    from agentkernel.config import SandboxConfig
+    from agentkernel.sandbox import Sandbox, workspace
+
+    config = SandboxConfig(image=os.environ.get("AGENTKERNEL_IMAGE", "agentkernel-test:latest"),
+                           network=False, workspace=str(project) if workspace_id else None,
+                           workspace_id=workspace_id)
+    sandbox = Sandbox(config)
+    started = time.monotonic()
+    sandbox.start()
+    sandbox.exec("true")
+    took = time.monotonic() - started
+    sandbox.stop()
+    if workspace_id:
+        workspace.discard(sandbox.engine, workspace_id)
+    return took
+
+
 def host_read_seconds(project: Path) -> float:
     started = time.monotonic()
     total = sum(len(p.read_bytes()) for p in project.rglob("*.bin"))
@@ -119,6 +141,11 @@ def main() -> None:
         for _ in range(args.n):
             for kind, (project, env) in kinds.items():
                 times[kind].append(start_to_first_result(project / "nb", env))
+        bare: dict[str, list[float]] = {"workspace": [], "no workspace": []}
+        sandbox_start_seconds(big, None)
+        for index in range(args.n * 2):
+            bare["workspace"].append(sandbox_start_seconds(big, f"bench-{os.getpid()}-{index}"))
+            bare["no workspace"].append(sandbox_start_seconds(big, None))
         read_sandbox = cell_seconds(big / "nb", kinds["workspace"][1], READ_ALL)
         read_host = host_read_seconds(big)
     medians = {kind: statistics.median(values) for kind, values in times.items()}
@@ -127,6 +154,9 @@ def main() -> None:
         "start_s": medians, "start_samples": times,
         "workspace_vs_none": medians["workspace"] / medians["no workspace"],
         "workspace_vs_empty_project": medians["workspace"] / medians["empty project"],
+        "sandbox_start_s": {kind: statistics.median(v) for kind, v in bare.items()},
+        "sandbox_workspace_vs_none": statistics.median(bare["workspace"])
+        / statistics.median(bare["no workspace"]),
         "scan_cpu_s": statistics.median(scan),
         "read_all_sandbox_s": read_sandbox, "read_all_host_s": read_host,
     }
@@ -137,6 +167,9 @@ def main() -> None:
         print(f"  {kind:<14} {value:.3f} s")
     print(f"  workspace / no workspace: {result['workspace_vs_none']:.2f}x; "
           f"/ empty project: {result['workspace_vs_empty_project']:.2f}x")
+    print(f"  Sandbox start + one exec: {result['sandbox_start_s']['workspace']:.3f} s with the "
+          f"workspace, {result['sandbox_start_s']['no workspace']:.3f} s without "
+          f"({result['sandbox_workspace_vs_none']:.2f}x)")
     print(f"  credentials scan: {result['scan_cpu_s'] * 1000:.0f} ms of CPU")
     print(f"  reading all 1 GB: {read_sandbox:.2f} s in the sandbox (overlay), "
           f"{read_host:.2f} s on the host")
