@@ -24,8 +24,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -52,39 +55,41 @@ def make_project(parent: Path, files: int) -> Path:
     return project
 
 
-def start_to_first_result(cwd: Path, env: dict[str, str]) -> float:
-    """Seconds from launching the kernel to the result of ``1``."""
-    started = time.monotonic()
+@contextmanager
+def kernel_in(cwd: Path, env: dict[str, str]) -> Iterator[BlockingKernelClient]:
+    """A started agentkernel kernel of a notebook in ``cwd``, ready; shut down afterwards."""
     km = KernelManager(kernel_name="agentkernel")
     km.start_kernel(cwd=str(cwd), env={**os.environ, **env})
     kc = km.client()
     kc.start_channels()
     try:
         kc.wait_for_ready(timeout=120)
-        reply = kc.execute_interactive("1", timeout=120)
-        assert reply["content"]["status"] == "ok", reply["content"]
-        return time.monotonic() - started
+        yield kc
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
+
+
+def run_ok(kc: BlockingKernelClient, code: str) -> None:
+    reply = kc.execute_interactive(code, timeout=600)
+    assert reply["content"]["status"] == "ok", reply["content"]
+
+
+def start_to_first_result(cwd: Path, env: dict[str, str]) -> float:
+    """Seconds from launching the kernel to the result of ``1``."""
+    started = time.monotonic()
+    with kernel_in(cwd, env) as kc:
+        run_ok(kc, "1")
+        return time.monotonic() - started
 
 
 def cell_seconds(cwd: Path, env: dict[str, str], code: str) -> float:
     """Seconds the cell ``code`` takes in a kernel of ``cwd`` (its start not counted)."""
-    km = KernelManager(kernel_name="agentkernel")
-    km.start_kernel(cwd=str(cwd), env={**os.environ, **env})
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=120)
-        kc.execute_interactive("1", timeout=120)
+    with kernel_in(cwd, env) as kc:
+        run_ok(kc, "1")
         started = time.monotonic()
-        reply = kc.execute_interactive(code, timeout=600)
-        assert reply["content"]["status"] == "ok", reply["content"]
+        run_ok(kc, code)
         return time.monotonic() - started
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=False)
 
 
 def sandbox_start_seconds(project: Path, workspace_id: str | None) -> float:
