@@ -598,13 +598,13 @@ class SandboxManager:
                 raise PolicyRefused(f"exporting {change.path} refused: nothing is copied into "
                                     "a .git folder (its config and hooks run on the host)")
         for change in copies:
-            folder, dest = self.policy.host_folder(root / change.path, write=True)
+            folder, dest = self._host_path(str(root / change.path), write=True)
             sandbox.download(str(root / change.path), dest, within=folder.path,
                              max_bytes=self.policy.max_download_mb * MB)
         deleted = [c.path for c in chosen if c.kind == "deleted"]
         lines = [f"exported {c.path}" for c in copies]
         lines += [f"kept on the host: {path} (deleted in the sandbox)" for path in deleted]
-        out("stdout", "\n".join(lines) + "\n")
+        out("stdout", "\n".join(lines or ["nothing to export: cells changed nothing"]) + "\n")
 
     def _workspace_path(self, root: Path, text: str) -> str:
         """``text`` (relative to the notebook's folder, or absolute) as a path relative to the
