@@ -10,6 +10,7 @@ Nothing here talks to the engine directly. Every mime bundle from the sandbox go
 from __future__ import annotations
 
 import base64
+import json
 import os
 import platform
 import threading
@@ -194,9 +195,18 @@ class AgentKernel(Kernel):
             raise EOFError("this frontend does not support input()") from None
 
     def _parent(self) -> dict[str, Any]:
-        """The header of the request being handled, for the sandbox's get_parent()."""
-        header = self.get_parent("shell").get("header") or {}
-        return {"header": {key: str(value) for key, value in header.items()}}
+        """The request being handled, for the sandbox's get_parent(), as ipykernel gives it:
+        header (its values as text), parent_header, metadata and content (libraries read
+        ``get_parent()["content"]["code"]``); what JSON cannot hold becomes text."""
+        parent = self.get_parent("shell")
+        header = parent.get("header") or {}
+        message = {key: parent.get(key) or {} for key in ("parent_header", "metadata", "content")}
+        # the cell's code travels once, as the request's own (the runner puts it back)
+        message["content"] = {k: v for k, v in message["content"].items() if k != "code"}
+        message = json.loads(json.dumps(message, default=str))
+        return {"header": {key: str(value) for key, value in header.items()}, **message,
+                "msg_id": str(header.get("msg_id", "")),
+                "msg_type": str(header.get("msg_type", ""))}
 
     # -- execute -----------------------------------------------------------------------------
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,

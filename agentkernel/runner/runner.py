@@ -256,7 +256,11 @@ class Runner:
     def parent(self) -> dict:
         """The Jupyter request being run, as ``{"header": {...}}`` (``{}`` when none)."""
         request = self._request or {}
-        return dict(request.get("parent") or {})
+        parent = dict(request.get("parent") or {})
+        content = parent.get("content")
+        if isinstance(content, dict) and "code" in request:  # sent once, as the request's
+            parent["content"] = {**content, "code": request["code"]}
+        return parent
 
     def ask(self, prompt: str, password: bool) -> str:
         """Ask the frontend for a line; StdinNotImplementedError when it cannot answer."""
