@@ -206,7 +206,7 @@ class AgentKernel(Kernel):
         message = json.loads(json.dumps(message, default=str))
         return {"header": {key: str(value) for key, value in header.items()}, **message,
                 "msg_id": str(header.get("msg_id", "")),
-                "msg_type": str(header.get("msg_type", ""))}
+                "msg_type": str(header.get("msg_type", "")), "buffers": []}
 
     # -- execute -----------------------------------------------------------------------------
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,

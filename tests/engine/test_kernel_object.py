@@ -48,6 +48,9 @@ CELLS = [
     PUBLISH + "print(type(k.comm_manager).__name__, k.shell is get_ipython(), "
     "k.get_parent()['header']['msg_type'])\n"
     "print(sorted(k.session.msg_header('display_data')))",
+    # libraries read the cell's code from the request (autologging, get_current_cell)
+    PUBLISH + "p = k.get_parent()\nprint(sorted(p), p['msg_type'], p['content']['silent'])\n"
+    "print(p['content']['code'].splitlines()[-1])",
 ]
 
 
