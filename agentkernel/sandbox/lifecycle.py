@@ -48,9 +48,12 @@ class Lifecycle(SandboxCore):
         eff = self.check_network()
         # The engine's host size is asked beside the create and start (Podman's /info takes
         # 0.35 s); a refused limit removes the container just started.
-        beside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkernel-limits")
+        # So is the look for credentials in the host folders it is given (CPU on this host,
+        # while the engine answers the image and volume requests below).
+        beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agentkernel-beside")
         try:
             limits = beside.submit(self._check_limits, eff.cpus, eff.memory_mb)
+            hiding = beside.submit(self._hiding_mounts, eff)
             refuse_host_mounts_on_remote_engine(eff, engine)
             image_id = self.image_id = ensure_image(engine, eff.image, progress)
             if on_image is not None:
@@ -58,7 +61,7 @@ class Lifecycle(SandboxCore):
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
             main = main if main and not eff.persistent and not engine.remote else None
-            mounts, expected = self._host_mounts(eff)
+            mounts, expected = self._host_mounts(eff, hiding.result())
             request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
             container_id = self._create(request)
             try:
@@ -74,24 +77,30 @@ class Lifecycle(SandboxCore):
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
         return self
 
-    def _host_mounts(self, eff: EffectiveConfig) -> tuple[list[dict[str, Any]],
-                                                          dict[str, binds.Identity]]:
-        """The workspace's mounts (its volumes made when missing) and what hides credentials
-        in every host folder given to the sandbox; and each bind mount's target with the
-        identity its host folder has now (``binds.identity``: no link on the way)."""
+    def _host_mounts(self, eff: EffectiveConfig, hiding: list[dict[str, Any]],
+                     ) -> tuple[list[dict[str, Any]], dict[str, binds.Identity]]:
+        """The workspace's mount (its volumes made when missing), then ``hiding`` (what hides
+        credentials, ``_hiding_mounts``); and each bind mount's target with the identity its
+        host folder has now (``binds.identity``: no link on the way)."""
         mounts: list[dict[str, Any]] = []
         if eff.workspace:
             self.workspace_id = eff.workspace_id or f"{eff.name}-{secrets.token_hex(4)}"
             volume = workspace.ensure_volumes(self.engine, eff.workspace, self.workspace_id,
                                               eff.labels)
-            mounts += workspace.workspace_mounts(volume, eff.workspace)
-        expected = {}
-        for bind in eff.binds:
-            if bind.is_bind:
-                expected[bind.target] = binds.identity(bind.source)
-                if os.path.isdir(bind.source):
-                    mounts += workspace.hiding_mounts(bind.source, bind.target)
-        return mounts, expected
+            mounts.append(workspace.workspace_mount(volume, eff.workspace))
+        expected = {bind.target: binds.identity(bind.source)
+                    for bind in eff.binds if bind.is_bind}
+        return mounts + hiding, expected
+
+    @staticmethod
+    def _hiding_mounts(eff: EffectiveConfig) -> list[dict[str, Any]]:
+        """What hides the credentials in every host folder the sandbox is given (the
+        workspace at its own path, each bind at its target)."""
+        folders = [(eff.workspace, eff.workspace)] if eff.workspace else []
+        folders += [(bind.source, bind.target) for bind in eff.binds
+                    if bind.is_bind and os.path.isdir(bind.source)]
+        return [mount for source, target in folders
+                for mount in workspace.hiding_mounts(source, target)]
 
     def _verify_binds(self, expected: dict[str, binds.Identity]) -> None:
         """Remove the sandbox unless each bind target holds the host folder checked."""

@@ -99,11 +99,10 @@ def ensure_volumes(engine: Engine, root: str, workspace_id: str,
     return names["overlay"]
 
 
-def workspace_mounts(volume: str, root: str) -> list[dict[str, Any]]:
-    """The create request's mounts for the overlay ``volume`` over host folder ``root``: the
-    overlay at the folder's own path, then what hides its credentials."""
-    return [{"Type": "volume", "Source": volume, "Target": root, "ReadOnly": False},
-            *hiding_mounts(root, root)]
+def workspace_mount(volume: str, root: str) -> dict[str, Any]:
+    """The create request's mount of the overlay ``volume`` over host folder ``root``, at the
+    folder's own path (``hiding_mounts`` hides its credentials)."""
+    return {"Type": "volume", "Source": volume, "Target": root, "ReadOnly": False}
 
 
 def hiding_mounts(folder: str, target: str) -> list[dict[str, Any]]:
