@@ -96,6 +96,7 @@ def test_ports_and_binds_in_the_create_request(tmp_path):
 
 
 def test_the_writable_roots_size_limit_reaches_the_create_request(monkeypatch):
+    monkeypatch.delenv("AGENTKERNEL_DISK_MB", raising=False)  # the engine tests set it
     assert resolved()["HostConfig"]["StorageOpt"] == {"size": "10240M"}
     assert resolved(disk_mb=2048)["HostConfig"]["StorageOpt"] == {"size": "2048M"}
     assert "StorageOpt" not in resolved(disk_mb=0)["HostConfig"]
