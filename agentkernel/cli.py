@@ -165,28 +165,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def _gc_workspaces(engine: Engine, dry_run: bool) -> int:
     """Remove the workspaces (what cells wrote in a project copy-on-write) that no container
     mounts and whose kernel process is gone (killed, never shut down); return the failures."""
-    failed = 0
     owners: dict[str, str] = {}
     for volume in engine.list_volumes([LABEL_WORKSPACE]):
         owners.setdefault(volume.labels.get(LABEL_WORKSPACE, ""), volume.labels.get(
             LABEL_OWNER, ""))
     doomed = [(ws, owner) for ws, owner in sorted(owners.items()) if ws and _owner_gone(owner)]
-    for ws, owner in doomed:
-        names = workspace_volume_names(ws)
-        users = sorted({user for name in names for user in engine.volume_users(name)})
-        if users:
-            print(f"kept workspace {ws}: used by {', '.join(users)}")
-        elif dry_run:
-            print(f"would remove workspace {ws}: owner process {owner} is gone")
-        else:
-            try:
-                for name in names:
-                    engine.remove_volume(name)
-            except SandboxError as err:
-                failed += 1
-                print(f"{PROG}: error: cannot remove workspace {ws}: {err}", file=sys.stderr)
-                continue
-            print(f"removed workspace {ws}: owner process {owner} is gone")
+    failed = sum(_remove_unused(engine, f"workspace {ws}", workspace_volume_names(ws),
+                                f"owner process {owner} is gone", dry_run)
+                 for ws, owner in doomed)
     if not doomed:
         print("no abandoned workspaces")
     return failed
@@ -195,27 +181,34 @@ def _gc_workspaces(engine: Engine, dry_run: bool) -> int:
 def _gc_bundles(engine: Engine, dry_run: bool) -> int:
     """Remove the bundle volumes no sandbox of this host would use, keeping those a container
     (running or stopped, so a persistent sandbox) still mounts; return the failures."""
-    failed = 0
     doomed = [(name, reason) for name, labels in bundle_volumes(engine)
               if (reason := stale_reason(engine, labels))]
-    for name, reason in doomed:
-        users = engine.volume_users(name)
-        if users:
-            print(f"kept volume {name} ({reason}): used by {', '.join(sorted(users))}")
-            continue
-        if dry_run:
-            print(f"would remove volume {name}: {reason}")
-            continue
-        try:
-            engine.remove_volume(name)
-        except SandboxError as err:  # a sandbox started using it since
-            failed += 1
-            print(f"{PROG}: error: cannot remove volume {name}: {err}", file=sys.stderr)
-            continue
-        print(f"removed volume {name}: {reason}")
+    failed = sum(_remove_unused(engine, f"volume {name}", [name], reason, dry_run)
+                 for name, reason in doomed)
     if not doomed:
         print("no old IPython bundle volumes")
     return failed
+
+
+def _remove_unused(engine: Engine, what: str, names: list[str], reason: str,
+                   dry_run: bool) -> bool:
+    """Remove the volumes ``names`` (together ``what``) unless a container, running or
+    stopped, mounts one; say what was done and why. True when the removal failed."""
+    users = sorted({user for name in names for user in engine.volume_users(name)})
+    if users:
+        print(f"kept {what} ({reason}): used by {', '.join(users)}")
+        return False
+    if dry_run:
+        print(f"would remove {what}: {reason}")
+        return False
+    try:
+        for name in names:
+            engine.remove_volume(name)
+    except SandboxError as err:  # a sandbox started using it since
+        print(f"{PROG}: error: cannot remove {what}: {err}", file=sys.stderr)
+        return True
+    print(f"removed {what}: {reason}")
+    return False
 
 
 # -- run ----------------------------------------------------------------------------------------

@@ -144,9 +144,9 @@ def others_may_use(path: str, write: bool = False) -> bool:
     return mode & need == need
 
 
-def service_uid(base_url: str) -> int | None:
-    """The uid of the process serving the local socket ``base_url`` (SO_PEERCRED); None
-    when it cannot be told."""
+def peer_credentials(base_url: str) -> tuple[int, int, int] | None:
+    """(pid, uid, gid) of the process serving the local socket ``base_url`` (SO_PEERCRED);
+    None when it cannot be told (not a unix socket, nothing listening)."""
     if not base_url.startswith("unix://"):
         return None
     try:
@@ -156,21 +156,25 @@ def service_uid(base_url: str) -> int | None:
             credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
     except OSError:
         return None
-    return PEERCRED.unpack(credentials)[1]
+    return PEERCRED.unpack(credentials)
+
+
+def service_uid(base_url: str) -> int | None:
+    """The uid of the process serving the local socket ``base_url``; None when it cannot be
+    told."""
+    peer = peer_credentials(base_url)
+    return None if peer is None else peer[1]
 
 
 def service_identity(base_url: str) -> str | None:
     """Which process serves the local socket ``base_url``: this boot's id, the pid of the
     process that listens on it (SO_PEERCRED) and that process's start time. None when it
     cannot be told (not a unix socket, a peer in another PID namespace, no /proc)."""
-    if not base_url.startswith("unix://"):
+    peer = peer_credentials(base_url)
+    if peer is None:
         return None
+    pid = peer[0]
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            sock.connect(base_url[len("unix://"):])
-            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
-        pid = PEERCRED.unpack(credentials)[0]
         started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except (OSError, ValueError, IndexError):
