@@ -1,7 +1,8 @@
 """Sandbox configuration: the options, the profiles, the spec parsers, and their resolution.
 
-``SandboxConfig`` (traitlets, one trait per entry of :data:`options.OPTIONS`) resolves against
-a security profile into an ``EffectiveConfig``; :mod:`.specs` parses what users type;
+``SandboxConfig`` (traitlets: one trait per sandbox option, whose help, flag, parser and
+environment variable are its entry in :data:`options.OPTIONS`) resolves against a security
+profile into an ``EffectiveConfig``; :mod:`.specs` parses what users type;
 :mod:`.mounts` decides which host folders may be mounted.
 """
 

@@ -1,13 +1,20 @@
-"""Every sandbox option, declared once.
+"""How each sandbox option is typed and described: its help, flag, parser, environment variable.
 
-Each :class:`Option` gives one setting its name, help, trait (``c.SandboxConfig.<name>`` in
-config files), command-line spelling (the same for ``%sandbox start`` and ``agentkernel run``),
-parser of typed text and environment variable. :class:`~agentkernel.config.SandboxConfig` takes
-its traits from :data:`OPTIONS`, :func:`add_arguments` puts the flags on an argparse parser, and
-:func:`given` reads back only the options a command line set. What an option does to the
-container is written once more, in :mod:`agentkernel.sandbox.request`.
+Every option is declared in two halves, each fact in one place:
 
-Adding an option: one entry here, plus its effect in the create request.
+- its trait (type, default: ``c.SandboxConfig.<name>`` in config files) is a class attribute of
+  :class:`~agentkernel.config.SandboxConfig`, where editors and type checkers see it;
+- everything else is its :class:`Option` here: the help text (shared by config files and
+  command lines), its command-line spelling (the same for ``%sandbox start`` and
+  ``agentkernel run``), the parser of typed text and the environment variable.
+
+:func:`describe_traits` joins the halves when SandboxConfig is defined: it gives each trait its
+option's help and refuses (at import) a class and a table that do not name the same options.
+:func:`add_arguments` puts the flags on an argparse parser, :func:`given` reads back only the
+options a command line set, :func:`from_env` reads the environment variables. What an option
+does to the container is written once more, in :mod:`agentkernel.sandbox.request`.
+
+Adding an option: its trait in SandboxConfig, its entry here, its effect in the create request.
 """
 
 from __future__ import annotations
@@ -15,13 +22,14 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from traitlets import Bool, Dict, Enum, Float, Int, List, TraitType, Unicode
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
 from . import specs
-from .profiles import DEFAULT_PROFILE, PROFILES
+from .profiles import PROFILES
+
+if TYPE_CHECKING:
+    from traitlets import TraitType
 
 Kind = Literal["value", "list", "map", "switch", "tristate"]
 DEFAULT_IMAGE = "python:3.12-slim"
@@ -31,7 +39,7 @@ DEFAULT_DISK_MB = 10240
 
 @dataclass(frozen=True)
 class Option:
-    """One sandbox setting.
+    """One sandbox setting, as typed and described (its trait is SandboxConfig's ``name``).
 
     ``kind`` says how a command line gives it: ``value`` (``--cpus 2``), ``list`` (repeatable
     ``-p SPEC``, kept as text), ``map`` (repeatable ``-e K=V``), ``switch`` (``--persistent``)
@@ -42,7 +50,6 @@ class Option:
 
     name: str
     help: str
-    trait: Callable[[], TraitType]
     kind: Kind = "value"
     flags: tuple[str, ...] = ()
     parse: Callable[[str], Any] | None = None
@@ -87,90 +94,83 @@ def _keep(check: Callable[[str], Any]) -> Callable[[str], str]:
     return parse
 
 
-def _nullable(trait: type[TraitType]) -> Callable[[], TraitType]:
-    return lambda: trait(None, allow_none=True)
-
-
 OPTIONS: tuple[Option, ...] = (
-    Option("image", "container image", lambda: Unicode(DEFAULT_IMAGE), flags=("--image",),
-           metavar="I", env="AGENTKERNEL_IMAGE"),
+    Option("image", "container image", flags=("--image",), metavar="I",
+           env="AGENTKERNEL_IMAGE"),
     Option("profile", f"security profile: {', '.join(PROFILES)}",
-           lambda: Enum(PROFILES, default_value=DEFAULT_PROFILE),
            flags=("--profile",), parse=_profile, metavar="P", env="AGENTKERNEL_PROFILE"),
-    Option("cpus", "CPU limit, e.g. 0.5 or 2 (default: the profile's)", _nullable(Float),
-           flags=("--cpus",), parse=specs.parse_cpus, metavar="N"),
-    Option("memory_mb", "memory limit: 1024, 512m, 2g (default: the profile's)", _nullable(Int),
+    Option("cpus", "CPU limit, e.g. 0.5 or 2 (default: the profile's)", flags=("--cpus",),
+           parse=specs.parse_cpus, metavar="N"),
+    Option("memory_mb", "memory limit: 1024, 512m, 2g (default: the profile's)",
            flags=("--memory",), parse=specs.parse_memory_mb, metavar="MB"),
-    Option("pids_limit", "most processes at once (default: the profile's)", _nullable(Int),
+    Option("pids_limit", "most processes at once (default: the profile's)",
            flags=("--pids-limit",), parse=specs.parse_count, metavar="N"),
     Option("shm_size_mb", "size of /dev/shm: 64m, 1g (default: the engine's, 64 MB)",
-           _nullable(Int), flags=("--shm-size",), parse=specs.parse_memory_mb, metavar="SIZE"),
+           flags=("--shm-size",), parse=specs.parse_memory_mb, metavar="SIZE"),
     Option("disk_mb", "size limit of the sandbox's writable root file system: 10g, 512m "
            "(default: 10g where the engine's storage can apply one: overlay2/overlay on xfs "
            "with pquota, btrfs, zfs); a size set here that the storage cannot apply is said at "
            "the first cell; 0 for no limit (config files and AGENTKERNEL_DISK_MB only: a cell "
-           "cannot raise it)",
-           lambda: Int(None, allow_none=True, min=0), parse=_disk_mb,
-           env="AGENTKERNEL_DISK_MB"),
-    Option("network", "network on or off (default: the profile's)", _nullable(Bool),
-           kind="tristate", flags=("--network",)),
+           "cannot raise it)", parse=_disk_mb, env="AGENTKERNEL_DISK_MB"),
+    Option("network", "network on or off (default: the profile's)", kind="tristate",
+           flags=("--network",)),
     Option("network_name", "the engine network a sandbox with the network joins (config "
            f"files only): {GUARDED_NETWORK!r}, agentkernel's guarded network (`agentkernel "
            "network setup`), by default; '' for the engine's default bridge, from which the "
-           "host's services can be reached", lambda: Unicode(GUARDED_NETWORK)),
-    Option("ports", f"publish a port: {specs.PORT_USAGE}", lambda: List(Unicode()),
-           kind="list", flags=("-p", "--port"), parse=_keep(specs.parse_port), metavar="SPEC"),
-    Option("volumes", f"mount {specs.VOLUME_USAGE}", lambda: List(Unicode()), kind="list",
+           "host's services can be reached"),
+    Option("ports", f"publish a port: {specs.PORT_USAGE}", kind="list", flags=("-p", "--port"),
+           parse=_keep(specs.parse_port), metavar="SPEC"),
+    Option("volumes", f"mount {specs.VOLUME_USAGE}", kind="list",
            flags=("-v", "--volume"), parse=_keep(specs.parse_volume), metavar="SPEC"),
     Option("mount_cwd", "mount work_dir (default: the current folder) at /workspace",
-           lambda: Bool(False), kind="switch", flags=("--mount-cwd",)),
-    Option("work_dir", "host folder that --mount-cwd mounts", _nullable(Unicode)),
-    Option("mount_home", "mount $HOME read-only at /home/user", lambda: Bool(False),
-           kind="switch", flags=("--mount-home",)),
+           kind="switch", flags=("--mount-cwd",)),
+    Option("work_dir", "host folder that --mount-cwd mounts"),
+    Option("mount_home", "mount $HOME read-only at /home/user", kind="switch",
+           flags=("--mount-home",)),
     Option("workspace", "host folder mounted copy-on-write at its own path: cells see and "
            "change their own copy, the host's files stay as they are (set from the notebook's "
-           "project by the policy; config files only)", _nullable(Unicode)),
+           "project by the policy; config files only)"),
     Option("workspace_id", "names the workspace's engine volumes, so that a restarted kernel "
-           "finds the files its cells wrote (default: one per sandbox; config files only)",
-           _nullable(Unicode)),
+           "finds the files its cells wrote (default: one per sandbox; config files only)"),
     Option("unsafe_host_paths", "allow mounting host paths that are never reachable or never "
            "writable otherwise (system and engine folders, credentials, Jupyter's folders, the "
            "kernel's Python): for an operator who knows why; config files and the Python API "
-           "only", lambda: Bool(False)),
-    Option("read_only", "read-only root file system (default: the profile's)", _nullable(Bool),
-           kind="tristate", flags=("--read-only",)),
-    Option("env", "set a variable in the sandbox", lambda: Dict(key_trait=Unicode(),
-           value_trait=Unicode()), kind="map", flags=("-e", "--env"), parse=specs.parse_env_pair,
-           metavar="K=V"),
-    Option("workdir", "working folder inside the sandbox", _nullable(Unicode),
-           flags=("--workdir",), metavar="D"),
-    Option("user", "user inside, name or uid[:gid] (default: the profile's)", _nullable(Unicode),
-           flags=("--user",), metavar="U"),
+           "only"),
+    Option("read_only", "read-only root file system (default: the profile's)", kind="tristate",
+           flags=("--read-only",)),
+    Option("env", "set a variable in the sandbox", kind="map", flags=("-e", "--env"),
+           parse=specs.parse_env_pair, metavar="K=V"),
+    Option("workdir", "working folder inside the sandbox", flags=("--workdir",), metavar="D"),
+    Option("user", "user inside, name or uid[:gid] (default: the profile's)", flags=("--user",),
+           metavar="U"),
     Option("hostname", "the sandbox's host name (default: the engine's, its short id)",
-           _nullable(Unicode), flags=("--hostname",), parse=specs.parse_hostname, metavar="H"),
+           flags=("--hostname",), parse=specs.parse_hostname, metavar="H"),
     Option("name", "sandbox name (default: generated), for %sandbox connect NAME",
-           _nullable(Unicode), flags=("--name",), metavar="N"),
-    Option("persistent", "keep the sandbox when its owner stops or exits", lambda: Bool(False),
-           kind="switch", flags=("--persistent",)),
+           flags=("--name",), metavar="N"),
+    Option("persistent", "keep the sandbox when its owner stops or exits", kind="switch",
+           flags=("--persistent",)),
     Option("runtime", "OCI runtime, e.g. runsc (gVisor: `agentkernel runtime setup runsc`)",
-           _nullable(Unicode), flags=("--runtime",), metavar="R", env="AGENTKERNEL_RUNTIME"),
+           flags=("--runtime",), metavar="R", env="AGENTKERNEL_RUNTIME"),
     Option("labels", "extra container labels (env AGENTKERNEL_LABELS='k=v,k2=v2')",
-           lambda: Dict(key_trait=Unicode(), value_trait=Unicode()), kind="map", parse=_labels,
-           env="AGENTKERNEL_LABELS"),
+           kind="map", parse=_labels, env="AGENTKERNEL_LABELS"),
 )
 """Every option, in the order help texts list them."""
 
 BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
 
 
-def traits() -> dict[str, TraitType]:
-    """A fresh trait per option, with its help, tagged ``config=True``: SandboxConfig's."""
-    made = {}
-    for option in OPTIONS:
-        trait = option.trait()
-        trait.help = option.help
-        made[option.name] = trait.tag(config=True)
-    return made
+def describe_traits(traits: Mapping[str, TraitType]) -> None:
+    """Give each config trait of SandboxConfig (``traits``) its option's help, as traitlets'
+    ``help=`` would. TypeError when the class and :data:`OPTIONS` do not name the same
+    options: each option is a trait there and an entry here, and neither may go alone."""
+    missing, extra = set(BY_NAME) - set(traits), set(traits) - set(BY_NAME)
+    if missing or extra:
+        raise TypeError(
+            "SandboxConfig and options.OPTIONS disagree: "
+            f"options without a config trait {sorted(missing)}, "
+            f"config traits without an option {sorted(extra)}")
+    for name, trait in traits.items():
+        trait.help = trait.__doc__ = BY_NAME[name].help
 
 
 def from_env(environ: Mapping[str, str]) -> dict[str, Any]:

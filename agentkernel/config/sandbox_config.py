@@ -5,6 +5,13 @@ Precedence, lowest first: option defaults, jupyter config files (``agentkernel_c
 (``AGENTKERNEL_IMAGE``, ``AGENTKERNEL_PROFILE``...), then keyword overrides.
 ``SandboxConfig.resolve()`` applies the profile and validates everything, giving an
 ``EffectiveConfig`` that :mod:`agentkernel.sandbox.request` turns into an engine request.
+
+Each option is declared once, in two halves with no fact in both: ``SandboxConfig``'s class
+body holds its trait (type and default, visible to editors and type checkers), and its entry
+in :data:`options.OPTIONS` holds the rest (help, flag, parser, environment variable), which the
+command lines and ``from_env`` read without traitlets. :func:`options.describe_traits`, run once
+the class exists, gives each trait its entry's help and fails the import when the class and the
+table do not name the same options.
 """
 
 from __future__ import annotations
@@ -18,14 +25,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from traitlets import Bool, Dict, Enum, Float, Int, List, Unicode
 from traitlets.config import Config, Configurable
-from traitlets.traitlets import MetaHasTraits
 
 from ..errors import ConfigError
 from . import options, specs
 from .files import load_config_files
 from .mounts import check_binds, check_host_folder
-from .profiles import PROFILE_TABLE, Profile
+from .profiles import DEFAULT_PROFILE, PROFILE_TABLE, PROFILES, Profile
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 CONTAINER_PREFIX = "agentkernel-"
@@ -54,8 +61,37 @@ class EffectiveConfig:
         return f"{CONTAINER_PREFIX}{self.values['name']}"
 
 
-class SandboxConfigBase(Configurable):
-    """The behaviour of SandboxConfig; its traits come from :data:`options.OPTIONS`."""
+class SandboxConfig(Configurable):
+    """Everything that describes a sandbox. Configure as ``c.SandboxConfig.image = ...``."""
+
+    # One trait per sandbox option, its type and default; its help text is its entry's in
+    # options.OPTIONS, given below the class (this docstring heads generated config files).
+    image = Unicode(options.DEFAULT_IMAGE).tag(config=True)
+    profile = Enum(PROFILES, default_value=DEFAULT_PROFILE).tag(config=True)
+    cpus = Float(None, allow_none=True).tag(config=True)
+    memory_mb = Int(None, allow_none=True).tag(config=True)
+    pids_limit = Int(None, allow_none=True).tag(config=True)
+    shm_size_mb = Int(None, allow_none=True).tag(config=True)
+    disk_mb = Int(None, allow_none=True, min=0).tag(config=True)
+    network = Bool(None, allow_none=True).tag(config=True)
+    network_name = Unicode(options.GUARDED_NETWORK).tag(config=True)
+    ports = List(Unicode()).tag(config=True)
+    volumes = List(Unicode()).tag(config=True)
+    mount_cwd = Bool(False).tag(config=True)
+    work_dir = Unicode(None, allow_none=True).tag(config=True)
+    mount_home = Bool(False).tag(config=True)
+    workspace = Unicode(None, allow_none=True).tag(config=True)
+    workspace_id = Unicode(None, allow_none=True).tag(config=True)
+    unsafe_host_paths = Bool(False).tag(config=True)
+    read_only = Bool(None, allow_none=True).tag(config=True)
+    env = Dict(key_trait=Unicode(), value_trait=Unicode()).tag(config=True)
+    workdir = Unicode(None, allow_none=True).tag(config=True)
+    user = Unicode(None, allow_none=True).tag(config=True)
+    hostname = Unicode(None, allow_none=True).tag(config=True)
+    name = Unicode(None, allow_none=True).tag(config=True)
+    persistent = Bool(False).tag(config=True)
+    runtime = Unicode(None, allow_none=True).tag(config=True)
+    labels = Dict(key_trait=Unicode(), value_trait=Unicode()).tag(config=True)
 
     def __init__(self, config: Config | None = None, **overrides: Any):
         if config is None:
@@ -163,15 +199,4 @@ class SandboxConfigBase(Configurable):
         return mounts
 
 
-# The class is made here, not in a class statement, so that each option's trait is declared
-# once, in options.OPTIONS. Configure it as ``c.SandboxConfig.<option> = ...``.
-SandboxConfig = MetaHasTraits(
-    "SandboxConfig",
-    (SandboxConfigBase,),
-    {
-        "__doc__": "Everything that describes a sandbox. "
-                   "Configure as ``c.SandboxConfig.image = ...``.",
-        "__module__": __name__,
-        **options.traits(),
-    },
-)
+options.describe_traits(SandboxConfig.class_traits(config=True))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ast
+import inspect
 
 import pytest
+from traitlets import Int
 
 from agentkernel import cli, commands
-from agentkernel.config import SandboxConfig, options
+from agentkernel.config import SandboxConfig, options, sandbox_config
 from agentkernel.errors import ConfigError
 from agentkernel.sandbox.request import MB, create_request
 
@@ -35,6 +38,27 @@ def test_every_option_is_a_config_trait_with_help():
     assert set(traits) == set(options.BY_NAME)
     for name, trait in traits.items():
         assert trait.help == options.BY_NAME[name].help
+
+
+def test_a_trait_without_an_option_or_an_option_without_a_trait_is_refused():
+    traits = dict(SandboxConfig.class_traits(config=True))
+    extra = {**traits, "gpus": Int(0).tag(config=True)}
+    with pytest.raises(TypeError, match=r"without an option \['gpus'\]"):
+        options.describe_traits(extra)
+    del traits["image"]
+    with pytest.raises(TypeError, match=r"options without a config trait \['image'\]"):
+        options.describe_traits(traits)
+
+
+def test_the_config_class_declares_its_traits():
+    """Each option's trait is written in SandboxConfig's class statement, where editors and
+    type checkers see it (not made at run time from the table)."""
+    tree = ast.parse(inspect.getsource(sandbox_config))
+    [body] = [node.body for node in tree.body
+              if isinstance(node, ast.ClassDef) and node.name == "SandboxConfig"]
+    declared = [target.id for node in body if isinstance(node, ast.Assign)
+                for target in node.targets if isinstance(target, ast.Name)]
+    assert sorted(declared) == sorted(options.BY_NAME)
 
 
 @pytest.mark.parametrize("argv, expected", [
