@@ -33,7 +33,7 @@ from IPython.display import clear_output, publish_display_data
 from traitlets import Int, observe
 from traitlets.config import Config
 
-from . import commands
+from . import command_handlers, commands
 from .config import SandboxConfig, load_config_files
 from .config.files import load_config_file
 from .config.policy import POLICY_ENV, SandboxPolicy
@@ -184,7 +184,7 @@ class SandboxMagics(Magics):
             command = parse()
             if isinstance(command, commands.CellCommand):
                 return self._run_cell(command)
-            self.manager.handle(command, write, namespace=self.shell.user_ns)
+            command_handlers.handle(self.manager, command, write, namespace=self.shell.user_ns)
         except SandboxError as err:
             raise failure(ErrorReport.of_ours(err)) from None
         except SandboxFailure:  # the cell's own error, already in the user's terms

@@ -1,11 +1,14 @@
 """Handing a started sandbox to another process: how the description and its sockets travel.
 
-A sandbox whose container and runner are up is described by a dict (``pool.WarmSandbox.handoff``:
-engine, endpoint, container id, exec id, the runner's ready frame, configuration, notes) and
-three fds, the lifeline, the reaper pipe and the runner's stream (``FD_KEYS``). A kernel that
-the warm pool launches inherits them, described in its environment (``HANDOFF_ENV``); a
-kernel's own start process (``agentkernel_kernel.start_child``) sends them over a socket pair
-(``send``/``receive``). Standard library only: a kernel reads them before its other imports.
+A sandbox whose container and runner are up is described by a dict
+(``start.StartedSandbox.handoff``: engine, endpoint, container id, exec id, the runner's ready
+frame, configuration, notes) and three fds, the lifeline, the reaper pipe and the runner's
+stream (``FD_KEYS``). They travel one way only: as a message with the fds attached, over a
+socket pair (``send``/``receive``). The kernel's own start process
+(``agentkernel_kernel.start_child``) writes to its end as it goes; the warm pool writes the
+whole message before the kernel process exists (``hand_over``), and the kernel inherits the
+other end, named in its environment (``HANDOFF_ENV``, ``inherit``/``inherited``).
+Standard library only: a kernel reads them before its other imports.
 """
 
 from __future__ import annotations
@@ -21,15 +24,35 @@ FD_KEYS = ("lifeline_fd", "reaper_fd", "runner_fd")  # the description's fds, in
 MAX_MESSAGE = 1 << 20  # bytes of one message's JSON (a description is a few KB)
 
 
-def handoff_env(description: dict[str, Any]) -> dict[str, str]:
-    """The environment that tells a launched kernel about the sandbox it inherits."""
-    return {HANDOFF_ENV: json.dumps(description)}
+def inherit(sock: socket.socket) -> dict[str, str]:
+    """The environment that tells a process launched with ``pass_fds=(sock.fileno(),)``
+    which of its fds is the end of the pair its handoff comes through."""
+    return {HANDOFF_ENV: str(sock.fileno())}
 
 
-def take_handoff() -> dict[str, Any] | None:
-    """The handoff description given to this process, if any (read once)."""
+def inherited() -> socket.socket | None:
+    """The end of the handoff pair this process inherited, if any (taken once)."""
     raw = os.environ.pop(HANDOFF_ENV, None)
-    return json.loads(raw) if raw else None
+    if not raw or not raw.isdigit():
+        return None
+    try:
+        return socket.socket(fileno=int(raw))
+    except OSError:  # named, but not inherited: nothing comes
+        return None
+
+
+def hand_over(description: dict[str, Any], fds: Sequence[int]) -> socket.socket:
+    """The end to pass to the process that adopts the sandbox: the whole handoff is written
+    (the fds travel with it) and the sender's end closed, so it reads it, then its end."""
+    ours, theirs = message_pair()
+    try:
+        send(ours, {"handoff": description}, fds)
+    except BaseException:
+        theirs.close()
+        raise
+    finally:
+        ours.close()
+    return theirs
 
 
 def message_pair() -> tuple[socket.socket, socket.socket]:
@@ -46,14 +69,16 @@ def send(sock: socket.socket, message: dict[str, Any], fds: Sequence[int] = ()) 
 
 
 def receive(sock: socket.socket) -> Iterator[tuple[dict[str, Any], list[int]]]:
-    """Each message and the fds that came with it, until the sender closes its end."""
-    while True:
-        data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, len(FD_KEYS))
-        if not data:
-            for fd in fds:
-                os.close(fd)
-            return
-        yield json.loads(data), fds
+    """Each message and the fds that came with it, until the sender closes its end; then
+    ``sock`` is closed."""
+    with sock:
+        while True:
+            data, fds, _flags, _address = socket.recv_fds(sock, MAX_MESSAGE, len(FD_KEYS))
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                return
+            yield json.loads(data), fds
 
 
 def with_fds(description: dict[str, Any], fds: Sequence[int]) -> dict[str, Any]:

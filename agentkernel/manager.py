@@ -1,6 +1,8 @@
-"""The current sandbox and its runner, and what every ``%sandbox`` command does to them.
+"""The current sandbox and its runner: the sandbox's state, from its start to its removal.
 
-Shared by the Jupyter kernel and the IPython extension; knows neither. Output goes through an
+Where sandboxes come from is ``start.py``; what each ``%sandbox`` command does with the current
+one is ``command_handlers.py``. Shared by the Jupyter kernel and the IPython extension; knows
+neither. Output goes through an
 ``out(stream_name, text)`` callback; failures are SandboxError with one-line messages.
 """
 
@@ -9,35 +11,28 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from traitlets.config import Config
 
-from . import commands, handoff
+from . import handoff, start
 from .config import SandboxConfig
-from .config.policy import HostFolder, SandboxPolicy, load_policy_config, policy_files
-from .engine import Engine, ExecStream, connect, load_backend
+from .config.policy import SandboxPolicy, load_policy_config, policy_files
+from .engine import connect, load_backend
 from .errors import (
-    ConfigError,
     PolicyRefused,
     RunnerError,
     RunnerGone,
     SandboxDied,
     SandboxError,
 )
-from .paths import check_sandbox_path
-from .runner_client import READY_TIMEOUT, RunnerSession, launch_runner, runner_main_command
-from .sandbox import Sandbox, image_python, workspace
-from .sandbox.request import LABEL_OWNER, owner_label
-
-if TYPE_CHECKING:
-    from .pool import WarmSandbox
+from .runner_client import READY_TIMEOUT, RunnerSession
+from .sandbox import Sandbox, image_python
+from .start import StartedSandbox
 
 log = logging.getLogger(__name__)
 
@@ -100,9 +95,10 @@ class SandboxManager:
                             ) -> None:
         """Start the default sandbox now, in a thread, so the first cell finds it ready.
 
-        ``handoffs``: the messages of another process that starts it (the kernel's start
-        child, ``handoff.receive``): the image's id as soon as it knows it, then the sandbox
-        to adopt; without one (that process failed or would not), it is started here.
+        ``handoffs``: the messages of another process that starts it or started it
+        (``handoff.receive``: the kernel's start child, or the warm pool that launched this
+        process): the image's id as soon as it is known, then the sandbox to adopt; without
+        one (that process failed or would not), it is started here.
 
         Otherwise returns once the thread has sent its first request to the engine (at most
         START_CPU_WAIT_S): loading the engine's client library and applying the policy are
@@ -149,14 +145,22 @@ class SandboxManager:
         return settled
 
     def _adopt_started(self, message: dict, fds: list[int]) -> bool:
-        """Adopt the handoff in ``message`` (the fds came with it); this manager keeps its
-        configuration (the sandbox was started from it)."""
+        """Make the sandbox handed over in ``message`` (the fds came with it) current; this
+        manager keeps its configuration. False (logged) when that fails."""
         try:
             description = handoff.with_fds(message["handoff"], fds)
         except (KeyError, ValueError) as err:
-            log.warning("the sandbox's start process sent a bad handoff: %s", err)
+            log.warning("a bad handoff came: %s", err)
+            for fd in fds:  # nothing took them
+                os.close(fd)
             return False
-        return self._take_over(description) is not None
+        try:
+            started = start.adopt(description)
+        except (SandboxError, OSError, KeyError) as err:
+            log.warning("could not take over the sandbox handed over: %s", err)
+            return False
+        self._make_current(started)
+        return True
 
     def wait_background(self, timeout: float | None = None) -> None:
         if self._background is not None:
@@ -179,59 +183,44 @@ class SandboxManager:
                 raise self.broken
             if self.dead_reason:
                 raise SandboxDied(self.dead_reason)
+        if threading.current_thread() is not self._background:
+            self.wait_background()  # the start begun in the background, if any
+        with self._lock:
             if self.session is None:
                 self._start(self.config, out)
             assert self.session is not None
             return self.session
 
     def _start(self, config: SandboxConfig, out: Out, replace: bool = False) -> None:
-        """Start a sandbox of ``config`` as the policy allows it, with its runner; with
-        ``replace``, the current one goes first, once the new one has passed the policy (a
-        refused start leaves the current sandbox as it was)."""
-        sandbox, stream, ready = self._launch(config, out, replace)
-        self.notes += sandbox.notes
-        self.created.add(sandbox.name)
-        self._make_current(sandbox, stream, ready)
+        """Start a sandbox of ``config`` as the policy allows it, with its runner, and make it
+        current; with ``replace``, the current one goes first, once the new one has passed the
+        policy (a refused start leaves the current sandbox as it was)."""
+        self._make_current(self._start_concrete(
+            config, progress=_pull_reporter(out), on_image=self._image_known,
+            clear_way=self._drop_current if replace else None))
 
-    def _launch(self, config: SandboxConfig, out: Out, replace: bool = False,
-                on_image: Callable[[str], None] | None = None, engine: Engine | None = None,
-                ) -> tuple[Sandbox, ExecStream, dict]:
-        """A started sandbox of ``config`` (what the policy changed is in its notes), its
-        runner's stream and ready frame; ``replace`` as in _start."""
+    def _start_concrete(self, config: SandboxConfig, **start_options: Any) -> StartedSandbox:
+        """``start.start_with_runner`` on what the policy makes of ``config`` (what it changed
+        is in the sandbox's notes, first)."""
         concrete, notes = self.policy.apply(config, self.operator)
-        sandbox = Sandbox(concrete, engine=engine)
-        sandbox.notes += notes
-        sandbox.check_network()  # a network that cannot be guarded is refused here too
-        if replace:
-            self._drop_current()
-        sandbox.start(progress=_pull_reporter(out), ipython=True,
-                      on_image=on_image or self._image_known, main=runner_main_command())
-        try:
-            stream, ready = launch_runner(sandbox)
-        except SandboxError:
-            sandbox.stop()
-            raise
-        if sandbox.image_id:  # a fresh container's word, before any cell ran in it
-            image_python.remember(sandbox.image_id, ready.get("python"))
-        return sandbox, stream, ready
+        started = start.start_with_runner(concrete, **start_options)
+        started.sandbox.notes[:0] = notes
+        return started
 
     def start_for_handoff(self, owner: int,
-                          on_image: Callable[[str], None]) -> WarmSandbox | None:
+                          on_image: Callable[[str], None]) -> StartedSandbox | None:
         """Start the configured sandbox and its runner for process ``owner`` to adopt (what
         ``start_in_background(handoffs)`` there takes; the sandbox is labelled as that
         process's): the caller sends its ``handoff()`` on, then ``release()``s it. None when
         the engine is remote: streams from a remote engine are relayed by the process that
         opened them (engine/relay.py), so the process that keeps the sandbox must start it."""
-        from .pool import WarmSandbox
-
         if self.broken is not None:
             raise self.broken
         engine = connect()
         if engine.remote:
             engine.close()
             return None
-        config = self.config.copy(labels={**self.config.labels, LABEL_OWNER: owner_label(owner)})
-        return WarmSandbox(*self._launch(config, _ignore, on_image=on_image, engine=engine))
+        return self._start_concrete(self.config, owner=owner, engine=engine, on_image=on_image)
 
     def _image_known(self, image_id: str) -> None:
         """The first sandbox's image is known: kernel_info may answer with the Python version
@@ -241,47 +230,19 @@ class SandboxManager:
         if self._remembered_python:
             self._python_known.set()
 
-    def _attach(self, sandbox: Sandbox) -> None:
-        """Launch the runner inside ``sandbox`` and make it current."""
-        self._make_current(sandbox, *launch_runner(sandbox))
-
     def _orphan(self, frame: dict) -> None:
         if self.on_orphan is not None:
             self.on_orphan(frame)
 
-    def _make_current(self, sandbox: Sandbox, stream: ExecStream, ready: dict) -> None:
-        """Make ``sandbox`` current, with a session on its runner's ``stream``."""
-        session = RunnerSession(stream, ready=ready, on_orphan=self._orphan)
-        self.sandbox, self.session, self.ready, self.dead_reason = sandbox, session, ready, None
-
-    def adopt(self, description: dict[str, Any]) -> bool:
-        """Take over a warm sandbox and its ready runner, handed over by the pool's process (or
-        the kernel's start child: start_in_background).
-
-        False (logged) when that fails; the caller then starts a sandbox the usual way.
-        """
-        with self._lock:
-            sandbox = self._take_over(description)
-            if sandbox is None:
-                return False
-            self.config = sandbox.config
-        return True
-
-    def _take_over(self, description: dict[str, Any]) -> Sandbox | None:
-        """Make the handed-over sandbox current (its notes to be shown); None (logged) when
-        that fails. The caller decides what this manager's configuration is then."""
-        from .pool import adopt
-
-        with self._lock:
-            try:
-                sandbox, stream, ready = adopt(description)
-            except (SandboxError, OSError, KeyError) as err:
-                log.warning("could not take over the warm sandbox: %s", err)
-                return None
-            self.created.add(sandbox.name)
-            self.notes += description.get("notes") or []
-            self._make_current(sandbox, stream, ready)
-        return sandbox
+    def _make_current(self, started: StartedSandbox) -> None:
+        """Make ``started`` current, with a session on its runner's stream; its notes are
+        shown at the next cell."""
+        sandbox = started.sandbox
+        self.notes += sandbox.notes
+        self.created.add(sandbox.name)
+        session = RunnerSession(started.stream, ready=started.ready, on_orphan=self._orphan)
+        self.sandbox, self.session, self.ready, self.dead_reason = (
+            sandbox, session, started.ready, None)
 
     def start(self, config: SandboxConfig, out: Out = _ignore) -> None:
         """Start a sandbox from ``config``, replacing the current one."""
@@ -308,7 +269,7 @@ class SandboxManager:
             old = self.sandbox
             if old is not None and old.effective.persistent:
                 self._drop_current()
-                self._attach(Sandbox.connect(old.name, engine=old.engine))
+                self._make_current(start.find(old.name, engine=old.engine))
             else:
                 self._start(self.config, out, replace=True)
         out("stdout", f"{self._describe()}\n")
@@ -323,9 +284,9 @@ class SandboxManager:
                 "and the policy allows only those (c.SandboxPolicy.allow_connect, in "
                 "agentkernel_config.py or the AGENTKERNEL_POLICY file)")
         with self._lock:
-            sandbox = Sandbox.connect(name)
+            found = start.find(name)
             self._drop_current()
-            self._attach(sandbox)
+            self._make_current(found)
         out("stdout", f"{self._describe()}\n")
 
     def _drop_current(self, at_once: bool = False) -> None:
@@ -444,36 +405,8 @@ class SandboxManager:
             log.info("%s request unanswered: %s", method, err)
         return None
 
-    # -- %sandbox commands ---------------------------------------------------------------
-    def handle(self, command: commands.Command, out: Out,
-               namespace: dict[str, Any] | None = None) -> None:
-        """Carry out a parsed command; output goes to ``out``. ``namespace`` is the host's
-        user namespace (the extension), for push and pull."""
-        handlers: dict[type, Callable[..., None]] = {
-            commands.HelpRequest: lambda cmd: out("stdout", cmd.text.rstrip("\n") + "\n"),
-            commands.StartCommand: lambda cmd: self.start(self.operator.copy(**cmd.options), out),
-            commands.StopCommand: lambda _cmd: self.stop(out),
-            commands.RestartCommand: lambda _cmd: self.restart(out),
-            commands.ConnectCommand: lambda cmd: self.connect(cmd.name, out),
-            commands.StatusCommand: lambda _cmd: out("stdout", self.status_text() + "\n"),
-            commands.PortsCommand: lambda _cmd: self._ports(out),
-            commands.ListCommand: lambda _cmd: self._list(out),
-            commands.ResizeCommand: lambda cmd: self._resize(cmd, out),
-            commands.FileCommand: lambda cmd: self._write_file(cmd, out),
-            commands.UploadCommand: lambda cmd: self._upload(cmd, out),
-            commands.DownloadCommand: lambda cmd: self._download(cmd, out),
-            commands.ChangesCommand: lambda _cmd: self._list_changes(out),
-            commands.ExportCommand: lambda cmd: self._export(cmd, out),
-            commands.ExecCommand: lambda cmd: self._exec(cmd, out),
-            commands.PushCommand: lambda cmd: self._push(cmd, out, namespace),
-            commands.PullCommand: lambda cmd: self._pull(cmd, out, namespace),
-        }
-        handler = handlers.get(type(command))
-        if handler is None:
-            raise ConfigError(f"{type(command).__name__} is not available here")
-        handler(command)
-
-    def _current(self) -> Sandbox:
+    def current(self) -> Sandbox:
+        """The current sandbox, starting the default one on first use."""
         self.wait_background()
         if self.sandbox is None:
             self.ensure_session()
@@ -495,166 +428,9 @@ class SandboxManager:
             text += f"\n  python  {self.ready.get('python')}"
         return text
 
-    def _ports(self, out: Out) -> None:
-        ports = self._current().ports
-        out("stdout", "\n".join(str(p) for p in ports) + "\n" if ports else "no published ports\n")
-
-    def _list(self, out: Out) -> None:
-        """The sandboxes on the engine: those this manager started, unless the policy allows
-        seeing all of them."""
-        visible = [s for s in Sandbox.list()
-                   if s.name in self.created or self.policy.allow_connect]
-        rows = [
-            "\t".join([s.name, s.effective.image, s.effective.profile.name]
-                      + (["persistent"] if s.effective.persistent else []))
-            for s in visible
-        ]
-        out("stdout", "\n".join(rows) + "\n" if rows else "no sandboxes are running\n")
-
-    def _resize(self, cmd: commands.ResizeCommand, out: Out) -> None:
-        sandbox = self._current()
-        self.policy.check_limits(cmd.cpus, cmd.memory_mb, sandbox.effective.pids_limit,
-                                 self.operator)
-        sandbox.resize(cmd.cpus, cmd.memory_mb)
-        out("stdout", f"sandbox {sandbox.name} resized: {cmd.cpus:g} CPU, {cmd.memory_mb} MB "
-                      "(verified in the cgroup)\n")
-
-    def _write_file(self, cmd: commands.FileCommand, out: Out) -> None:
-        sandbox = self._current()
-        mode = commands.DEFAULT_FILE_MODE if cmd.mode is None else cmd.mode
-        if cmd.append:  # inside the sandbox: nothing is read back to the host
-            sandbox.append_file(cmd.path, cmd.body, mode=mode)
-        else:
-            sandbox.write_file(cmd.path, cmd.body, mode=mode)
-        verb = "appended to" if cmd.append else "wrote"
-        out("stdout", f"{verb} {cmd.path} ({len(cmd.body.encode())} bytes)\n")
-
-    def _upload(self, cmd: commands.UploadCommand, out: Out) -> None:
-        """A host file or folder into the sandbox: only from a folder the policy allows."""
-        check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
-        folder, path = self._host_path(cmd.local, write=False)
-        self._current().upload(path, cmd.remote, within=folder.path,
-                               max_bytes=self.policy.max_upload_mb * MB)
-        out("stdout", f"uploaded {cmd.local} -> {cmd.remote}\n")
-
-    def _download(self, cmd: commands.DownloadCommand, out: Out) -> None:
-        """A sandbox file or folder to the host: only into a folder the policy makes
-        writable, at most max_download_mb."""
-        check_sandbox_path(cmd.remote)  # the sandbox side's rules are said first
-        folder, path = self._host_path(cmd.local, write=True)
-        local = self._current().download(cmd.remote, path, within=folder.path,
-                                         max_bytes=self.policy.max_download_mb * MB)
-        out("stdout", f"downloaded {cmd.remote} -> {local}\n")
-
-    def _host_path(self, typed: str, write: bool) -> tuple[HostFolder, Path]:
-        """The allowed folder holding the host path a command names, and that path; refused
-        when a link is on it: the policy's check resolves links, and a sandbox may have
-        planted ``results -> /elsewhere`` in a folder it can write, to send the file (or take
-        it from) somewhere the command did not name."""
-        folder, resolved = self.policy.host_folder(typed, write=write)
-        named = Path(os.path.normpath(Path(typed).expanduser().absolute()))
-        if named != resolved:
-            raise PolicyRefused(f"host path {typed} refused: it goes through a link (to "
-                                f"{resolved}); links on a host path are never followed, name "
-                                "the place itself")
-        return folder, resolved
-
-    def _changes(self) -> tuple[Sandbox, Path, list[workspace.Change]]:
-        """The current sandbox, its workspace's root, and what cells changed there."""
-        sandbox = self._current()
-        root = sandbox.effective.workspace
-        if not root or not sandbox.workspace_id:
-            raise ConfigError("this sandbox has no copy-on-write workspace (the policy's "
-                              "workspace rule is bind or off, the profile mounts no host "
-                              "folder, or the engine is remote): there is nothing to list")
-        return sandbox, Path(root), workspace.changes(
-            sandbox.engine, sandbox.workspace_id, sandbox.effective.image, root)
-
-    def _list_changes(self, out: Out) -> None:
-        _sandbox, root, changed = self._changes()
-        if not changed:
-            out("stdout", f"no changes in the workspace {root}\n")
-            return
-        rows = "\n".join(str(change) for change in changed)
-        out("stdout", f"changes in the workspace {root} (the host's files are as they were; "
-                      f"%sandbox export PATH copies one home):\n{rows}\n")
-
-    def _export(self, cmd: commands.ExportCommand, out: Out) -> None:
-        """Copy chosen workspace changes to the same place on the host: only into folders the
-        policy makes writable, never into a .git folder, never through a link."""
-        sandbox, root, changed = self._changes()
-        wanted = [""] if cmd.all else [self._workspace_path(root, p) for p in cmd.paths]
-        chosen = [c for c in changed if any(_under(c.path, w) for w in wanted)]
-        missing = [p for p, w in zip(cmd.paths, wanted, strict=False)
-                   if not any(_under(c.path, w) for c in changed)]
-        if missing:
-            raise ConfigError(f"%sandbox export: cells did not create or change "
-                              f"{', '.join(missing)} (see %sandbox changes)")
-        copies = [c for c in chosen if c.kind != "deleted" and not any(
-            _under(c.path, o.path) and c.path != o.path for o in chosen
-            if o.kind == "added" and o.folder)]
-        for change in copies:
-            if ".git" in change.path.split("/"):
-                raise PolicyRefused(f"exporting {change.path} refused: nothing is copied into "
-                                    "a .git folder (its config and hooks run on the host)")
-        for change in copies:
-            folder, dest = self._host_path(str(root / change.path), write=True)
-            sandbox.download(str(root / change.path), dest, within=folder.path,
-                             max_bytes=self.policy.max_download_mb * MB)
-        deleted = [c.path for c in chosen if c.kind == "deleted"]
-        lines = [f"exported {c.path}" for c in copies]
-        lines += [f"kept on the host: {path} (deleted in the sandbox)" for path in deleted]
-        out("stdout", "\n".join(lines or ["nothing to export: cells changed nothing"]) + "\n")
-
-    def _workspace_path(self, root: Path, text: str) -> str:
-        """``text`` (relative to the notebook's folder, or absolute) as a path relative to the
-        workspace's ``root``; ConfigError when it lies outside."""
-        path = Path(os.path.normpath(self.policy.notebook_dir / text))
-        if path == root:
-            return ""
-        if root not in path.parents:
-            raise ConfigError(f"%sandbox export: {text} is outside the workspace {root}")
-        return path.relative_to(root).as_posix()
-
-    def _exec(self, cmd: commands.ExecCommand, out: Out) -> None:
-        result = self._current().exec(
-            cmd.cmd, on_stdout=lambda t: out("stdout", t), on_stderr=lambda t: out("stderr", t)
-        )
-        if not result.ok:
-            raise SandboxError(f"command exited with code {result.exit_code}")
-
-    def _push(self, cmd: commands.PushCommand, out: Out, ns: dict[str, Any] | None) -> None:
-        namespace = _host_namespace(ns, "push")
-        values = {}
-        for name in cmd.names:
-            if name not in namespace:
-                raise ConfigError(f"%sandbox push: no variable {name!r} in this namespace")
-            self._check_transferable(name, namespace[name])
-            values[name] = namespace[name]
-        self._runner_call("push", values)
-        out("stdout", f"pushed {', '.join(cmd.names)}\n")
-
-    def _pull(self, cmd: commands.PullCommand, out: Out, ns: dict[str, Any] | None) -> None:
-        namespace = _host_namespace(ns, "pull")
-        namespace.update(self._runner_call("pull", list(cmd.names),
-                                           self.policy.max_pull_mb * MB))
-        out("stdout", f"pulled {', '.join(cmd.names)}\n")
-
-    def _check_transferable(self, name: str, value: Any) -> None:
-        try:
-            data = pickle.dumps(value)
-        except Exception as err:
-            raise ConfigError(
-                f"%sandbox push: {name!r} cannot be copied ({type(err).__name__}: "
-                f"{str(err)[:100]}); only picklable values can"
-            ) from None
-        if len(data) > self.max_transfer_mb * 1024 * 1024:
-            raise ConfigError(
-                f"%sandbox push: {name!r} is {len(data) // (1024 * 1024)} MB pickled, over the "
-                f"{self.max_transfer_mb} MB limit (SandboxMagics.max_transfer_mb)"
-            )
-
-    def _runner_call(self, method: str, *args: Any) -> Any:
+    def runner_call(self, method: str, *args: Any) -> Any:
+        """A runner request of a command (push, pull) on the live session; its failures
+        as one-line SandboxErrors."""
         session = self.ensure_session()
         try:
             return getattr(session, method)(*args)
@@ -662,20 +438,6 @@ class SandboxManager:
             raise SandboxDied(self._diagnose(str(err))) from None
         except RunnerError as err:
             raise SandboxError(f"%sandbox {method}: {err}") from None
-
-
-def _under(path: str, folder: str) -> bool:
-    """True when workspace path ``path`` is ``folder`` or lies in it ("" is the root)."""
-    return not folder or path == folder or path.startswith(folder + "/")
-
-
-def _host_namespace(ns: dict[str, Any] | None, verb: str) -> dict[str, Any]:
-    if ns is None:
-        raise ConfigError(
-            f"%sandbox {verb} copies values between a host IPython session and the sandbox: "
-            "use it with %load_ext agentkernel (in this kernel all code already runs inside)"
-        )
-    return ns
 
 
 def _runner_exit_code(session: RunnerSession | None) -> int | None:

@@ -2,30 +2,25 @@
 
 The pool lives in the process that launches kernels (Jupyter server, papermill, nbclient), through
 the kernel provisioner in ``agentkernel_kernel.provisioner``. Handing a warm sandbox to a kernel
-means passing two sockets to the kernel process: the container's stdin lifeline and the runner's
-stream (a second fd on the lifeline's connection when the runner is the container's main process,
-an exec's otherwise). The pool then closes its copies, so the container lives exactly as long as
-that kernel. A sandbox is handed out once and never returns to the pool. The kernel reaches the
-engine as this process does (``Engine.endpoint()``: URL and TLS files). With a remote engine over
-TLS or SSH the runner stream (and over SSH the lifeline) is a local socket relayed by this process
-(see ``engine/relay.py``), so those kernels rely on it staying up.
+means passing its sockets to the kernel process (``agentkernel.handoff``, as a kernel's own start
+process does): the container's stdin lifeline, the reaper's pipe and the runner's stream. The
+pool then closes its copies, so the container lives exactly as long as that kernel. A sandbox is
+handed out once and never returns to the pool. The kernel reaches the engine as this process
+does (``Engine.endpoint()``: URL and TLS files). With a remote engine over TLS or SSH the runner
+stream (and over SSH the lifeline) is a local socket relayed by this process (see
+``engine/relay.py``), so those kernels rely on it staying up.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, cast
 
 from .config import SandboxConfig
-from .engine import Endpoint, Engine, ExecStream, connect
-from .engine.deferred import DeferredEngine
+from .engine import Engine, connect
 from .errors import SandboxError
-from .runner_client import launch_runner, runner_main_command
-from .sandbox import Sandbox
+from .start import StartedSandbox, start_with_runner
 
 log = logging.getLogger(__name__)
 
@@ -34,60 +29,13 @@ MAX_POOL_SIZE = 8
 REFILL_DELAY_S = 3.0  # after a take, before the replacement starts (the new kernel starts first)
 
 
-@dataclass
-class WarmSandbox:
-    """A started sandbox whose runner has said ``ready`` and nothing else."""
-
-    sandbox: Sandbox
-    stream: ExecStream
-    ready: dict[str, Any]
-
-    def handoff(self) -> tuple[dict[str, Any], list[int]]:
-        """The description a kernel process needs, and the fds it must inherit; SandboxError
-        when one of them is closed already (the sandbox cannot be handed over)."""
-        sandbox = self.sandbox
-        lifeline, reaper_fd = sandbox.lifeline_fds()
-        runner = self.stream.fileno()
-        if min(lifeline, reaper_fd, runner) < 0:
-            raise SandboxError(f"warm sandbox {sandbox.name} lost a socket (lifeline fd "
-                               f"{lifeline}, reaper fd {reaper_fd}, runner fd {runner})")
-        description = {
-            "engine": sandbox.engine.kind,
-            "endpoint": sandbox.engine.endpoint().to_dict(),
-            "container_id": sandbox.container_id,
-            "exec_id": self.stream.exec_id,
-            "lifeline_fd": lifeline,
-            "reaper_fd": reaper_fd,
-            "runner_fd": runner,
-            "ready": self.ready,
-            "config": {**sandbox.config.values(), "name": sandbox.name},
-            "notes": list(sandbox.notes),
-        }
-        return description, [lifeline, reaper_fd, runner]
-
-    def release(self) -> None:
-        """Close this process's copies of the sockets (after the kernel inherited them)."""
-        self.stream.forget()
-        self.sandbox.detach()
-
-    def discard(self) -> None:
-        """Remove the container (a warm sandbox nobody will take)."""
-        with contextlib.suppress(Exception):
-            self.stream.close()
-        self.sandbox.stop()
-
-
-def start_warm(config: SandboxConfig, engine: Engine | None = None) -> WarmSandbox:
-    """Start a sandbox and its runner, and wait for the runner's ``ready`` frame."""
+def start_warm(config: SandboxConfig, engine: Engine | None = None) -> StartedSandbox:
+    """Start a sandbox and its runner for the pool (labelled as the pool's, nameless)."""
     labels = {**config.labels, POOL_LABEL: "warm"}
-    sandbox = Sandbox(config.copy(labels=labels, name=None), engine=engine).start(
-        ipython=True, main=runner_main_command())
     try:
-        stream, ready = launch_runner(sandbox)
+        return start_with_runner(config.copy(labels=labels, name=None), engine=engine)
     except SandboxError as err:
-        sandbox.stop()
-        raise SandboxError(f"warm sandbox failed to start its runner: {err}") from None
-    return WarmSandbox(sandbox, stream, ready)
+        raise SandboxError(f"warm sandbox failed to start: {err}") from None
 
 
 class WarmPool:
@@ -100,7 +48,7 @@ class WarmPool:
         self.size = size
         self.config = config or SandboxConfig()
         self.engine = connect(engine_kind)
-        self._ready: list[WarmSandbox] = []
+        self._ready: list[StartedSandbox] = []
         self._starting = 0
         self._closed = False
         self._lock = threading.Condition()
@@ -135,7 +83,7 @@ class WarmPool:
         if warm is not None:
             warm.discard()
 
-    def take(self, timeout: float = 0.0) -> WarmSandbox | None:
+    def take(self, timeout: float = 0.0) -> StartedSandbox | None:
         """A warm sandbox (waiting up to ``timeout`` s for one being started), or None."""
         with self._lock:
             if not self._ready and self._starting and timeout > 0:
@@ -160,16 +108,3 @@ class WarmPool:
     def available(self) -> int:
         with self._lock:
             return len(self._ready)
-
-
-def adopt(description: dict[str, Any]) -> tuple[Sandbox, ExecStream, dict[str, Any]]:
-    """In the kernel process: rebuild the sandbox and runner stream from inherited fds. The
-    engine is connected on first use (the first reply needs only the inherited sockets)."""
-    engine = cast(Engine, DeferredEngine(description["engine"],
-                                         Endpoint.from_dict(description["endpoint"])))
-    sandbox = Sandbox.adopt(engine, description["container_id"],
-                            (description["lifeline_fd"], description["reaper_fd"]),
-                            description.get("config") or {})
-    stream = engine.adopt_exec(description["exec_id"], description["runner_fd"])
-    return sandbox, stream, description["ready"]
-

@@ -1,8 +1,13 @@
 """``python -m agentkernel_kernel install ...`` installs the kernelspec; anything else launches
 the kernel (Jupyter runs ``python -m agentkernel_kernel -f {connection_file}``)."""
 
-import os
+from __future__ import annotations
+
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentkernel.manager import SandboxManager
 
 
 def main() -> None:
@@ -16,26 +21,22 @@ def main() -> None:
     from agentkernel_kernel.early_listen import listen_early
 
     listeners = listen_early(sys.argv[1:])
-    # Start the sandbox next, in a forked child on the other core, so the container comes up
-    # while ipykernel is still importing; or take over the warm one the launching process
-    # handed us.
-    from agentkernel.handoff import HANDOFF_ENV, take_handoff
-    from agentkernel_kernel.start_child import StartChild
+    # The sandbox comes next: the one the warm pool handed over, else one a forked child
+    # starts on the other core while ipykernel is still importing.
+    from agentkernel_kernel.start_child import begin_first_sandbox
 
-    eager = os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0"
-    child = StartChild.fork(close=listeners.values()) if (
-        eager and HANDOFF_ENV not in os.environ) else None
-    from agentkernel_kernel.sandbox_manager import for_this_kernel
-
-    manager = for_this_kernel()
-    handoff = take_handoff()
-    adopted = handoff is not None and manager.adopt(handoff)
-    if not adopted and eager:
-        manager.start_in_background(child.messages() if child is not None else None)
+    manager = begin_first_sandbox(_kernel_manager, close=listeners.values())
 
     from agentkernel_kernel.app import AgentKernelApp
 
     AgentKernelApp.launch_instance(manager=manager, early_listeners=listeners)
+
+
+def _kernel_manager() -> SandboxManager:
+    """This kernel's manager (imported on first call: the start child forks before)."""
+    from agentkernel_kernel.sandbox_manager import for_this_kernel
+
+    return for_this_kernel()
 
 
 if __name__ == "__main__":

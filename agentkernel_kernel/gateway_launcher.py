@@ -5,7 +5,8 @@ chose (``DistributedProcessProxy``: over SSH), and waits for the kernel's connec
 response address. This launcher speaks EG's launcher protocol (version 1, as EG's own
 ``launch_ipykernel.py``) around our unchanged kernel app:
 
-1. start the sandbox at once (as ``python -m agentkernel_kernel`` does), then let the kernel app
+1. start the sandbox at once (``start_child.begin_first_sandbox``, as
+   ``python -m agentkernel_kernel`` does), then let the kernel app
    bind its five ZeroMQ ports (within ``--port-range`` when one is given);
 2. send the connection info, plus pid, pgid and a communication port, to
    ``--response-address``: JSON encrypted with a fresh AES key (ECB, PKCS#7), that key encrypted
@@ -34,7 +35,10 @@ import sys
 import tempfile
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentkernel.manager import SandboxManager
 
 LAUNCHER_VERSION = 1
 PORT_TRIES = 20
@@ -168,11 +172,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     policy_file = take_policy_option(arguments)
     args = parse_args(arguments[1:])
     # The sandbox comes up while ipykernel imports, as with ``python -m agentkernel_kernel``.
-    from agentkernel.manager import SandboxManager
+    from agentkernel_kernel.start_child import begin_first_sandbox
 
-    manager = SandboxManager(policy_file=policy_file)
-    if os.environ.get("AGENTKERNEL_EAGER_START", "1") != "0":
-        manager.start_in_background()
+    def make_manager() -> SandboxManager:
+        from agentkernel.manager import SandboxManager
+
+        return SandboxManager(policy_file=policy_file)
+
+    manager = begin_first_sandbox(make_manager)
     from agentkernel_kernel.app import AgentKernelApp
 
     connection_file = initial_connection_file(args.kernel_id, args.ip, args.ports)

@@ -1,8 +1,10 @@
 """A kernel provisioner with a warm pool: new kernels get a sandbox that is already running.
 
 It launches the kernel process exactly as jupyter_client's LocalProvisioner does, and when the
-pool has a warm sandbox it passes that sandbox's two sockets to the kernel process (``pass_fds``)
-with a description in ``AGENTKERNEL_HANDOFF``, then closes its own copies. Pools live in the
+pool has a warm sandbox it hands it over as a kernel's own start process would
+(``agentkernel.handoff``): the description and the sandbox's sockets are written into one end of
+a socket pair, whose other end the kernel process inherits (``pass_fds``, named in
+``AGENTKERNEL_HANDOFF``); then it closes its own copies. Pools live in the
 launching process (Jupyter server, papermill), one per engine, image and profile, and are
 emptied when that process exits.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 from typing import Any, ClassVar
 
 from jupyter_client.provisioning import LocalProvisioner
@@ -18,8 +21,9 @@ from traitlets import Float, Int
 
 from agentkernel.config import SandboxConfig
 from agentkernel.errors import SandboxError
-from agentkernel.handoff import handoff_env
-from agentkernel.pool import MAX_POOL_SIZE, WarmPool, WarmSandbox
+from agentkernel.handoff import hand_over, inherit
+from agentkernel.pool import MAX_POOL_SIZE, WarmPool
+from agentkernel.start import StartedSandbox
 
 PoolKey = tuple[str, str, str, str]
 
@@ -35,7 +39,8 @@ class PoolProvisioner(LocalProvisioner):
     ).tag(config=True)
 
     _pools: ClassVar[dict[PoolKey, WarmPool]] = {}
-    _warm: WarmSandbox | None = None
+    _warm: StartedSandbox | None = None
+    _handoff_end: socket.socket | None = None  # the kernel's end of the handoff, until launched
 
     async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
         kwargs = await super().pre_launch(**kwargs)
@@ -43,27 +48,30 @@ class PoolProvisioner(LocalProvisioner):
         pool = self._pool_for(env)
         warm = pool.take(self.take_timeout) if pool is not None else None
         try:
-            handed = warm.handoff() if warm is not None else None
-        except SandboxError as err:  # the kernel starts its own sandbox instead
+            end = hand_over(*warm.handoff()) if warm is not None else None
+        except (SandboxError, OSError, ValueError) as err:  # the kernel starts its own
             self.log.warning("agentkernel warm sandbox not handed over: %s", err)
             warm.discard()
-            handed = None
-        if handed is not None:
-            description, fds = handed
-            env.update(handoff_env(description))
+            end = None
+        if end is not None:
+            env.update(inherit(end))
             kwargs["env"] = env
-            kwargs["pass_fds"] = tuple(fds)
-            self._warm = warm
+            kwargs["pass_fds"] = (end.fileno(),)
+            self._warm, self._handoff_end = warm, end
         return kwargs
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         warm, self._warm = self._warm, None
+        end, self._handoff_end = self._handoff_end, None
         try:
             info = await super().launch_kernel(cmd, **kwargs)
         except Exception:
             if warm is not None:
                 warm.discard()
             raise
+        finally:
+            if end is not None:
+                end.close()  # the kernel process has its own copy
         if warm is not None:
             warm.release()  # the kernel process holds the sockets now
         return info

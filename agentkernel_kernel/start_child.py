@@ -1,4 +1,7 @@
-"""The kernel's first sandbox, started by a forked child process on the other core.
+"""The kernel's first sandbox: handed over by the warm pool, or started by a forked child.
+
+``begin_first_sandbox`` is where it comes from, in every kernel process (``__main__`` and the
+gateway's launcher). Without a warm pool, a child forked on the other core starts it:
 
 A cold kernel makes two CPU-bound starts: its own (ipykernel's imports, about 0.25 s of CPU)
 and its sandbox's (our modules, docker-py, the configuration and policy: about 0.15 s before
@@ -7,9 +10,9 @@ lock, so one waits for the other: measured, a kernel that also starts its sandbo
 kernel_info 0.1-0.25 s later than one that does not, and its first result waits for that
 answer (jupyter_client's ready wait), not for the sandbox, on an engine that starts containers
 fast. Forked at the process's first step, before any thread or heavy import, the child starts
-the sandbox and its runner as the warm pool does, and hands them over as the pool does
-(``agentkernel.handoff``: the description, the fds sent over a socket pair instead of
-inherited), after telling the image's id first so kernel_info can answer without waiting. Then
+the sandbox and its runner (``start.start_with_runner``, as the warm pool does), and hands them
+over as the pool does (``agentkernel.handoff``: the description, its fds sent over a socket
+pair), after telling the image's id first so kernel_info can answer without waiting. Then
 it exits; the kernel's manager adopts the sandbox (``SandboxManager.start_in_background``).
 A start that fails is told, and the first cell starts again and says why, as after any failed
 start in the background; when the child hands nothing over (it died, or the engine is remote,
@@ -24,9 +27,34 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agentkernel.manager import SandboxManager
 
 log = logging.getLogger(__name__)
+EAGER_ENV = "AGENTKERNEL_EAGER_START"  # "0": no sandbox before the first cell
+
+
+def begin_first_sandbox(make_manager: Callable[[], SandboxManager],
+                        close: Iterable[socket.socket] = ()) -> SandboxManager:
+    """The kernel's manager (``make_manager()``), its first sandbox already on its way: the one
+    the warm pool handed over (``handoff.inherited``), else one a forked child starts
+    (``close``: the kernel's own sockets, which the child closes), else one started in a
+    thread; none with ``AGENTKERNEL_EAGER_START=0`` (the first cell starts it). Call it at
+    the process's first step, before any thread and heavy import: it forks."""
+    from agentkernel.handoff import inherited, receive
+
+    handed = inherited()
+    eager = os.environ.get(EAGER_ENV, "1") != "0"
+    child = StartChild.fork(make_manager, close) if eager and handed is None else None
+    manager = make_manager()
+    if handed is not None:
+        manager.start_in_background(receive(handed))
+    elif eager:
+        manager.start_in_background(child.messages() if child is not None else None)
+    return manager
 
 
 class StartChild:
@@ -37,9 +65,11 @@ class StartChild:
         self._sock = sock
 
     @classmethod
-    def fork(cls, close: Iterable[socket.socket] = ()) -> StartChild | None:
-        """Fork the child (which closes ``close``, the kernel's own sockets, and never
-        returns); None when this system cannot fork."""
+    def fork(cls, make_manager: Callable[[], SandboxManager],
+             close: Iterable[socket.socket] = ()) -> StartChild | None:
+        """Fork the child, which closes ``close`` (the kernel's own sockets), starts the
+        sandbox of ``make_manager()``'s configuration and never returns; None when this
+        system cannot fork."""
         from agentkernel.handoff import message_pair
 
         ours, theirs = message_pair()
@@ -56,7 +86,7 @@ class StartChild:
                 ours.close()
                 for sock in close:
                     sock.close()
-                code = _start_and_send(theirs)
+                code = _start_and_send(make_manager, theirs)
             except BaseException:
                 log.warning("the sandbox's start process failed", exc_info=True)
             finally:
@@ -71,12 +101,11 @@ class StartChild:
         try:
             yield from receive(self._sock)
         finally:
-            self._sock.close()
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
 
 
-def _start_and_send(sock: socket.socket) -> int:
+def _start_and_send(make_manager: Callable[[], SandboxManager], sock: socket.socket) -> int:
     """In the child: start the sandbox of the kernel's configuration and send it to the
     parent; the exit code (0: handed over)."""
     # The kernel's interrupts and terminal signals are the kernel's (jupyter_client signals
@@ -84,18 +113,17 @@ def _start_and_send(sock: socket.socket) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from agentkernel import handoff
     from agentkernel.errors import SandboxError, one_line
-    from agentkernel_kernel.sandbox_manager import for_this_kernel
 
-    manager = for_this_kernel()
+    manager = make_manager()
     try:
-        warm = manager.start_for_handoff(
+        started = manager.start_for_handoff(
             os.getppid(), on_image=lambda image_id: handoff.send(sock, {"image_id": image_id}))
     except SandboxError as err:
         handoff.send(sock, {"failed": one_line(err)})
         return 1
-    if warm is None:  # a remote engine: the kernel starts its sandbox itself
+    if started is None:  # a remote engine: the kernel starts its sandbox itself
         return 2
-    description, fds = warm.handoff()
+    description, fds = started.handoff()
     handoff.send(sock, {"handoff": description}, fds)
-    warm.release()  # the kernel holds the sandbox now
+    started.release()  # the kernel holds the sandbox now
     return 0

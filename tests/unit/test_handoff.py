@@ -1,5 +1,5 @@
 """Handing a started sandbox to another process (agentkernel.handoff): descriptions and fds
-over a real socket pair, and the environment a pool-launched kernel reads."""
+over a real socket pair, and the end of it a pool-launched kernel inherits."""
 
 from __future__ import annotations
 
@@ -46,9 +46,41 @@ def test_with_fds_needs_every_fd() -> None:
         handoff.with_fds({}, [5, 6])
 
 
-def test_the_environment_is_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    description = {"container_id": "c0ffee", "ready": {"python": "3.12.1"}}
-    for name, value in handoff.handoff_env(description).items():
-        monkeypatch.setenv(name, value)
-    assert handoff.take_handoff() == description
-    assert handoff.take_handoff() is None
+def test_a_launched_process_inherits_the_whole_handoff(tmp_path) -> None:
+    """What the warm pool does: the handoff is written before the process exists; the process
+    inherits the other end (named in its environment), reads the description and gets a
+    working fd of the sender's pipe, whose sender copies are closed by then."""
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    fds = [write_end, *(os.dup(write_end) for _ in range(2))]
+    end = handoff.hand_over({"container_id": "c0ffee"}, fds)
+    for fd in fds:
+        os.close(fd)
+    child = (
+        "import os\n"
+        "from agentkernel import handoff\n"
+        "end = handoff.inherited()\n"
+        "assert handoff.inherited() is None, 'taken once'\n"
+        "(message, fds), = handoff.receive(end)\n"
+        "described = handoff.with_fds(message['handoff'], fds)\n"
+        "os.write(described['runner_fd'], described['container_id'].encode())\n"
+    )
+    env = {**os.environ, **handoff.inherit(end)}
+    subprocess.run([sys.executable, "-c", child], env=env, pass_fds=(end.fileno(),),
+                   check=True, timeout=30)
+    end.close()
+    assert os.read(read_end, 100) == b"c0ffee"
+    assert os.read(read_end, 100) == b"", "every write end went with the child"
+    os.close(read_end)
+
+
+def test_a_handoff_named_but_not_inherited_brings_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    unused = os.open(os.devnull, os.O_RDONLY)
+    os.close(unused)  # a number no fd has now
+    monkeypatch.setenv(handoff.HANDOFF_ENV, str(unused))
+    assert handoff.inherited() is None
+    monkeypatch.setenv(handoff.HANDOFF_ENV, "not-a-number")
+    assert handoff.inherited() is None
