@@ -21,13 +21,13 @@ from helpers.files import tree
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentkernel import hostfiles, runner_client
+from agentkernel import hostfiles
 from agentkernel.commands import parse_line_magic
 from agentkernel.config import SandboxConfig
 from agentkernel.errors import ConfigError, PathRefused, RunnerGone
 from agentkernel.paths import FORBIDDEN_ROOTS, check_sandbox_path
 from agentkernel.runner.protocol import check_frame, encode_frame
-from agentkernel.runner_client import RunnerSession
+from agentkernel.runner_client import RunnerSession, connection
 
 
 # == engine-agnostic: hostile runner output, paths, archives, options ============================
@@ -117,7 +117,7 @@ class TricklingRunner:
 
 
 def test_a_frame_that_trickles_ends_in_runner_gone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner_client, "FRAME_STALL_S", 1.0)
+    monkeypatch.setattr(connection, "FRAME_STALL_S", 1.0)
     session = RunnerSession(TricklingRunner())
     try:
         with pytest.raises(RunnerGone, match="cut off"):
