@@ -92,13 +92,14 @@ class SandboxManager:
 
     # -- lifecycle -----------------------------------------------------------------------
     def start_in_background(self, handoffs: Iterable[tuple[dict, list[int]]] | None = None,
-                            ) -> None:
+                            source: str = "another process") -> None:
         """Start the default sandbox now, in a thread, so the first cell finds it ready.
 
         ``handoffs``: the messages of another process that starts it or started it
         (``handoff.receive``: the kernel's start child, or the warm pool that launched this
         process): the image's id as soon as it is known, then the sandbox to adopt; without
-        one (that process failed or would not), it is started here.
+        one (that process failed or would not), it is started here. ``source`` names that
+        process in the log (which way the sandbox came).
 
         Otherwise returns once the thread has sent its first request to the engine (at most
         START_CPU_WAIT_S): loading the engine's client library and applying the policy are
@@ -108,7 +109,7 @@ class SandboxManager:
         """
         def run() -> None:
             try:
-                if handoffs is not None and self._take_started(handoffs):
+                if handoffs is not None and self._take_started(handoffs, source):
                     return
                 with contextlib.suppress(Exception):  # the start below reports any failure
                     load_backend()
@@ -126,7 +127,7 @@ class SandboxManager:
         if handoffs is None:
             self._engine_asked.wait(START_CPU_WAIT_S)
 
-    def _take_started(self, handoffs: Iterable[tuple[dict, list[int]]]) -> bool:
+    def _take_started(self, handoffs: Iterable[tuple[dict, list[int]]], source: str) -> bool:
         """Adopt the sandbox another process started for this manager's configuration (see
         start_in_background), reading its messages to their end (that process has exited
         then). False when it handed none over and said nothing (start it here); True also
@@ -141,10 +142,10 @@ class SandboxManager:
                     self._background_error = SandboxError(str(message["failed"]))
                     settled = True
                 elif not settled:
-                    settled = self._adopt_started(message, fds)
+                    settled = self._adopt_started(message, fds, source)
         return settled
 
-    def _adopt_started(self, message: dict, fds: list[int]) -> bool:
+    def _adopt_started(self, message: dict, fds: list[int], source: str) -> bool:
         """Make the sandbox handed over in ``message`` (the fds came with it) current; this
         manager keeps its configuration. False (logged) when that fails."""
         try:
@@ -159,7 +160,7 @@ class SandboxManager:
         except (SandboxError, OSError, KeyError) as err:
             log.warning("could not take over the sandbox handed over: %s", err)
             return False
-        self._make_current(started)
+        self._make_current(started, f"handed over by {source}")
         return True
 
     def wait_background(self, timeout: float | None = None) -> None:
@@ -197,7 +198,7 @@ class SandboxManager:
         policy (a refused start leaves the current sandbox as it was)."""
         self._make_current(self._start_concrete(
             config, progress=_pull_reporter(out), on_image=self._image_known,
-            clear_way=self._drop_current if replace else None))
+            clear_way=self._drop_current if replace else None), "started in this process")
 
     def _start_concrete(self, config: SandboxConfig, **start_options: Any) -> StartedSandbox:
         """``start.start_with_runner`` on what the policy makes of ``config`` (what it changed
@@ -234,10 +235,11 @@ class SandboxManager:
         if self.on_orphan is not None:
             self.on_orphan(frame)
 
-    def _make_current(self, started: StartedSandbox) -> None:
+    def _make_current(self, started: StartedSandbox, how: str) -> None:
         """Make ``started`` current, with a session on its runner's stream; its notes are
-        shown at the next cell."""
+        shown at the next cell. ``how`` it came is logged."""
         sandbox = started.sandbox
+        log.info("sandbox %s (%s): %s", sandbox.name, sandbox.container_id[:12], how)
         self.notes += sandbox.notes
         self.created.add(sandbox.name)
         session = RunnerSession(started.stream, ready=started.ready, on_orphan=self._orphan)
@@ -269,7 +271,7 @@ class SandboxManager:
             old = self.sandbox
             if old is not None and old.effective.persistent:
                 self._drop_current()
-                self._make_current(start.find(old.name, engine=old.engine))
+                self._make_current(start.find(old.name, engine=old.engine), "found by name")
             else:
                 self._start(self.config, out, replace=True)
         out("stdout", f"{self._describe()}\n")
@@ -286,7 +288,7 @@ class SandboxManager:
         with self._lock:
             found = start.find(name)
             self._drop_current()
-            self._make_current(found)
+            self._make_current(found, "found by name")
         out("stdout", f"{self._describe()}\n")
 
     def _drop_current(self, at_once: bool = False) -> None:

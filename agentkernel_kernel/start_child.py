@@ -51,9 +51,11 @@ def begin_first_sandbox(make_manager: Callable[[], SandboxManager],
     child = StartChild.fork(make_manager, close) if eager and handed is None else None
     manager = make_manager()
     if handed is not None:
-        manager.start_in_background(receive(handed))
-    elif eager:
-        manager.start_in_background(child.messages() if child is not None else None)
+        manager.start_in_background(receive(handed), source="the warm pool")
+    elif child is not None:
+        manager.start_in_background(child.messages(), source=f"the start child {child.pid}")
+    elif eager:  # it could not fork: a thread starts it
+        manager.start_in_background()
     return manager
 
 
