@@ -2,8 +2,8 @@
 
 Where sandboxes come from is ``start.py``; what each ``%sandbox`` command does with the current
 one is ``command_handlers.py``. Shared by the Jupyter kernel and the IPython extension; knows
-neither. Output goes through an
-``out(stream_name, text)`` callback; failures are SandboxError with one-line messages.
+neither. Output goes through an ``out(stream_name, text)`` callback; failures are SandboxError
+with one-line messages.
 """
 
 from __future__ import annotations
