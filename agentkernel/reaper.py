@@ -7,117 +7,136 @@ container: it holds the read end of a pipe whose write end only the owner holds 
 owner handed the sandbox to); when every write end is closed, the owner is gone, and it asks the
 engine to remove the container, then exits.
 
-Standard library only: it is started as ``python -I -S -c <this file>`` (a few ms), and speaks
-the engine's HTTP API itself over a unix socket or TCP (with TLS when given certificates).
+Standard library only: it is started as ``python -I -S -c PROGRAM`` (a few ms), where PROGRAM
+runs :mod:`agentkernel.engine.transport`'s source as a module, then this file's
+(:func:`program`): its ``DELETE`` reaches the engine as every connection of ours does (unix, TCP
+with TLS checking the CA and the host name, SSH), under the same API_VERSION.
 """
 
 from __future__ import annotations
 
 import os
-import socket
-import ssl
-import subprocess
 import sys
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
-API_VERSION = "1.41"
+TYPE_CHECKING = False  # typing, json, subprocess: loaded only where needed (a fast start)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any
+
+if __name__ != "__main__":
+    from .engine import transport
+else:  # run by program(): the transport's source ran first
+    transport = sys.modules["_agentkernel_transport"]  # type: ignore[no-redef]
+
 ATTEMPTS = 20  # one every RETRY_S while the engine does not answer
 RETRY_S = 0.5
 DISCARD = b"discard-volumes\n"  # written by the owner: remove the volumes too
+TLS_KEYS = ("ca", "cert", "key", "verify")  # Endpoint.to_dict()["tls"]
 
 
-def _connect(url: str, tls_dir: str | None) -> socket.socket:
-    """A connection to the engine at ``url`` (unix://, tcp://host:port, or ssh://[user@]host
-    through ``docker system dial-stdio`` there, as docker-py and the docker CLI reach it)."""
-    if url.startswith("ssh://"):
-        return _dial_over_ssh(url)
-    if url.startswith("unix://"):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        sock.connect(url[len("unix://"):])
-        return sock
-    host, _, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
-    sock = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
-    if tls_dir is None:
-        return sock
-    context = ssl.create_default_context(cafile=str(Path(tls_dir, "ca.pem")))
-    context.check_hostname = False  # engines' certificates name the host, not an address
-    context.load_cert_chain(str(Path(tls_dir, "cert.pem")), str(Path(tls_dir, "key.pem")))
-    return context.wrap_socket(sock)
-
-
-def _dial_over_ssh(url: str) -> socket.socket:
-    """A socket whose other end is ``ssh HOST docker system dial-stdio`` (the user's ssh keys
-    and known_hosts, as for the engine itself)."""
-    parts = urlsplit(url)
-    target = f"{parts.username}@{parts.hostname}" if parts.username else str(parts.hostname)
-    port = ["-p", str(parts.port)] if parts.port else []
-    ours, theirs = socket.socketpair()
-    subprocess.Popen(["ssh", "-o", "BatchMode=yes", *port, "--", target, "docker", "system",
-                      "dial-stdio"], stdin=theirs, stdout=theirs, stderr=subprocess.DEVNULL)
-    theirs.close()
-    ours.settimeout(10)
-    return ours
-
-
-def remove_container(url: str, tls_dir: str | None, container_id: str) -> int:
+def remove_container(url: str, tls: Mapping[str, Any] | None, container_id: str) -> int:
     """Ask the engine to remove ``container_id`` (force); the HTTP status (0: no answer)."""
-    return _delete(url, tls_dir, f"containers/{container_id}?force=1")
+    return _delete(url, tls, f"/containers/{container_id}?force=1")
 
 
-def _delete(url: str, tls_dir: str | None, what: str) -> int:
-    """``DELETE`` the engine's object ``what``; the HTTP status (0: no answer)."""
-    request = (f"DELETE /v{API_VERSION}/{what} HTTP/1.1\r\n"
-               "Host: engine\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").encode()
-    with _connect(url, tls_dir) as sock:
-        sock.sendall(request)
-        status_line = sock.makefile("rb").readline().decode("latin-1")
-    parts = status_line.split()
-    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+def _delete(url: str, tls: Mapping[str, Any] | None, what: str) -> int:
+    """``DELETE`` the engine's object ``what``; the HTTP status (0: no answer). OSError
+    (ssl.SSLCertVerificationError among them) when the engine cannot be reached as asked."""
+    context = None
+    if tls is not None and transport.scheme(url) in transport.TLS_SCHEMES:
+        context = transport.tls_context(tls.get("ca"), tls.get("cert"), tls.get("key"),
+                                        bool(tls.get("verify", True)))
+    head = transport.request_head("DELETE", what, transport.host_header(url),
+                                  {"Connection": "close"})
+    with transport.connect(url, context) as sock:
+        sock.sendall(head)
+        try:
+            status, _, _ = transport.read_response_head(lambda: sock.recv(4096))
+        except ConnectionError:
+            return 0
+    return status
 
 
-def _retry(call, done: tuple[int, ...]) -> None:
+def _retry(call: Callable[[], int], done: tuple[int, ...]) -> None:
     """Call ``call`` until it answers a status of ``done`` (at most ATTEMPTS times)."""
     for _ in range(ATTEMPTS):
         try:
             status = call()
-        except OSError:
+        except (OSError, ValueError):
             status = 0
         if status in done:
             return
         time.sleep(RETRY_S)
 
 
-def watch(url: str, tls_dir: str | None, container_id: str, volumes: list[str]) -> None:
+def watch(url: str, tls: Mapping[str, Any] | None, container_id: str,
+          volumes: Sequence[str]) -> None:
     """Wait for EOF on stdin (the owner is gone), then remove the container; when the owner
     wrote DISCARD before it went, remove ``volumes`` too (its workspace)."""
     told = b""
     while chunk := os.read(0, 4096):
         told = (told + chunk)[-64:]
     # removed, gone, or being removed already
-    _retry(lambda: remove_container(url, tls_dir, container_id), (200, 204, 404, 409))
+    _retry(lambda: remove_container(url, tls, container_id), (200, 204, 404, 409))
     if DISCARD in told:
         for volume in volumes:  # 409 while the engine still removes the container
-            _retry(lambda v=volume: _delete(url, tls_dir, f"volumes/{v}"), (200, 204, 404))
+            _retry(lambda v=volume: _delete(url, tls, f"/volumes/{v}"), (200, 204, 404))
 
 
-def start(url: str, container_id: str, tls_dir: str | None = None,
-          volumes: list[str] | tuple[str, ...] = ()) -> int:
-    """Start a watcher for ``container_id``; return the write end of its pipe (close-on-exec:
-    only this process holds it; pass it on explicitly to hand the sandbox over). Writing
-    DISCARD into it before closing it removes ``volumes`` after the container."""
+def program() -> str:
+    """The watcher's ``-c`` source: the transport's source run as the module
+    ``_agentkernel_transport``, then this file's as ``__main__``."""
+    global _program
+    if _program is None:
+        with open(transport.__file__, encoding="utf-8") as file:
+            transport_source = file.read()
+        with open(__file__, encoding="utf-8") as file:
+            own_source = file.read()
+        _program = (
+            "import sys\n"
+            "module = type(sys)('_agentkernel_transport')\n"
+            "sys.modules[module.__name__] = module\n"
+            f"exec(compile({transport_source!r}, 'agentkernel/engine/transport.py', 'exec'), "
+            "module.__dict__)\n"
+            f"exec(compile({own_source!r}, 'agentkernel/reaper.py', 'exec'), "
+            "{'__name__': '__main__'})\n"
+        )
+    return _program
+
+
+_program: str | None = None
+
+
+def start(url: str, container_id: str, tls: Mapping[str, Any] | None = None,
+          volumes: Sequence[str] = ()) -> int:
+    """Start a watcher for ``container_id`` on the engine at ``url`` (with ``tls``: the
+    engine's TLS files as ``Endpoint.to_dict()["tls"]`` gives them); return the write end of
+    its pipe (close-on-exec: only this process holds it; pass it on explicitly to hand the
+    sandbox over). Writing DISCARD into it before closing it removes ``volumes`` after the
+    container."""
+    import json
+    import subprocess
+
+    tls_arg = json.dumps({key: tls.get(key) for key in TLS_KEYS}) if tls else ""
     read_end, write_end = os.pipe()
     os.set_inheritable(write_end, False)
-    source = Path(__file__).read_text("utf-8")
-    argv = [sys.executable, "-I", "-S", "-c", source, url, container_id, tls_dir or "",
-            *volumes]
-    subprocess.Popen(argv, stdin=read_end, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    os.close(read_end)
+    argv = [sys.executable, "-I", "-S", "-c", program(), url, container_id, tls_arg, *volumes]
+    try:
+        subprocess.Popen(argv, stdin=read_end, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
     return write_end
 
 
 if __name__ == "__main__":
-    watch(sys.argv[1], sys.argv[3] or None, sys.argv[2], sys.argv[4:])
+    if sys.argv[3]:
+        import json
+
+        watch(sys.argv[1], json.loads(sys.argv[3]), sys.argv[2], sys.argv[4:])
+    else:
+        watch(sys.argv[1], None, sys.argv[2], sys.argv[4:])

@@ -6,8 +6,8 @@ is the one place where docker-py's exceptions become agentkernel's (:func:`engin
 Remote engines: ``tcp://`` with TLS (the docker CLI's variables, see :mod:`.discovery`) and
 ``ssh://user@host[:port]`` (docker-py over paramiko, running ``docker system dial-stdio`` on that
 host; its keys and known_hosts are the user's). Exec streams to them are opened over our own TLS
-connection (:mod:`.tlsconn`) or the SSH channel, and served to the rest of agentkernel as a
-local socket (:mod:`.relay`).
+connection (:mod:`.tlsconn`, on :mod:`.transport` as the reaper is) or the SSH channel, and
+served to the rest of agentkernel as a local socket (:mod:`.relay`).
 """
 
 from __future__ import annotations
@@ -59,10 +59,8 @@ from .dockerpy import (
 from .execstream import DockerExecStream, raw_socket
 from .relay import relay
 from .tlsconn import client_context, hijack
+from .transport import API_VERSION
 
-# Served by Docker 20.10 and newer and by Podman 4's compatible API; fixed, so that connecting
-# costs one request (the "auto" negotiation asks /version).
-API_VERSION = "1.41"
 REQUEST_TIMEOUT = 120
 CPU_PERIOD = 100_000
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"  # a bridge network's host interface
@@ -103,7 +101,11 @@ def engine_errors(engine: DockerEngine, action: str) -> Iterator[None]:
 
 
 def new_client(endpoint: Endpoint, timeout: float) -> docker.DockerClient:
-    """A docker-py client for ``endpoint`` (TLS from its files; ssh:// over paramiko)."""
+    """A docker-py client for ``endpoint`` (TLS from its files; ssh:// over paramiko).
+
+    Its TLS is :func:`.transport.tls_context`'s policy, applied by requests and urllib3: with
+    ``verify`` the CA and the host name are checked, without it neither (as the docker CLI's
+    ``DOCKER_TLS``); tests/unit/test_transport.py holds both to it."""
     if endpoint.scheme == "ssh":
         ssh_transport()
     tls = None
@@ -461,8 +463,8 @@ class DockerEngine(Engine):
         url = self.api.base_url  # https://host:port
         host, _, port = url.split("://", 1)[1].rstrip("/").rpartition(":")
         assert self._tls_context is not None
-        return hijack(host.strip("[]"), int(port), self._tls_context,
-                      f"/v{API_VERSION}{path}", body, REQUEST_TIMEOUT)
+        return hijack(host.strip("[]"), int(port), self._tls_context, path, body,
+                      REQUEST_TIMEOUT)
 
     def adopt_exec(self, exec_id: str | None, fd: int) -> ExecStream:
         return DockerExecStream(self.api, exec_id, socket.socket(fileno=fd))

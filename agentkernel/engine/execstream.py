@@ -6,6 +6,17 @@ zero bytes, big-endian length); with a TTY it carries the terminal's raw bytes b
 ``write`` sends to the command's stdin and ``close_stdin`` half-closes it. The same class reads
 the container's main process through the lifeline's attach connection (``exec_id`` None): that
 connection is the lifeline, so such a stream never shuts it down, it only closes its own fd.
+
+The frame headers are read here, not by docker-py's helpers (``docker.utils.socket``:
+``frames_iter``, ``next_frame_header``, ``read_exactly``, ``read``), which cannot serve a
+long-lived stream: ``read`` waits in ``poll()`` with no timeout before each ``recv``, so a read
+timeout (``set_timeout``: the runner's ready wait, the stall limit on a frame cut off, a
+helper's compile limit) would never fire; ``read_exactly`` keeps what it has read in a local,
+so a timeout or error in the middle of a header or payload loses those bytes and the stream is
+out of step, and a ``frames_iter`` generator that raised cannot go on; and each header and each
+payload is its own ``poll`` and ``recv`` (four system calls per frame, where this class reads up
+to 64 KiB at once, many of the runner's small frames per read, and ``pending()`` tells the
+caller what it has read ahead). This class is the one copy of the demultiplexing in agentkernel.
 """
 
 from __future__ import annotations

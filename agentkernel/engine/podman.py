@@ -32,7 +32,8 @@ from ..cache import cache_dir, write_atomically
 from ..errors import ConfigError, EngineError, SandboxError, SandboxNotFound, one_line
 from .base import ContainerGone, CreateAgain
 from .discovery import Endpoint
-from .docker import API_VERSION, CPU_PERIOD, DockerEngine
+from .docker import CPU_PERIOD, DockerEngine
+from .transport import API_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ thread and a writer), and an ``SSLSocket`` cannot half-close (``unwrap()`` reads
 sending close_notify, and OpenSSL drops the application data it reads then). So exec streams
 to a TLS engine are opened here: our own TLS connection (``ssl.SSLObject`` over memory BIOs,
 every TLS call under one lock, socket reads and writes outside it) carrying our own HTTP
-upgrade request, the one the docker CLI sends.
+upgrade request, the one the docker CLI sends. The TCP connection, the TLS policy (the CA and
+the host name checked) and the HTTP lines are :mod:`.transport`'s, as for the reaper.
 """
 
 from __future__ import annotations
@@ -18,27 +19,19 @@ import threading
 from typing import Any
 
 from ..errors import EngineError, EngineUnavailable, one_line
+from . import transport
 from .discovery import TLSFiles
 
 RECV_SIZE = 65536
-MAX_HEADER = 65536
 
 
 def client_context(tls: TLSFiles) -> ssl.SSLContext:
-    """The TLS client context the docker CLI would use with these files."""
+    """The TLS client context for these files (:func:`.transport.tls_context`'s policy)."""
     try:
-        if tls.verify:
-            context = ssl.create_default_context(cafile=tls.ca)
-        else:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if tls.cert:
-            context.load_cert_chain(tls.cert, tls.key)
+        return transport.tls_context(tls.ca, tls.cert, tls.key, tls.verify)
     except (OSError, ssl.SSLError) as err:
         raise EngineUnavailable(f"cannot use the engine's TLS files: {one_line(err, 160)}"
                                 ) from None
-    return context
 
 
 class TlsConnection:
@@ -143,27 +136,34 @@ class TlsConnection:
 
 def hijack(host: str, port: int, context: ssl.SSLContext, path: str, body: dict[str, Any],
            timeout: float) -> TlsConnection:
-    """POST ``body`` to ``path`` asking for the connection (``Upgrade: tcp``), as ``docker
-    exec`` and ``docker attach`` do; the connection then carries the raw stream.
+    """POST ``body`` to ``path`` (under ``/v{API_VERSION}``) asking for the connection
+    (``Upgrade: tcp``), as ``docker exec`` and ``docker attach`` do; the connection then
+    carries the raw stream.
 
-    ConnectionError when the engine cannot be reached (the backend names the action),
-    EngineError when it refuses the request."""
+    ConnectionError when the engine cannot be reached or its certificate does not pass (the
+    backend names the action), EngineError when it refuses the request."""
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = transport.open_tcp(host, port, timeout)
+    except OSError as err:
+        raise ConnectionError(f"no TLS connection to {host}:{port}: {one_line(err, 160)}"
+                              ) from None
+    try:
         conn = TlsConnection(sock, context, host)
     except (OSError, ssl.SSLError) as err:
+        sock.close()
         raise ConnectionError(f"no TLS connection to {host}:{port}: {one_line(err, 160)}"
                               ) from None
     payload = json.dumps(body).encode()
-    head = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: agentkernel\r\n"
-            "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
-            f"Content-Length: {len(payload)}\r\n\r\n")
+    head = transport.request_head(
+        "POST", path, transport.netloc(host, port),
+        {"Content-Type": "application/json", "Connection": "Upgrade", "Upgrade": "tcp"},
+        len(payload))
     try:
-        conn.sendall(head.encode() + payload)
-        status, rest = _read_response_head(conn)
+        conn.sendall(head + payload)
+        status, _, rest = transport.read_response_head(conn.recv)
         if status not in (101, 200):
             raise EngineError(f"the engine refused {path.rsplit('/', 1)[-1]}: "
-                              f"{status} {_error_text(conn, rest)}")
+                              f"{status} {_error_text(rest)}")
     except (OSError, ssl.SSLError) as err:
         conn.close()
         raise ConnectionError(f"the engine at {host}:{port} broke the connection: "
@@ -176,23 +176,7 @@ def hijack(host: str, port: int, context: ssl.SSLContext, path: str, body: dict[
     return conn
 
 
-def _read_response_head(conn: TlsConnection) -> tuple[int, bytes]:
-    """(status code, bytes after the header) of the HTTP answer."""
-    buffer = b""
-    while b"\r\n\r\n" not in buffer:
-        chunk = conn.recv()
-        if not chunk or len(buffer) > MAX_HEADER:
-            raise ConnectionError("no HTTP answer from the engine")
-        buffer += chunk
-    head, _, rest = buffer.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    try:
-        return int(status_line.split()[1]), rest
-    except (IndexError, ValueError):
-        raise ConnectionError(f"not an HTTP answer: {status_line[:80]!r}") from None
-
-
-def _error_text(conn: TlsConnection, rest: bytes) -> str:
+def _error_text(rest: bytes) -> str:
     """The engine's error message (its JSON body's ``message``), as far as it came."""
     text = rest.decode("utf-8", "replace")
     try:

@@ -161,8 +161,8 @@ class Lifecycle(SandboxCore):
             if not eff.persistent:
                 endpoint = engine.endpoint()
                 volumes = workspace.volume_names(self.workspace_id) if self.workspace_id else ()
-                attachment.reaper_fd = reaper.start(endpoint.url, container_id, endpoint.tls_dir,
-                                                    volumes)
+                attachment.reaper_fd = reaper.start(endpoint.url, container_id,
+                                                    endpoint.to_dict()["tls"], volumes)
                 if self.workspace_id and not eff.workspace_id:  # this sandbox's own workspace
                     os.write(attachment.reaper_fd, reaper.DISCARD)
             with self._errors(f"starting sandbox {self.name}"):

@@ -28,6 +28,12 @@ SEAMS = {
 RUNNER_THIRD_PARTY = {"IPython", "traitlets", "comm"}
 # Runner modules that run before IPython is importable (or on the host): standard library only.
 RUNNER_STDLIB_ONLY = {"boot", "protocol", "pump", "ipython_path", "__init__"}
+# Host modules run from their sources as ``python -I -S -c`` (the reaper: the transport's source,
+# then its own): the standard library, and of agentkernel only the modules run with them.
+STANDALONE = {
+    "agentkernel.engine.transport": set(),
+    "agentkernel.reaper": {"agentkernel.engine", "agentkernel.engine.transport"},
+}
 
 
 def allowed_imports() -> dict[str, set[str]]:
@@ -109,6 +115,13 @@ def test_the_runner_needs_only_the_standard_library_and_the_bundle():
             assert (top in sys.stdlib_module_names or top in allowed
                     or imported.startswith(("agentkernel.runner", "_agentkernel_runner"))), (
                 f"{name} imports {imported}")
+
+
+@pytest.mark.parametrize("name", sorted(STANDALONE))
+def test_what_runs_from_its_source_needs_only_the_standard_library(name):
+    for imported in imports_of(name, modules()[name]):
+        assert (imported.split(".")[0] in sys.stdlib_module_names
+                or imported in STANDALONE[name]), f"{name} imports {imported}"
 
 
 def test_the_bundle_holds_what_the_runner_imports():
