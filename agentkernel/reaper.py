@@ -44,7 +44,7 @@ def _delete(url: str, tls: Mapping[str, Any] | None, what: str) -> int:
     """``DELETE`` the engine's object ``what``; the HTTP status (0: no answer). OSError
     (ssl.SSLCertVerificationError among them) when the engine cannot be reached as asked."""
     context = None
-    if tls is not None and transport.scheme(url) in transport.TLS_SCHEMES:
+    if tls is not None and transport.scheme(url) in transport.TCP_SCHEMES:
         context = transport.tls_context(tls.get("ca"), tls.get("cert"), tls.get("key"),
                                         bool(tls.get("verify", True)))
     head = transport.request_head("DELETE", what, transport.host_header(url),

@@ -81,12 +81,6 @@ class Endpoint:
         """The engine's host name as the URL gives it ("" for a local socket)."""
         return (urlsplit(self.url).hostname or "") if self.remote else ""
 
-    @property
-    def tls_dir(self) -> str | None:
-        """The folder holding ca.pem, cert.pem and key.pem (DOCKER_CERT_PATH); None without
-        TLS."""
-        return self.env()["DOCKER_CERT_PATH"] if self.tls is not None else None
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able description (for another process: :meth:`from_dict`)."""
         return {"url": self.url, "tls": asdict(self.tls) if self.tls else None}

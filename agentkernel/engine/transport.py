@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 API_VERSION = "1.41"
 CONNECT_TIMEOUT = 10.0
 MAX_HEAD = 65536  # bytes of an HTTP answer's status line and headers
-TLS_SCHEMES = ("tcp", "https")
+TCP_SCHEMES = ("tcp", "http", "https")  # TLS when given a context
 
 
 def scheme(url: str) -> str:
@@ -45,7 +45,7 @@ def scheme(url: str) -> str:
 
 
 def host_port(url: str) -> tuple[str, int]:
-    """(host, port) of ``tcp://HOST:PORT`` or ``https://HOST:PORT`` (IPv6 in brackets)."""
+    """(host, port) of ``tcp://HOST:PORT`` (``http://``, ``https://``; IPv6 in brackets)."""
     netloc = url.split("://", 1)[1].split("/", 1)[0]
     host, sep, port = netloc.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -74,7 +74,7 @@ def tls_context(ca: str | None, cert: str | None, key: str | None,
 def connect(url: str, context: ssl.SSLContext | None = None,
             timeout: float = CONNECT_TIMEOUT) -> socket.socket:
     """A stream to the engine at ``url``, with ``timeout`` on its operations. With ``context``
-    (tcp:// and https:// only) it is TLS, handshake done, the host name checked as the context
+    (tcp://, http://, https://) it is TLS, handshake done, the host name checked as the context
     says (ssl.SSLCertVerificationError when the certificate does not name it)."""
     kind = scheme(url)
     if kind == "unix":
@@ -88,7 +88,7 @@ def connect(url: str, context: ssl.SSLContext | None = None,
         return sock
     if kind == "ssh":
         return dial_ssh(url, timeout)
-    if kind not in TLS_SCHEMES:
+    if kind not in TCP_SCHEMES:
         raise ValueError(f"no transport for {kind}:// engines")
     host, port = host_port(url)
     sock = open_tcp(host, port, timeout)
@@ -133,7 +133,7 @@ def dial_ssh(url: str, timeout: float = CONNECT_TIMEOUT) -> socket.socket:
 
 def host_header(url: str) -> str:
     """The ``Host`` of a request to ``url`` (the docker CLI's name for a socket's engine)."""
-    return netloc(*host_port(url)) if scheme(url) in TLS_SCHEMES else "api.moby.localhost"
+    return netloc(*host_port(url)) if scheme(url) in TCP_SCHEMES else "api.moby.localhost"
 
 
 def netloc(host: str, port: int) -> str:

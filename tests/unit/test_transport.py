@@ -151,7 +151,8 @@ def _answer(conn: socket.socket, engine: FakeEngine) -> None:
 
 @pytest.fixture
 def serve(pki: Path, tmp_path: Path) -> Iterator:
-    """serve("right" | "wrong" | "unix") -> a FakeEngine listening until the test ends."""
+    """serve("right" | "wrong" | "plain" | "unix") -> a FakeEngine listening until the test
+    ends (TLS with the certificate of that name, plain TCP, a unix socket)."""
     listeners = []
 
     def start(kind: str) -> FakeEngine:
@@ -160,6 +161,9 @@ def serve(pki: Path, tmp_path: Path) -> Iterator:
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             listener.bind(path)
             engine, context = FakeEngine(f"unix://{path}"), None
+        elif kind == "plain":
+            listener = socket.create_server(("127.0.0.1", 0))
+            engine, context = FakeEngine(f"tcp://127.0.0.1:{listener.getsockname()[1]}"), None
         else:
             listener = socket.create_server(("127.0.0.1", 0))
             engine = FakeEngine(f"tcp://127.0.0.1:{listener.getsockname()[1]}")
@@ -206,8 +210,9 @@ def test_without_verify_the_reaper_only_encrypts(serve, pki: Path) -> None:
     assert reaper.remove_container(engine.url, _tls_dict(pki, verify=False), CONTAINER) == 204
 
 
-def test_the_reaper_over_a_unix_socket(serve) -> None:
-    engine = serve("unix")
+@pytest.mark.parametrize("kind", ["unix", "plain"])
+def test_the_reaper_without_tls(serve, kind: str) -> None:
+    engine = serve(kind)
     assert reaper.remove_container(engine.url, None, CONTAINER) == 204
     assert engine.requests == [f"DELETE /v{transport.API_VERSION}/containers/{CONTAINER}"
                                "?force=1 HTTP/1.1"]
