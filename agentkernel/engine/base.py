@@ -24,6 +24,9 @@ from .discovery import Endpoint
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 STDOUT, STDERR = 1, 2
+# On a volume whose files sandboxes see with shifted ids ("uid:gid:count", Engine.id_shift):
+# a container mounting it may get that user namespace
+LABEL_ID_SHIFT = "agentkernel.idshift"
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,12 @@ class Engine(ABC):
     def runtimes(self) -> list[str]:
         """The OCI runtimes the engine knows by name ([] when it cannot say)."""
         return []
+
+    def id_shift(self) -> tuple[int, int, int] | None:
+        """Where the user namespace this engine gives sandboxes puts their ids on its host:
+        (uid of root inside, gid of root inside, how many ids follow); None when sandboxes
+        keep the host's ids."""
+        return None
 
     @abstractmethod
     def attach_stdin(self, container_id: str, *, output: bool = False) -> socket.socket:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..cache import cache_dir, write_atomically
 from ..errors import ConfigError, EngineError, SandboxError, SandboxNotFound, one_line
-from .base import ContainerGone, CreateAgain
+from .base import LABEL_ID_SHIFT, ContainerGone, CreateAgain
 from .discovery import Endpoint
 from .docker import CPU_PERIOD, DockerEngine
 from .transport import API_VERSION
@@ -105,12 +105,10 @@ def _tmpfs_without_copy_up(request: dict[str, Any]) -> dict[str, Any]:
     return {**request, "HostConfig": host}
 
 
-def userns_mode(files: tuple[Path, Path] = SUBID_FILES) -> str | None:
-    """The ``UsernsMode`` that gives a rootful Podman's sandboxes a user namespace: ids
-    0-65535 inside on the first USERNS_SIZE ids of the user ``containers`` in /etc/subuid and
-    /etc/subgid, the same for every sandbox, as Docker's userns-remap does (Podman keeps one
-    copy of an image's files per distinct mapping: one range, one copy). None when either file
-    gives that user fewer ids (Podman would refuse the create)."""
+def userns_starts(files: tuple[Path, Path] = SUBID_FILES) -> tuple[int, int] | None:
+    """The first uid and gid of the user ``containers``'s ranges in /etc/subuid and
+    /etc/subgid that hold USERNS_SIZE ids; None when either file gives it fewer (Podman would
+    refuse the create)."""
     starts = []
     for path in files:
         try:
@@ -124,6 +122,17 @@ def userns_mode(files: tuple[Path, Path] = SUBID_FILES) -> str | None:
         if not found:
             return None
         starts.append(found[0])
+    return starts[0], starts[1]
+
+
+def userns_mode(files: tuple[Path, Path] = SUBID_FILES) -> str | None:
+    """The ``UsernsMode`` that gives a rootful Podman's sandboxes a user namespace: ids
+    0-65535 inside on the first USERNS_SIZE ids of the user ``containers`` (userns_starts),
+    the same for every sandbox, as Docker's userns-remap does (Podman keeps one copy of an
+    image's files per distinct mapping: one range, one copy). None when there are none."""
+    starts = userns_starts(files)
+    if starts is None:
+        return None
     return (f"auto:uidmapping=0:{starts[0]}:{USERNS_SIZE},"
             f"gidmapping=0:{starts[1]}:{USERNS_SIZE}")
 
@@ -308,11 +317,17 @@ class PodmanEngine(DockerEngine):
         /etc/subgid (user ``containers``, see SECURITY.md); else None."""
         return userns_mode() if self._service_uid == 0 else None
 
+    def id_shift(self) -> tuple[int, int, int] | None:
+        """The host ids of sandboxes' root (``_userns``'s range)."""
+        starts = userns_starts() if self._userns else None
+        return None if starts is None else (*starts, USERNS_SIZE)
+
     def _host_files_allow_userns(self, host: dict[str, Any], name: str) -> bool:
         """Whether the host folders the container mounts still work from a user namespace,
         whose root is "others" to the host's files: every bind's source reachable and
         readable by others (writable too for a writable bind), and no volume with driver
-        options (a copy-on-write workspace: its layers belong to the host's root). Else the
+        options (a copy-on-write workspace) unless its files are shifted into this range
+        (labelled LABEL_ID_SHIFT by sandbox/workspace.py: an idmapped lower layer). Else the
         container keeps the host's root, as without user namespaces (logged)."""
         mounts = [(bind.split(":")[0], not bind.endswith(":ro")) for bind in
                   host.get("Binds") or [] if bind.startswith("/")]
@@ -323,13 +338,16 @@ class PodmanEngine(DockerEngine):
             elif mount.get("Type") == "volume":
                 volumes.append(mount["Source"])
         blocked = [path for path, write in mounts if not others_may_use(path, write)]
+        shift = ":".join(map(str, self.id_shift() or ()))
         for volume in volumes:
             try:
                 with self._errors(f"inspecting volume {volume}"):
-                    if self.api.inspect_volume(volume).get("Options"):
-                        blocked.append(f"volume {volume}")
+                    found = self.api.inspect_volume(volume)
             except SandboxError:
                 continue
+            labels = found.get("Labels") or {}
+            if found.get("Options") and labels.get(LABEL_ID_SHIFT) != shift:
+                blocked.append(f"volume {volume}")
         if blocked:
             log.info("%s: no user namespace of its own (root inside is the host's root): "
                      "%s not usable by others on the host", name, ", ".join(blocked[:3]))

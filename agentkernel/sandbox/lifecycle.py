@@ -72,6 +72,8 @@ class Lifecycle(SandboxCore):
                 self._start_created(container_id, limits, bool(main))
         finally:
             beside.shutdown(wait=False)
+            if self.workspace_id:  # the engine holds the lower layer it mounted
+                workspace.release_lower(self.workspace_id)
         if expected:
             self._verify_binds(expected)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import stat
 import tarfile
@@ -25,7 +26,9 @@ from typing import Any
 from ..cache import cache_dir
 from ..config.hostpaths import secret_entries
 from ..engine import Engine
+from ..engine.base import LABEL_ID_SHIFT
 from ..errors import ConfigError, SandboxError
+from . import shifted
 from .request import LABEL_OWNER, owner_label
 
 log = logging.getLogger(__name__)
@@ -75,28 +78,71 @@ def ensure_volumes(engine: Engine, root: str, workspace_id: str,
                    labels: Mapping[str, str]) -> str:
     """The overlay volume of workspace ``workspace_id`` over host folder ``root``, made with
     its upper and work volumes when missing (kept when they exist: a restarted kernel's
-    files); an overlay volume over another folder is made again. Returns its name."""
+    files); an overlay volume over another folder is made again. Where the engine gives
+    sandboxes a user namespace, the lower layer is ``root`` with its ids shifted into it
+    (sandbox/shifted.py), mounted until ``release_lower``. Returns its name."""
     check_root(root)
     names = {role: volume_name(workspace_id, role) for role in ROLES}
     common = {LABEL_OWNER: owner_label(), **labels, LABEL_WORKSPACE: workspace_id}
+    upper = engine.volume_labels(names["upper"])
+    shift = _id_shift(engine, upper)
+    lower, marked = root, ""
+    if shift is not None:
+        try:
+            lower, marked = str(shifted.mount(root, workspace_id, shift)), _shift_label(shift)
+        except OSError as err:
+            log.warning("workspace %s: its sandboxes keep the host's root (no user "
+                        "namespace): the folder's ids could not be shifted: %s", root, err)
     overlay = engine.volume_labels(names["overlay"])
-    if overlay is not None and overlay.get(LABEL_ROOT) == root:
+    if (overlay is not None and overlay.get(LABEL_ROOT) == root
+            and overlay.get(LABEL_ID_SHIFT, "") == marked):
         return names["overlay"]
     if overlay is not None:
         engine.remove_volume(names["overlay"])
     places = {}
     for role in ("upper", "work"):
         if engine.volume_labels(names[role]) is None:
-            engine.create_volume(names[role], {**common, LABEL_ROLE: role})
+            engine.create_volume(names[role], {**common, LABEL_ROLE: role,
+                                               LABEL_ID_SHIFT: marked})
+            if role == "upper" and shift is not None and marked:  # root inside owns the top
+                _chown(engine.volume_mountpoint(names[role]), shift)
         places[role] = engine.volume_mountpoint(names[role])
         if not places[role] or any(ch in places[role] for ch in MOUNT_OPTION_UNSAFE):
             raise SandboxError(f"the workspace volume {names[role]} has no usable folder on "
                                f"the engine's host ({places[role]!r})")
     options = {"type": "overlay", "device": "overlay",
-               "o": f"lowerdir={root},upperdir={places['upper']},workdir={places['work']}"}
-    engine.create_volume(names["overlay"], {**common, LABEL_ROLE: "overlay", LABEL_ROOT: root},
-                         options)
+               "o": f"lowerdir={lower},upperdir={places['upper']},workdir={places['work']}"}
+    engine.create_volume(names["overlay"], {**common, LABEL_ROLE: "overlay", LABEL_ROOT: root,
+                                            LABEL_ID_SHIFT: marked}, options)
     return names["overlay"]
+
+
+def release_lower(workspace_id: str) -> None:
+    """Once the sandbox started (the engine mounted its workspace, and the overlay holds its
+    own copy of the lower layer), detach the shifted folder ensure_volumes mounted."""
+    shifted.release(workspace_id)
+
+
+def _id_shift(engine: Engine, upper: Mapping[str, str] | None) -> tuple[int, int, int] | None:
+    """The ids the workspace's files are shifted by: the engine's user namespace, where this
+    process can make the mount, unless the workspace's upper layer was written with other
+    ids (a workspace keeps the ids it was made with)."""
+    shift = engine.id_shift()
+    if shift is None or (upper is not None and upper.get(LABEL_ID_SHIFT, "") !=
+                         _shift_label(shift)) or not shifted.possible(engine):
+        return None
+    return shift
+
+
+def _shift_label(shift: tuple[int, int, int]) -> str:
+    return ":".join(map(str, shift))
+
+
+def _chown(folder: str | None, shift: tuple[int, int, int]) -> None:
+    """Give the sandbox's root (``shift``'s uid and gid) the new upper layer's top folder:
+    the overlay's root takes its owner from it."""
+    if folder:
+        os.chown(folder, shift[0], shift[1])
 
 
 def workspace_mount(volume: str, root: str) -> dict[str, Any]:
@@ -128,10 +174,18 @@ def hiding_mounts(folder: str, target: str) -> list[dict[str, Any]]:
 
 
 def _empty_file() -> Path:
-    """An empty file of ours, mounted read-only over host files a sandbox must not see."""
-    path = cache_dir() / "hidden"
-    if not path.is_file() or path.stat().st_size:
+    """An empty file of ours, mounted read-only over host files a sandbox must not see: in
+    the private cache, or for root in /run/agentkernel, where a user namespace's root (others
+    to the host's files) may reach it too."""
+    if os.geteuid() == 0:
+        shifted.MOUNTS.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path = shifted.MOUNTS.parent / "hidden"
+    else:
+        path = cache_dir() / "hidden"
+    if not path.is_file() or path.stat().st_size or path.stat().st_mode & 0o444 != 0o444:
+        path.unlink(missing_ok=True)
         path.write_bytes(b"")
+        path.chmod(0o444)
     return path
 
 
@@ -212,6 +266,7 @@ class _ChunkReader:
 
 def discard(engine: Engine, workspace_id: str) -> None:
     """Remove the workspace's volumes (what its cells wrote is gone)."""
+    shifted.release(workspace_id)
     for name in volume_names(workspace_id):
         try:
             engine.remove_volume(name)

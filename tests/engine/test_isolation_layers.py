@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 from helpers.engines import labelled
 
+from agentkernel.config import SandboxConfig
 from agentkernel.engine import Endpoint, Engine, connect_endpoint
 from agentkernel.errors import ConfigError, SandboxNotFound
-from agentkernel.sandbox import Sandbox
+from agentkernel.sandbox import Sandbox, shifted
+from agentkernel.sandbox.workspace import volume_name
 
 pytestmark = pytest.mark.engine
 # the Podman service whose default runtime is gVisor's launcher (scripts/setup.sh)
@@ -118,6 +120,53 @@ def test_podman_root_is_not_host_root(engine_name: str, engine: Engine, test_ima
         assert root_file.read_text() == "host"
     finally:
         sandbox.stop()
+
+
+def test_podman_workspace_root_is_not_host_root(engine_name: str, engine: Engine,
+                                                test_image: str, tmp_path: Path) -> None:
+    """The default copy-on-write workspace keeps the user namespace: its lower layer is the
+    project with its ids shifted into the namespace's range (an idmapped mount), so inside,
+    files keep their owners, root may change root's files (copied up) and read a 0700 folder,
+    and what it writes is owned outside by the namespace's ids, in the upper layer; the
+    project on the host is untouched, and the shifted mount is gone once the sandbox runs."""
+    if engine_name != "podman":
+        return  # Docker: the daemon's userns-remap, an operator step (SECURITY.md)
+    project = tmp_path / "project"  # under pytest's 0700 folder: others cannot reach it
+    (project / "private").mkdir(parents=True)
+    (project / "private" / "p.txt").write_text("p")
+    (project / "private").chmod(0o700)
+    (project / "root-owned.txt").write_text("host\n")
+    (project / "mine.txt").write_text("user\n")
+    os.chown(project / "mine.txt", 1000, 1000)
+    before = owners_and_contents(project)
+    with Sandbox(SandboxConfig(image=test_image, workspace=str(project), workdir=str(project)),
+                 engine=engine) as sandbox:
+        inside, outside, count = first_mapping(sandbox.exec(["cat", "/proc/self/uid_map"]).stdout)
+        assert inside == 0 and outside > 0 and count == 65536
+        _, gid_outside, _ = first_mapping(sandbox.exec(["cat", "/proc/self/gid_map"]).stdout)
+        owners = sandbox.exec(["stat", "-c", "%u:%g %n", "root-owned.txt", "mine.txt", "private"])
+        assert owners.stdout == "0:0 root-owned.txt\n1000:1000 mine.txt\n0:0 private\n"
+        wrote = sandbox.exec(["sh", "-c", "echo more >> root-owned.txt && echo x >> mine.txt && "
+                              "cat private/p.txt && echo new > new.txt"])
+        assert wrote.ok and wrote.stdout == "p", wrote.stderr
+        assert sandbox.workspace_id and not shifted.mount_path(sandbox.workspace_id).exists()
+        upper = Path(engine.volume_mountpoint(volume_name(sandbox.workspace_id, "upper")) or "")
+        made = (upper / "new.txt").stat()
+        assert (made.st_uid, made.st_gid) == (outside, gid_outside)
+        assert (upper / "root-owned.txt").stat().st_uid == outside
+        assert (upper / "mine.txt").stat().st_uid == outside + 1000
+        assert (upper / "root-owned.txt").read_text() == "host\nmore\n"
+    assert owners_and_contents(project) == before
+
+
+def owners_and_contents(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
+    """Every entry below ``root``: owner, group, mode and a file's contents."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        data = path.read_bytes() if path.is_file() else b""
+        found[str(path.relative_to(root))] = (info.st_uid, info.st_gid, info.st_mode, data)
+    return found
 
 
 def test_podman_folder_others_cannot_reach_keeps_host_root(engine_name: str, engine: Engine,

@@ -1,0 +1,143 @@
+"""A host folder with its ids shifted into the sandboxes' user namespace: an idmapped mount.
+
+A user namespace's root is "others" to the host's files, so through a copy-on-write workspace
+whose lower layer is the plain project folder it could not write (nor copy up) the project's
+files. The lower layer is instead an idmapped bind mount of the folder (Linux 5.12+
+``mount_setattr(MOUNT_ATTR_IDMAP)``, overlay over idmapped layers since 5.19): host id ``n``
+shows as ``start + n``, so inside the sandbox every file keeps its own owner (root's are
+root's), and what the sandbox writes lands in the upper layer owned by its own range.
+
+The mount is read-only, made by root on the engine's host (the kernel, beside a rootful
+Podman in the same mount namespace) just before the sandbox's create, and detached once the
+sandbox started: overlayfs holds its own private copy of each layer from the moment the
+engine mounts the workspace, and a later start makes it again. (An idmapped overlay itself
+is refused by Linux: EINVAL, so Podman's ``:idmap`` volume option cannot do this.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ..engine import Engine
+from ..engine.podman import peer_credentials
+
+log = logging.getLogger(__name__)
+
+MOUNTS = Path("/run/agentkernel/workspaces")
+# x86-64 and arm64 share these numbers (the new mount API's are the same on every arch)
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x1000, -100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_IDMAP = 0x1, 0x100000
+MNT_DETACH = 2
+CLONE_NEWUSER = 0x10000000
+# A child that enters a new user namespace and waits: its namespace carries the mapping
+UNSHARE_CHILD = ("import ctypes, sys\n"
+                 f"if ctypes.CDLL(None, use_errno=True).unshare({CLONE_NEWUSER}) != 0:\n"
+                 "    sys.exit(1)\n"
+                 "sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()\n")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def mount_path(workspace_id: str) -> Path:
+    """Where workspace ``workspace_id``'s shifted lower layer is mounted while it starts."""
+    return MOUNTS / workspace_id
+
+
+def possible(engine: Engine) -> bool:
+    """Whether this process can give ``engine`` a shifted folder: it is root, and the local
+    engine's service runs in this mount namespace (so it sees the mount)."""
+    if os.geteuid() != 0 or engine.remote:
+        return False
+    peer = peer_credentials(engine.base_url)
+    if peer is None or peer[0] <= 0:
+        return False
+    try:
+        return os.readlink(f"/proc/{peer[0]}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
+    except OSError:
+        return False
+
+
+def mount(source: str, workspace_id: str, shift: tuple[int, int, int]) -> Path:
+    """Mount ``source`` read-only at ``mount_path(workspace_id)`` with host ids 0..count-1
+    shown as ``shift``'s (uid, gid) onwards; OSError when Linux refuses."""
+    target = mount_path(workspace_id)
+    release(workspace_id)
+    MOUNTS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target.mkdir(mode=0o700, exist_ok=True)
+    try:
+        tree = _syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC)
+    except OSError:
+        target.rmdir()
+        raise
+    try:
+        userns = _userns_fd(*shift)
+        try:
+            attr = _MountAttr(MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY, 0, 0, userns)
+            _syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH, ctypes.byref(attr),
+                     ctypes.sizeof(attr))
+        finally:
+            os.close(userns)
+        _syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, str(target).encode(),
+                 MOVE_MOUNT_F_EMPTY_PATH)
+    except OSError:
+        with contextlib.suppress(OSError):
+            target.rmdir()
+        raise
+    finally:
+        os.close(tree)
+    return target
+
+
+def release(workspace_id: str) -> None:
+    """Detach workspace ``workspace_id``'s shifted folder and remove its mount point (a start
+    that would mount the workspace without it then fails instead of showing an empty
+    folder); nothing when there is none."""
+    target = mount_path(workspace_id)
+    if not target.is_dir():
+        return
+    while _libc.umount2(str(target).encode(), MNT_DETACH) == 0:
+        continue
+    try:
+        target.rmdir()
+    except OSError as err:
+        log.warning("workspace %s: %s left: %s", workspace_id, target, err)
+
+
+def _userns_fd(uid: int, gid: int, count: int) -> int:
+    """An fd of a new user namespace mapping ids 0..count-1 to ``uid``/``gid`` onwards (of a
+    child made for it; the fd keeps the namespace after the child is gone)."""
+    child = subprocess.Popen([sys.executable, "-I", "-S", "-c", UNSHARE_CHILD],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        if child.stdout.readline() != b"ready\n":
+            raise OSError(errno.EPERM, "a user namespace could not be made")
+        Path(f"/proc/{child.pid}/uid_map").write_text(f"0 {uid} {count}\n")
+        Path(f"/proc/{child.pid}/gid_map").write_text(f"0 {gid} {count}\n")
+        return os.open(f"/proc/{child.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        if child.stdin is not None:
+            child.stdin.close()
+        child.wait()
+
+
+def _syscall(number: int, *args: object) -> int:
+    result = _libc.syscall(number, *args)
+    if result < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return int(result)

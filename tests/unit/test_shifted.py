@@ -1,0 +1,72 @@
+"""The project folder with its ids shifted into the sandboxes' user namespace
+(agentkernel/sandbox/shifted.py): a real idmapped mount on this host (root, Linux 5.19+), and
+an overlay over it as the engine's volume driver makes one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentkernel.sandbox import shifted
+
+SHIFT = (2_000_000, 3_000_000, 65536)
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="an idmapped mount needs root")
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    project = tmp_path / "project"
+    (project / "private").mkdir(parents=True)
+    (project / "private").chmod(0o700)
+    (project / "mine.txt").write_text("mine")
+    os.chown(project / "mine.txt", 1000, 1001)
+    return project
+
+
+@needs_root
+def test_ids_are_shifted_read_only_and_released(folder: Path, tmp_path: Path) -> None:
+    workspace_id = f"test-{os.getpid()}"
+    target = shifted.mount(str(folder), workspace_id, SHIFT)
+    try:
+        assert target == shifted.mount_path(workspace_id)
+        mine, private = (target / "mine.txt").stat(), (target / "private").stat()
+        assert (mine.st_uid, mine.st_gid) == (SHIFT[0] + 1000, SHIFT[1] + 1001)
+        assert (private.st_uid, private.st_gid) == SHIFT[:2]
+        assert (target / "mine.txt").read_text() == "mine"
+        with pytest.raises(OSError) as refused:
+            (target / "new.txt").write_text("x")
+        assert refused.value.errno == errno.EROFS
+        # an overlay over it, as the engine mounts the workspace: copy-up keeps shifted ids
+        upper, work, merged = (tmp_path / name for name in ("upper", "work", "merged"))
+        for made in (upper, work, merged):
+            made.mkdir()
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={target},upperdir={upper},workdir={work}", str(merged)],
+                       check=True)
+        try:
+            shifted.release(workspace_id)  # the overlay keeps its own copy of the layer
+            assert not target.exists()
+            with open(merged / "mine.txt", "a") as appended:
+                appended.write("!")
+            assert (upper / "mine.txt").stat().st_uid == SHIFT[0] + 1000
+            assert (folder / "mine.txt").read_text() == "mine"
+        finally:
+            subprocess.run(["umount", str(merged)], check=True)
+    finally:
+        shifted.release(workspace_id)
+    assert not target.exists()
+
+
+@needs_root
+def test_a_missing_folder_leaves_no_mount_point(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        shifted.mount(str(tmp_path / "missing"), f"test-missing-{os.getpid()}", SHIFT)
+    assert not shifted.mount_path(f"test-missing-{os.getpid()}").exists()
+
+
+def test_release_without_a_mount_is_nothing() -> None:
+    shifted.release(f"never-mounted-{os.getpid()}")
