@@ -142,11 +142,14 @@ engines=()
   --packages python3 python3-matplotlib python3-pandas python3-jinja2 iproute2 procps >&2
 # Debian's own scientific stacks, no IPython (tests/engine/test_distro_matplotlib.py): bookworm's
 # matplotlib 3.6 gets agentkernel's IPython 8, trixie's 3.10 the host's IPython
-for suite in bookworm trixie; do
-  "$VENV/bin/agentkernel" image build --tag "agentkernel-scipy:$suite" --suite "$suite" \
-    --if-missing --engines "${engines[@]}" \
-    --packages python3 python3-matplotlib python3-numpy python3-pandas >&2
-done
+# (tests only: the demo does not use them)
+if [ "$FOR" = test ]; then
+  for suite in bookworm trixie; do
+    "$VENV/bin/agentkernel" image build --tag "agentkernel-scipy:$suite" --suite "$suite" \
+      --if-missing --engines "${engines[@]}" \
+      --packages python3 python3-matplotlib python3-numpy python3-pandas >&2
+  done
+fi
 # that IPython 8 (agentkernel/sandbox/ipython8.py), installed now so that no test fetches it
 "$VENV/bin/python" -c 'from agentkernel.sandbox import ipython8; ipython8.ensure_installed()'
 # the same with ipywidgets and tqdm (PyPI wheels), for the JupyterLab widgets test
