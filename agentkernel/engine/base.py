@@ -285,10 +285,10 @@ class Engine(ABC):
         """The OCI runtimes the engine knows by name ([] when it cannot say)."""
         return []
 
-    def id_shift(self) -> tuple[int, int, int] | None:
-        """Where the user namespace this engine gives sandboxes puts their ids on its host:
-        (uid of root inside, gid of root inside, how many ids follow); None when sandboxes
-        keep the host's ids."""
+    def id_shift(self, runtime: str | None = None) -> tuple[int, int, int] | None:
+        """Where the user namespace this engine gives sandboxes of OCI ``runtime`` puts their
+        ids on its host: (uid of root inside, gid of root inside, how many ids follow); None
+        when those sandboxes keep the host's ids."""
         return None
 
     @abstractmethod

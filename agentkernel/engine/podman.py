@@ -50,6 +50,14 @@ SUBID_FILES = (Path("/etc/subuid"), Path("/etc/subgid"))
 USERNS_USER = "containers"
 # ids 0-65535 inside (nobody, 65534, too), all sandboxes on the first 65536 of that user's range
 USERNS_SIZE = 65536
+# What unpacks a tar archive from stdin into the folder given last, in a gVisor sandbox, in the
+# order tried (an image may lack tar: a busybox image, a distroless one with only python3)
+UNPACKERS = (
+    ["tar", "-x", "-f", "-", "-C"],
+    ["busybox", "tar", "-x", "-f", "-", "-C"],
+    ["python3", "-c", "import sys, tarfile\n"
+     "tarfile.open(fileobj=sys.stdin.buffer, mode='r|').extractall(sys.argv[1])"],
+)
 
 
 def confined_profile(default: dict[str, Any]) -> dict[str, Any]:
@@ -301,10 +309,9 @@ class PodmanEngine(DockerEngine):
         if profile and not any(o.startswith("seccomp=") for o in host.get("SecurityOpt", [])):
             host = {**host, "SecurityOpt": [*host.get("SecurityOpt", []), f"seccomp={profile}"]}
             request = {**request, "HostConfig": host}
-        if (self._userns and "UsernsMode" not in request.get("HostConfig", {})
-                and self._host_files_allow_userns(request.get("HostConfig", {}), name)):
-            request = {**request, "HostConfig": {**request.get("HostConfig", {}),
-                                                 "UsernsMode": self._userns}}
+        if (self.id_shift(host.get("Runtime")) and "UsernsMode" not in host
+                and self._host_files_allow_userns(host, name)):
+            request = {**request, "HostConfig": {**host, "UsernsMode": self._userns}}
         container_id = super().create_container(request, name)
         if profile and not confirmed and source:
             self._unconfirmed[container_id] = source
@@ -317,9 +324,14 @@ class PodmanEngine(DockerEngine):
         /etc/subgid (user ``containers``, see SECURITY.md); else None."""
         return userns_mode() if self._service_uid == 0 else None
 
-    def id_shift(self) -> tuple[int, int, int] | None:
-        """The host ids of sandboxes' root (``_userns``'s range)."""
-        starts = userns_starts() if self._userns else None
+    def id_shift(self, runtime: str | None = None) -> tuple[int, int, int] | None:
+        """The host ids of sandboxes' root (``_userns``'s range); None under a runtime with its
+        own kernel (one agentkernel set up a launcher for: gVisor), whose kernel is the
+        boundary there: Debian 12's runsc (2022) cannot start a sandbox in a user namespace
+        with a named volume mounted ("cannot read client sync file: ... EOF")."""
+        launched = (runtime_launcher(runtime) != runtime if runtime is not None
+                    else self._service_runtime_launched)
+        starts = userns_starts() if self._userns and not launched else None
         return None if starts is None else (*starts, USERNS_SIZE)
 
     def _host_files_allow_userns(self, host: dict[str, Any], name: str) -> bool:
@@ -338,7 +350,7 @@ class PodmanEngine(DockerEngine):
             elif mount.get("Type") == "volume":
                 volumes.append(mount["Source"])
         blocked = [path for path, write in mounts if not others_may_use(path, write)]
-        shift = ":".join(map(str, self.id_shift() or ()))
+        shift = ":".join(map(str, self.id_shift(host.get("Runtime")) or ()))
         for volume in volumes:
             try:
                 with self._errors(f"inspecting volume {volume}"):
@@ -352,6 +364,21 @@ class PodmanEngine(DockerEngine):
             log.info("%s: no user namespace of its own (root inside is the host's root): "
                      "%s not usable by others on the host", name, ", ".join(blocked[:3]))
         return not blocked
+
+    @cached_property
+    def _service_runtime_launched(self) -> bool:
+        """Whether this (local) Podman service's default runtime is one of agentkernel's
+        runtime launchers (a service started with ``--runtime LAUNCHER``, as for gVisor): its
+        command line, read through SO_PEERCRED's pid."""
+        peer = peer_credentials(self.base_url)
+        try:
+            argv = Path(f"/proc/{peer[0]}/cmdline").read_bytes().split(b"\0") if peer else []
+        except OSError:
+            return False
+        launchers = f"{RUNTIME_LAUNCHERS}/".encode()
+        chosen = [argv[index + 1] for index in range(len(argv) - 1) if argv[index] == b"--runtime"]
+        chosen += [arg.split(b"=", 1)[1] for arg in argv if arg.startswith(b"--runtime=")]
+        return any(value.startswith(launchers) for value in chosen)
 
     @cached_property
     def _service_uid(self) -> int | None:
@@ -461,46 +488,71 @@ class PodmanEngine(DockerEngine):
                              within: float = 86400.0) -> bool:
         """Podman records no out-of-memory event of a container the host's OOM killer ended
         as a whole (gVisor's sandbox): with ``whole``, its death by SIGKILL (137) is read as
-        one. Its libpod events, as its compatible ones answer nothing with ``until``."""
+        one, unless the engine was asked to kill it (its ``kill`` event). Its libpod events,
+        as its compatible ones answer nothing with ``until``."""
         if not whole:
             return False
         since = int(time.time() - within)
-        filters = json.dumps({"container": [container_id], "event": ["died"]})
+        filters = json.dumps({"container": [container_id], "event": ["died", "kill"]})
         url = f"{self.api.base_url}/v{API_VERSION}/libpod/events"
         with self._errors("reading podman's events"):
             answer = self.api.get(url, params={"stream": "false", "since": since,
                                                "filters": filters}, timeout=10)
         if not answer.ok:
             return False
+        sigkilled = False
         for line in answer.text.splitlines():
             with contextlib.suppress(ValueError, AttributeError):
-                attributes = json.loads(line).get("Actor", {}).get("Attributes", {})
-                if attributes.get("containerExitCode") == "137":
-                    return True
-        return False
+                event = json.loads(line)
+                if event.get("Action") == "kill":
+                    return False
+                attributes = event.get("Actor", {}).get("Attributes", {})
+                sigkilled = sigkilled or attributes.get("containerExitCode") == "137"
+        return sigkilled
 
     # -- files in and out of a gVisor sandbox ------------------------------------------------
     def put_archive(self, container_id: str, folder: str, archive: bytes) -> bool:
         """Podman copies into a running container by entering its mount namespace, which under
         a runtime with its own kernel (gVisor) is not the container's file system: there the
-        container's own ``tar`` unpacks it, as root, through an exec."""
+        container's own ``tar`` unpacks it, as root, through an exec; in an image without one,
+        its busybox's or its python3's (whose tarfile needs nothing else)."""
         if not self._own_kernel(container_id):
             return super().put_archive(container_id, folder, archive)
-        stream = self.open_exec(container_id, ["tar", "-x", "-f", "-", "-C", folder], user="0")
+        for unpacker in UNPACKERS:
+            outcome = self._unpack_inside(container_id, [*unpacker, folder], archive)
+            if outcome is None:  # not in the image
+                continue
+            code, errors = outcome
+            if code == 0:
+                return True
+            if "no such file" in errors.lower() or "not a directory" in errors.lower():
+                return False
+            raise EngineError(f"writing into {folder} failed: {unpacker[0]} exited with {code}: "
+                              f"{one_line(errors, 200)}")
+        raise EngineError(f"writing into {folder} failed: the image has none of tar, busybox "
+                          "and python3, one of which a gVisor sandbox on Podman needs to "
+                          "receive files")
+
+    def _unpack_inside(self, container_id: str, argv: list[str],
+                       archive: bytes) -> tuple[int | None, str] | None:
+        """Run ``argv`` in the container as root with ``archive`` on its stdin: its exit code
+        and the end of its stderr; None when the image has no such program (it could not be
+        run: 126 or 127, or it was gone before reading its input)."""
+        stream = self.open_exec(container_id, argv, user="0")
         try:
-            stream.write(archive)
-            stream.close_stdin()
+            try:
+                stream.write(archive)
+                stream.close_stdin()
+            except (BrokenPipeError, ConnectionResetError):
+                pass
             while stream.read():
                 pass
             code, errors = self._exit_code(stream), stream.stderr_tail()
         finally:
             stream.close()
-        if code == 0:
-            return True
-        if "no such file" in errors.lower() or "not a directory" in errors.lower():
-            return False
-        raise EngineError(f"writing into {folder} failed: tar exited with {code}: "
-                          f"{one_line(errors, 200)}")
+        if code in (126, 127) or (code is None and not errors):
+            return None
+        return code, errors
 
     def get_archive(self, container_id: str, path: str) -> Iterator[bytes]:
         """As put_archive: under gVisor the container's own ``tar`` writes the archive."""

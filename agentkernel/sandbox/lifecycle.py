@@ -88,7 +88,7 @@ class Lifecycle(SandboxCore):
         if eff.workspace:
             self.workspace_id = eff.workspace_id or f"{eff.name}-{secrets.token_hex(4)}"
             volume = workspace.ensure_volumes(self.engine, eff.workspace, self.workspace_id,
-                                              eff.labels)
+                                              eff.labels, eff.runtime)
             mounts.append(workspace.workspace_mount(volume, eff.workspace))
         expected = {bind.target: binds.identity(bind.source)
                     for bind in eff.binds if bind.is_bind}

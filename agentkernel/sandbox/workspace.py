@@ -75,17 +75,18 @@ def check_root(root: str) -> None:
 
 
 def ensure_volumes(engine: Engine, root: str, workspace_id: str,
-                   labels: Mapping[str, str]) -> str:
+                   labels: Mapping[str, str], runtime: str | None = None) -> str:
     """The overlay volume of workspace ``workspace_id`` over host folder ``root``, made with
     its upper and work volumes when missing (kept when they exist: a restarted kernel's
     files); an overlay volume over another folder is made again. Where the engine gives
-    sandboxes a user namespace, the lower layer is ``root`` with its ids shifted into it
-    (sandbox/shifted.py), mounted until ``release_lower``. Returns its name."""
+    sandboxes (of OCI ``runtime``) a user namespace, the lower layer is ``root`` with its ids
+    shifted into it (sandbox/shifted.py), mounted until ``release_lower``. Returns its
+    name."""
     check_root(root)
     names = {role: volume_name(workspace_id, role) for role in ROLES}
     common = {LABEL_OWNER: owner_label(), **labels, LABEL_WORKSPACE: workspace_id}
     upper = engine.volume_labels(names["upper"])
-    shift = _id_shift(engine, upper)
+    shift = _id_shift(engine, upper, runtime)
     lower, marked = root, ""
     if shift is not None:
         try:
@@ -123,11 +124,12 @@ def release_lower(workspace_id: str) -> None:
     shifted.release(workspace_id)
 
 
-def _id_shift(engine: Engine, upper: Mapping[str, str] | None) -> tuple[int, int, int] | None:
+def _id_shift(engine: Engine, upper: Mapping[str, str] | None,
+              runtime: str | None) -> tuple[int, int, int] | None:
     """The ids the workspace's files are shifted by: the engine's user namespace, where this
     process can make the mount, unless the workspace's upper layer was written with other
     ids (a workspace keeps the ids it was made with)."""
-    shift = engine.id_shift()
+    shift = engine.id_shift(runtime)
     if shift is None or (upper is not None and upper.get(LABEL_ID_SHIFT, "") !=
                          _shift_label(shift)) or not shifted.possible(engine):
         return None

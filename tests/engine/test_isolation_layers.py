@@ -67,6 +67,19 @@ def test_files_in_and_out_of_a_gvisor_sandbox(runsc_engine: Engine, test_image: 
         sandbox.stop()
 
 
+def test_files_reach_a_gvisor_sandbox_whose_image_has_no_tar(runsc_engine: Engine,
+                                                            test_image: str) -> None:
+    """On Podman a gVisor sandbox's files are unpacked by the image's own tar; without one
+    (a distroless image has only python3), python3's tarfile does it."""
+    sandbox = Sandbox(image=test_image, engine=runsc_engine, runtime="runsc").start()
+    try:
+        assert sandbox.exec(["sh", "-c", "rm -f $(command -v tar) && ! command -v tar"]).ok
+        sandbox.write_file("/work/no-tar/hello.txt", "hi\n")
+        assert sandbox.exec(["cat", "/work/no-tar/hello.txt"]).stdout == "hi\n"
+    finally:
+        sandbox.stop()
+
+
 def test_podman_refuses_a_runtime_it_did_not_apply(engine_name: str, engine: Engine,
                                                    test_image: str) -> None:
     """Podman's API ignores the runtime: its runc service's sandbox is refused in one line
