@@ -6,19 +6,18 @@ import json
 from typing import Any
 
 import zmq
-from ipykernel.heartbeat import Heartbeat
-from ipykernel.kernelapp import IPKernelApp
 from jupyter_client.jsonutil import json_clean, json_default
 from jupyter_client.session import json_packer
 from traitlets import Dict, Instance, Type
 
 from agentkernel.manager import SandboxManager
+from agentkernel_kernel.ipykernel_compat import HookedApp, HookedHeartbeat
 from agentkernel_kernel.kernel import AgentKernel
 
 CURVE_KEYS = ("curve_publickey", "curve_secretkey")  # ipykernel 7's, passed to its heartbeat
 
 
-class AgentKernelApp(IPKernelApp):
+class AgentKernelApp(HookedApp):
     """IPKernelApp running AgentKernel with a SandboxManager made before ipykernel loaded."""
 
     name = "agentkernel"
@@ -32,18 +31,17 @@ class AgentKernelApp(IPKernelApp):
     def initialize(self, argv: Any = None) -> None:
         try:
             super().initialize(argv)
-        finally:  # a port ipykernel did not bind through _try_bind_socket is not held
+        finally:  # a port ipykernel did not bind through before_bind is not held
             for listener in self.early_listeners.values():
                 listener.close()
             self.early_listeners.clear()
 
-    def _try_bind_socket(self, s: zmq.Socket, port: int) -> int:
-        """ipykernel's bind, taking over the listening socket made early for ``port``, with
-        the connections the client made meanwhile."""
+    def before_bind(self, socket: zmq.Socket, port: int) -> None:
+        """Before ipykernel's bind: take over the listening socket made early for ``port``,
+        with the connections the client made meanwhile."""
         listener = self.early_listeners.pop(port, None)
         if listener is not None:
-            s.setsockopt(zmq.USE_FD, listener.detach())
-        return super()._try_bind_socket(s, port)
+            socket.setsockopt(zmq.USE_FD, listener.detach())
 
     def init_heartbeat(self) -> None:
         """ipykernel's heartbeat (its own context and thread), binding through the listening
@@ -63,18 +61,17 @@ class AgentKernelApp(IPKernelApp):
         self.session.pack = pack_message
 
 
-class EarlyHeartbeat(Heartbeat):
+class EarlyHeartbeat(HookedHeartbeat):
     """ipykernel's heartbeat, whose socket takes over the port's early listening socket."""
 
     def __init__(self, *args: Any, listener_fd: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._listener_fd = listener_fd
+        self.listener_fd = listener_fd
 
-    def _try_bind_socket(self) -> Any:
-        fd, self._listener_fd = self._listener_fd, None
+    def before_bind(self) -> None:
+        fd, self.listener_fd = self.listener_fd, None
         if fd is not None:
             self.socket.setsockopt(zmq.USE_FD, fd)
-        return super()._try_bind_socket()
 
 
 def pack_message(obj: Any) -> bytes:

@@ -9,19 +9,22 @@ Nothing here talks to the engine directly. Every mime bundle from the sandbox go
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import platform
+import signal
 import threading
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from ipykernel import kernel_protocol_version
-from ipykernel.kernelbase import Kernel
 from IPython.core.error import StdinNotImplementedError
 from traitlets import Instance
 
-from agentkernel import __version__, commands
+from agentkernel import __version__, command_handlers, commands
 from agentkernel.errors import SandboxError
 from agentkernel.frontend import (
     ErrorReport,
@@ -33,11 +36,15 @@ from agentkernel.frontend import (
 from agentkernel.manager import SandboxManager
 from agentkernel_kernel import history as history_requests
 from agentkernel_kernel.history import History
+from agentkernel_kernel.ipykernel_compat import HookedKernel
 
 COMM_TYPES = ("comm_open", "comm_msg", "comm_close")
 # Seconds the kernel waits for a completion, inspection or is_complete answer before it replies
 # with an empty one (the runner stops such a request after 10 s; see runner/introspection.py).
 INTROSPECTION_TIMEOUT = 5.0
+# Seconds a kernel_info request waits for the sandbox's Python version while the first sandbox
+# starts (on a worker thread: the event loop goes on meanwhile).
+LANGUAGE_INFO_WAIT = 30.0
 # Seconds the process may take to exit once its shutdown reply is sent (and the iopub copy of
 # it handed to the iopub thread). ipykernel 7's close can stall there (its control thread
 # waits 10 s to flush through an iopub thread that is being stopped; seen in most shutdowns of
@@ -46,9 +53,10 @@ INTROSPECTION_TIMEOUT = 5.0
 EXIT_GRACE_S = 0.05
 # ``%sandbox`` commands that replace the runner, and with it IPython's execution count.
 NEW_RUNNER = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)
+T = TypeVar("T")
 
 
-class AgentKernel(Kernel):
+class AgentKernel(HookedKernel):
     """Runs every cell inside a Docker or Podman sandbox."""
 
     implementation = "agentkernel"
@@ -88,7 +96,7 @@ class AgentKernel(Kernel):
         """ipykernel's reply without "debugger" among the supported features: the cells run in
         the sandbox, where the host's debugpy cannot reach (ipykernel's own would claim it,
         and import debugpy, 0.1-0.2 s of CPU, to find out)."""
-        features = ["kernel subshells"] if self._supports_kernel_subshells else []
+        features = ["kernel subshells"] if self.supports_subshells else []
         return {
             "protocol_version": kernel_protocol_version,
             "implementation": self.implementation,
@@ -99,9 +107,17 @@ class AgentKernel(Kernel):
             "supported_features": features,
         }
 
+    async def kernel_info_request(self, stream: Any, ident: Any, parent: dict) -> None:
+        """ipykernel's reply, once the sandbox's Python version is known (or after
+        LANGUAGE_INFO_WAIT): waited for on a worker thread, not on the event loop."""
+        await self._off_loop(self.manager.python_version, timeout=LANGUAGE_INFO_WAIT)
+        await super().kernel_info_request(stream, ident, parent)
+
     @property
     def language_info(self) -> dict[str, Any]:
-        version = self.manager.python_version(timeout=30) or platform.python_version()
+        """The sandbox's Python as far as it is known now (kernel_info_request waits for it
+        first); this Python's version until a sandbox told."""
+        version = self.manager.python_version(timeout=0) or platform.python_version()
         return {
             "name": "python",
             "version": version,
@@ -212,7 +228,7 @@ class AgentKernel(Kernel):
     async def do_execute(self, code: str, silent: bool, store_history: bool = True,
                          user_expressions: dict | None = None, allow_stdin: bool = False,
                          **_kwargs: Any) -> dict[str, Any]:
-        self._allow_stdin = allow_stdin
+        self.allow_stdin = allow_stdin
         if store_history and not silent:
             self.history.add(self._next_count, code)
         try:
@@ -230,8 +246,8 @@ class AgentKernel(Kernel):
         for command in parsed:
             if isinstance(command, commands.CellCommand):
                 body = f"%%sh\n{command.body}" if command.shell else command.body
-                return self._run_cell(body, False, True, None, self._allow_stdin)
-            self.manager.handle(command, self._out)
+                return self._run_cell(body, False, True, None, self.allow_stdin)
+            command_handlers.handle(self.manager, command, self._out)
             if isinstance(command, NEW_RUNNER):
                 self._next_count = 1
         return self._ok()
@@ -286,7 +302,8 @@ class AgentKernel(Kernel):
     async def comm_info_request(self, stream: Any, ident: Any, parent: dict[str, Any]) -> None:
         """The sandbox's open comms."""
         target = (parent.get("content") or {}).get("target_name")
-        comms = self.manager.call("comm_info", target, timeout=INTROSPECTION_TIMEOUT) or {}
+        comms = await self._off_loop(self.manager.call, "comm_info", target,
+                                     timeout=INTROSPECTION_TIMEOUT) or {}
         self.session.send(stream, "comm_info_reply", {"comms": comms, "status": "ok"},
                           parent, ident)
 
@@ -323,8 +340,8 @@ class AgentKernel(Kernel):
 
     async def do_complete(self, code: str, cursor_pos: int | None) -> dict[str, Any]:
         cursor_pos = len(code) if cursor_pos is None else cursor_pos
-        answer = self.manager.call("complete", code, cursor_pos,
-                                   timeout=INTROSPECTION_TIMEOUT) or {}
+        answer = await self._off_loop(self.manager.call, "complete", code, cursor_pos,
+                                      timeout=INTROSPECTION_TIMEOUT) or {}
         return {"status": "ok", "matches": answer.get("matches", []),
                 "cursor_start": answer.get("cursor_start", cursor_pos),
                 "cursor_end": answer.get("cursor_end", cursor_pos),
@@ -332,15 +349,24 @@ class AgentKernel(Kernel):
 
     async def do_inspect(self, code: str, cursor_pos: int, detail_level: int = 0,
                          omit_sections: Any = ()) -> dict[str, Any]:
-        answer = self.manager.call("inspect", code, cursor_pos, detail_level,
-                                   timeout=INTROSPECTION_TIMEOUT) or {}
+        answer = await self._off_loop(self.manager.call, "inspect", code, cursor_pos,
+                                      detail_level, timeout=INTROSPECTION_TIMEOUT) or {}
         data, metadata = self._bundle(answer.get("data", {}), answer.get("metadata"))
         return {"status": "ok", "found": bool(answer.get("found")), "data": data,
                 "metadata": metadata}
 
     async def do_is_complete(self, code: str) -> dict[str, Any]:
-        return self.manager.call("is_complete", code,
-                                 timeout=INTROSPECTION_TIMEOUT) or {"status": "unknown"}
+        return await self._off_loop(self.manager.call, "is_complete", code,
+                                    timeout=INTROSPECTION_TIMEOUT) or {"status": "unknown"}
+
+    async def _off_loop(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``call(*args, **kwargs)`` (a wait on the sandbox) on a worker thread, so the event
+        loop goes on meanwhile. An interrupt (SIGINT) that arrives meanwhile goes into the
+        sandbox, which stops a completion or inspection there, so the request still gets its
+        (empty) reply; ipykernel's own handler would raise KeyboardInterrupt into the event
+        loop and leave it without one."""
+        with interrupts_forwarded(self.manager.interrupt):
+            return await asyncio.to_thread(call, *args, **kwargs)
 
     async def history_request(self, stream: Any, ident: Any, parent: dict) -> None:
         """Answer every history_request: one whose fields have the wrong types gets an error
@@ -391,12 +417,26 @@ class AgentKernel(Kernel):
         self.manager.shutdown(at_once=not restart, keep_workspace=restart)
         return {"status": "ok", "restart": restart}
 
-    async def _at_shutdown(self) -> None:
-        """ipykernel's last step after the shutdown reply, then a bounded exit (EXIT_GRACE_S)."""
-        await super()._at_shutdown()
+    async def after_shutdown(self) -> None:
+        """After ipykernel's last step after the shutdown reply: a bounded exit (EXIT_GRACE_S)."""
         exit_soon = threading.Timer(EXIT_GRACE_S, os._exit, (0,))
         exit_soon.daemon = True
         exit_soon.start()
+
+
+@contextmanager
+def interrupts_forwarded(forward: Callable[[], None]) -> Iterator[None]:
+    """While inside, SIGINT calls ``forward()`` instead of raising KeyboardInterrupt. Only on
+    the main thread, the one Python runs signal handlers on (ipykernel's control thread answers
+    kernel_info too, and a SIGINT never interrupts it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda _signum, _frame: forward())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _transient(transient: dict | None) -> dict[str, str]:

@@ -54,9 +54,10 @@ from .dockerpy import (
     NotFound,
     TLSConfig,
     docker,
+    hijacked_socket,
     ssh_transport,
 )
-from .execstream import DockerExecStream, raw_socket
+from .execstream import DockerExecStream
 from .relay import relay
 from .tlsconn import client_context, hijack
 from .transport import API_VERSION
@@ -398,7 +399,7 @@ class DockerEngine(Engine):
         channel is relayed through a local socket pair."""
         if self._endpoint.scheme == "ssh":
             return relay(hijacked)
-        return raw_socket(hijacked)
+        return hijacked_socket(hijacked)
 
     def start_container(self, container_id: str) -> None:
         with self._errors("starting the sandbox"):

@@ -34,13 +34,6 @@ _HEADER = struct.Struct(">BxxxL")
 RECV_SIZE = 65536
 
 
-def raw_socket(hijacked: Any) -> socket.socket:
-    """The real socket behind docker-py's hijacked response (SocketIO on unix sockets)."""
-    sock = getattr(hijacked, "_sock", hijacked)
-    sock.settimeout(None)
-    return sock
-
-
 class DockerExecStream:
     """A running exec: write its stdin, read its (demultiplexed) output."""
 

@@ -4,7 +4,7 @@ ipykernel itself cannot go into every image (it needs pyzmq and tornado, which a
 this module does for the runner what ipykernel's ``zmqshell.py``, ``displayhook.py``,
 ``compiler.py`` and ``ipkernel.py`` do for a local kernel, with IPython's own machinery: the
 display publisher sends ``display``/``clear_output`` frames, the display hook sends ``result``,
-``_showtraceback`` sends ``error`` with IPython's formatted lines, the pager and
+``show_traceback_lines`` sends ``error`` with IPython's formatted lines, the pager and
 ``set_next_input`` write payloads returned with the execute's ``done``, ``input()`` and
 ``getpass`` ask the frontend (or raise StdinNotImplementedError when it cannot answer).
 
@@ -29,15 +29,16 @@ from IPython.core.compilerop import CachingCompiler
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.error import StdinNotImplementedError, UsageError
-from IPython.core.interactiveshell import InteractiveShell, InteractiveShellABC
+from IPython.core.interactiveshell import InteractiveShellABC
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magics import CodeMagics, MacroToEdit
+from IPython.core.magics import MacroToEdit
 from IPython.display import Javascript, display
 from IPython.utils import openpy
 from IPython.utils.process import system
 from traitlets import Any, CBool, Instance, Type, default
 from traitlets.config import Config
 
+from .ipython_compat import HookedShell, find_edit_target, validate_display
 from .kernel_api import SandboxKernel
 
 HASH_SEED = 0xC70F6907  # ipykernel.compiler.get_tmp_hash_seed()
@@ -108,7 +109,7 @@ class FrameDisplayPublisher(DisplayPublisher):
                 **kwargs):
         """Send a ``display`` frame (an update of ``transient['display_id']`` if ``update``)."""
         flush_std()
-        self._validate_data(data, metadata)
+        validate_display(self, data, metadata)
         self.shell.transport.output({
             "type": "display",
             "data": data,
@@ -160,7 +161,7 @@ class KernelMagics(Magics):
         last_call = last_call or ["", ""]
         opts, args = self.parse_options(parameter_s, "prn:")
         try:
-            filename, lineno, _ = CodeMagics._find_edit_target(self.shell, args, opts, last_call)
+            filename, lineno, _ = find_edit_target(self.shell, args, opts, last_call)
         except MacroToEdit:
             print("Macro editing not yet implemented in 2-process model.")
             return
@@ -207,7 +208,7 @@ class KernelMagics(Magics):
 # --- the shell ----------------------------------------------------------------------------------
 
 
-class ZMQInteractiveShell(InteractiveShell):
+class ZMQInteractiveShell(HookedShell):
     """The shell cells run in. Named as ipykernel's, because libraries tell a notebook from a
     terminal by ``get_ipython().__class__.__name__ == "ZMQInteractiveShell"``."""
 
@@ -279,14 +280,14 @@ class ZMQInteractiveShell(InteractiveShell):
                                             "replace": replace})
 
     @contextmanager
-    def _tee(self, channel):
+    def keeping_output(self, channel, keep):
         """IPython 9 keeps every write of a cell to sys.stdout/stderr in its output history
         (``history_manager.outputs``): a loop printing as fast as it can filled the sandbox's
         memory with them. Here a cell's writes are kept until they cost TEE_LIMIT, then
         written without being kept, so a flood stays bounded whatever its rate."""
         stream = getattr(sys, channel)
         plain = stream.write
-        with super()._tee(channel):
+        with keep():
             keeping = stream.write
             kept = 0
 
@@ -321,7 +322,7 @@ class ZMQInteractiveShell(InteractiveShell):
             self.showtraceback()
             return True
 
-    def _showtraceback(self, etype, evalue, stb):
+    def show_traceback_lines(self, etype, evalue, stb):
         """An ``error`` frame with IPython's formatted traceback, as ipykernel sends it."""
         flush_std()
         if self.displayhook.frame is not None:

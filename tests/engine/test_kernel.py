@@ -162,6 +162,75 @@ def test_completion_and_inspection(kc: BlockingKernelClient) -> None:
     assert reply["status"] == "incomplete" and reply["indent"] == "    "
 
 
+SLOW_DIR = """
+import time
+class SlowDir:
+    def __dir__(self):
+        while True:  # a completion of ``slow.`` waits here (an interrupt stops it)
+            time.sleep(0.05)
+slow = SlowDir()
+"""
+
+
+def reply_to(kc: BlockingKernelClient, channel: str, msg: dict, timeout: float) -> dict:
+    """The reply to ``msg`` on ``channel`` ("shell" or "control"), others skipped."""
+    get = kc.get_shell_msg if channel == "shell" else kc.get_control_msg
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = get(timeout=max(0.01, deadline - time.monotonic()))
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            return reply
+
+
+def test_a_waiting_completion_leaves_the_kernel_answering(
+        kernel: tuple[KernelManager, BlockingKernelClient]) -> None:
+    """While a completion waits on the sandbox (on a worker thread, not on the event loop):
+    kernel_info on the control channel is answered at once, a frontend's comm message is
+    handled at once where ipykernel dispatches comms beside a running request (ipykernel 7),
+    and an interrupt stops the completion, which is still answered (empty)."""
+    import ipykernel
+
+    km, kc = kernel
+    assert execute(kc, SLOW_DIR + "\n" + COMM_ECHO).status == "ok"
+    complete = kc.session.msg("complete_request", {"code": "slow.", "cursor_pos": 5})
+    kc.shell_channel.send(complete)
+    time.sleep(1.0)  # the completion is waiting on the sandbox's __dir__ by now
+    info = kc.session.msg("kernel_info_request", {})
+    sent = time.monotonic()
+    kc.control_channel.send(info)
+    assert reply_to(kc, "control", info, 10)["content"]["status"] == "ok"
+    took_info = time.monotonic() - sent
+    assert took_info < 1.0, f"kernel_info on control took {took_info:.2f} s"
+    if ipykernel.version_info >= (7,):
+        echoed = comm_echo(kc, {"x": 1}, timeout=3)
+        assert echoed["content"]["data"] == {"echo": {"x": 1}}
+    sent = time.monotonic()
+    km.interrupt_kernel()
+    reply = reply_to(kc, "shell", complete, 10)["content"]
+    took = time.monotonic() - sent
+    assert reply["status"] == "ok" and reply["matches"] == [], reply
+    assert took < 2.0, f"the interrupted completion was answered after {took:.2f} s"
+    assert execute(kc, "1 + 1").result == {"text/plain": "2"}
+    assert execute(kc, "del slow").status == "ok"
+
+
+COMM_ECHO = """
+from comm import get_comm_manager
+def opened(comm, msg):
+    comm.on_msg(lambda m: comm.send({'echo': m['content']['data']}))
+get_comm_manager().register_target('echo.waiting', opened)
+"""
+
+
+def comm_echo(kc: BlockingKernelClient, data: dict, timeout: float) -> dict:
+    """Open a comm to COMM_ECHO's target, send it ``data``; its echo (iopub comm_msg)."""
+    comm_id = f"waiting-{time.monotonic_ns()}"
+    kc.shell_channel.send(kc.session.msg("comm_open", {
+        "comm_id": comm_id, "target_name": "echo.waiting", "data": {}}))
+    kc.shell_channel.send(kc.session.msg("comm_msg", {"comm_id": comm_id, "data": data}))
+    return wait_for_iopub(kc, "comm_msg", timeout=timeout)
+
+
 def test_ipython_in_the_sandbox(kc: BlockingKernelClient) -> None:
     run = execute(kc, "%who_ls")
     assert run.status == "ok"

@@ -51,3 +51,58 @@ def test_an_ssh_client_loads_the_ssh_transport() -> None:
     first, loaded = result.stdout.strip().splitlines()
     assert first.startswith("paramiko") and "Install paramiko" not in first, first
     assert loaded == "True"
+
+
+def test_the_installed_docker_py_has_what_we_rely_on() -> None:
+    from agentkernel.engine import dockerpy
+
+    found = dockerpy.problems()
+    assert not found, f"docker-py {dockerpy.VERSION} broke agentkernel's engine: {found}"
+
+
+def test_a_breaking_docker_py_fails_at_import_with_its_version() -> None:
+    """docker-py whose client no longer returns the response's SocketIO through
+    _get_raw_response_socket: one line at import, naming the version."""
+    result = run_python("""
+        import docker
+        del docker.APIClient._get_raw_response_socket
+        import agentkernel.engine.dockerpy
+    """)
+    from agentkernel.engine.dockerpy import VERSION
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"ImportError: agentkernel does not support docker-py {VERSION}: "
+        "APIClient._get_raw_response_socket is missing"), result.stderr
+
+
+def test_docker_py_that_needs_paramiko_to_load_is_named(tmp_path) -> None:
+    """A docker-py whose import needs paramiko (a stand-in package first on sys.path)."""
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker" / "__init__.py").write_text("import paramiko\n")
+    result = run_python(f"""
+        import sys
+        sys.path.insert(0, {str(tmp_path)!r})
+        import agentkernel.engine.dockerpy
+    """)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: agentkernel does not support docker-py "), last
+    assert last.endswith("it does not load without paramiko (import of paramiko halted; None "
+                         "in sys.modules)"), last
+
+
+def test_the_socket_behind_a_hijacked_unix_connection() -> None:
+    import socket
+
+    from agentkernel.engine.dockerpy import hijacked_socket
+
+    left, right = socket.socketpair()
+    try:
+        left.settimeout(3)
+        wrapped = socket.SocketIO(left, "rwb")
+        assert hijacked_socket(wrapped) is left and left.gettimeout() is None
+        assert hijacked_socket(right) is right
+    finally:
+        left.close()
+        right.close()
