@@ -178,12 +178,9 @@ def _debootstrap(
     """Run debootstrap into ``root``, passing its output on; SandboxError with its log tail."""
     cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}",
            suite, str(root), mirror]
-    # dpkg in the root without an fsync per unpacked file (the root is a scratch folder, imported
-    # once complete), as mmdebstrap does; security-mac is dpkg's own default force flag
-    env = {**os.environ, "DPKG_FORCE": os.environ.get("DPKG_FORCE", "security-mac,unsafe-io")}
     tail: deque[str] = deque(maxlen=20)
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", stdin=subprocess.DEVNULL, env=env) as proc:
+                          errors="replace", stdin=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             line = line.rstrip()
