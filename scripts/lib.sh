@@ -36,19 +36,20 @@ setup_python() {
 
 # oldest_venv: make (or reuse) .venv-oldest, a venv with the oldest releases pyproject.toml
 # accepts of the libraries the kernel builds on (tests/oldest-constraints.txt: ipykernel,
-# jupyter_client, docker-py, pyzmq, traitlets, IPython...), the package (editable) and pytest;
-# print its python. Made again from nothing when pyproject.toml or the constraints change.
-# Run from the repository's root.
+# jupyter_client, docker-py, pyzmq, traitlets, IPython...), the package (editable) and what
+# the kernel's tests import (pytest, hypothesis, jupyter_kernel_test); print its python. Made
+# again from nothing when pyproject.toml, the constraints or this file change. Run from the
+# repository's root.
 oldest_venv() {
   local venv=${AGENTKERNEL_OLDEST_VENV:-$PWD/.venv-oldest}
   local stamp=$venv/.agentkernel-installed
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] ||
-     [ tests/oldest-constraints.txt -nt "$stamp" ]; then
+     [ tests/oldest-constraints.txt -nt "$stamp" ] || [ scripts/lib.sh -nt "$stamp" ]; then
     printf '[setup] making %s with the oldest accepted versions\n' "$venv" >&2
     rm -rf "$venv"
     python3 -m venv "$venv" >&2 || return
     "$venv/bin/pip" install -q -c tests/oldest-constraints.txt -e . pytest pytest-timeout \
-      hypothesis >&2 || return
+      hypothesis jupyter_kernel_test >&2 || return
     # the pinned IPython 8 of images with an older matplotlib, as setup.sh installs it for .venv
     "$venv/bin/python" -c 'from agentkernel.sandbox import ipython8; ipython8.ensure_installed()' \
       >&2 || return
