@@ -204,6 +204,7 @@ def test_a_waiting_completion_leaves_the_kernel_answering(
     if ipykernel.version_info >= (7,):
         echoed = comm_echo(kc, {"x": 1}, timeout=3)
         assert echoed["content"]["data"] == {"echo": {"x": 1}}
+    assert not kc.shell_channel.msg_ready(), "the completion should still be waiting by now"
     sent = time.monotonic()
     km.interrupt_kernel()
     reply = reply_to(kc, "shell", complete, 10)["content"]
