@@ -16,6 +16,8 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from agentkernel.engine import Engine, connect_url
 from helpers.kernels import Run, wait_until
 
+REPO = Path(__file__).resolve().parents[2]
+
 MARKER = "agentkernel-cell-under-way"  # printed by a cell once it runs, to time faults from
 SKIPPED = ("status", "execute_input")
 
@@ -98,7 +100,9 @@ class DockerDaemon:
 
     PIDFILE = Path("/var/run/docker.pid")
     SOCKET = Path("/var/run/docker.sock")
-    START = "nohup dockerd >/var/log/agentkernel-dockerd.log 2>&1 &"
+    # scripts/setup.sh's own start: a session of its own, none of this process's descriptors,
+    # so it outlives this test's process group (a CI step or a tool that ends that group)
+    START = "source scripts/lib.sh && start_daemon /var/log/agentkernel-dockerd.log dockerd"
     env: dict[str, str] = {}  # kernels reach it at its default address
 
     def __init__(self, engine: Engine):
@@ -118,7 +122,7 @@ class DockerDaemon:
 
     def start(self) -> float:
         """Start it as scripts/setup.sh does; seconds until the engine fixture's client pings."""
-        subprocess.run(["/bin/sh", "-c", self.START], check=True)
+        subprocess.run(["bash", "-c", self.START], check=True, cwd=REPO)
         return wait_until(self.engine.ping, 60, "dockerd answering", step=0.2)
 
     def ensure_running(self) -> None:
