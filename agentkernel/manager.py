@@ -467,7 +467,7 @@ def _runner_fate(code: int | None, detail: str) -> str:
     if code is None:
         return f"failed ({detail})"
     fate = f"exited with code {code}"
-    if code > 128 and (code - 128) in signal.Signals._value2member_map_:
+    if code > 128 and (code - 128) in set(signal.Signals):
         fate = f"was killed by {signal.Signals(code - 128).name}"
     return fate if detail == "the runner exited" else f"{fate} ({detail})"
 
