@@ -108,7 +108,11 @@ docker exec "${envs[@]}" "$name" bash -c 'cd /root/agentkernel && scripts/demo' 
     done | tee "$work/demo.log" || status=$?
 total_us=$(( ${EPOCHREALTIME/./} - t0 ))
 kill "$sampler" 2>/dev/null; sampler=
-grep -q '^ *[0-9.]* demo took' "$work/demo.log" || status=1
+if ! grep -q '^ *[0-9.]* demo took' "$work/demo.log"; then
+  status=1
+  # e.g. this machine's engine restarted under the run (the container stops with it)
+  log "the demo did not finish; its container: $(docker inspect -f '{{.State.Status}}, started {{.State.StartedAt}}' "$name" 2>&1)"
+fi
 
 python3 - "$work/demo.log" "$loads" "$total_us" "$commit" "$status" "$RESULT" <<'PY'
 import json, re, sys, time
@@ -158,9 +162,10 @@ for row in rows[1:] + rows[:1]:
 print(f"{'':10}{own or 'the demo did not finish'}; target 240 s")
 print(f"load average (1 min) during the run: min {load['min']}, mean {load['mean']}, "
       f"max {load['max']} on 2 cores")
-with open(result, "w") as f:
-    json.dump(record, f, indent=2)
-    f.write("\n")
-print(f"written: {result}")
+if ok:  # a failed run leaves the last result as it was
+    with open(result, "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    print(f"written: {result}")
 PY
 exit "$status"
