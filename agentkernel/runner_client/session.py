@@ -38,13 +38,10 @@ class RunnerSession:
     runner that was started (and read up to that frame) elsewhere: the warm pool.
     """
 
-    def __init__(
-        self,
-        transport: RunnerTransport,
-        *,
-        on_orphan: Callable[[dict], None] | None = None,
-        ready: dict | None = None,
-    ) -> None:
+    def __init__(self, transport: RunnerTransport, *,
+                 on_orphan: Callable[[dict], None] | None = None,
+                 ready: dict | None = None) -> None:
+        """A session on ``transport`` (see RunnerConnection for ``on_orphan`` and ``ready``)."""
         self._connection = RunnerConnection(transport, on_orphan=on_orphan, ready=ready)
 
     # -- public API --
