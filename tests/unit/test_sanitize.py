@@ -15,6 +15,8 @@ import re
 import xml.dom.minidom
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from helpers.outputs import framed_source, inert, safe_to_show
 
 from agentkernel.frontend import outgoing_bundle
@@ -353,3 +355,18 @@ def test_colours_split_between_stream_pieces_arrive_whole():
         streams = StreamText()
         shown = streams.feed("stderr", text[:cut]) + streams.feed("stderr", text[cut:])
         assert shown == text.removesuffix("\x1b]0;pwned\x07"), cut
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab;0123m:?@~ P_^X\n\\[]\x07\x1b\x80\x90\x9b\x9c"
+                                             "\x9d\x9f\u00e9")), max_size=60))
+def test_control_sequences_found_by_their_introducers_as_a_scan_would(text):
+    """The removal only matches where a sequence can start (a fast scan for its introducers,
+    str.find on ASCII text): the same result as the sequences' pattern applied by re.sub,
+    which tries it at every character."""
+    from agentkernel import termtext
+
+    reference = termtext._SEQUENCE.sub(termtext._keep_sgr, text)
+    assert termtext.without_control_sequences(text) == reference
+    ascii_only = text.encode("ascii", "ignore").decode()
+    assert termtext.without_control_sequences(ascii_only) == termtext._SEQUENCE.sub(
+        termtext._keep_sgr, ascii_only)
