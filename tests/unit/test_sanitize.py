@@ -15,9 +15,9 @@ import re
 import xml.dom.minidom
 
 import pytest
+from helpers.outputs import framed_source, inert, safe_to_show
 from hypothesis import given
 from hypothesis import strategies as st
-from helpers.outputs import framed_source, inert, safe_to_show
 
 from agentkernel.frontend import outgoing_bundle
 from agentkernel.sanitize import clean_html, markdown_is_inert, safe_bundle
