@@ -89,6 +89,7 @@ def ensure_volumes(engine: Engine, root: str, workspace_id: str,
     shift = _id_shift(engine, upper, runtime)
     lower, marked = root, ""
     if shift is not None:
+        _detach_leftovers(engine)
         try:
             lower, marked = str(shifted.mount(root, workspace_id, shift)), _shift_label(shift)
         except OSError as err:
@@ -134,6 +135,20 @@ def _id_shift(engine: Engine, upper: Mapping[str, str] | None,
                          _shift_label(shift)) or not shifted.possible(engine):
         return None
     return shift
+
+
+def _detach_leftovers(engine: Engine) -> None:
+    """Detach the overlays of shifted workspaces whose volumes are gone, which Podman left
+    mounted (shifted.overlays); best effort."""
+    try:
+        mounted = shifted.overlays()
+        if mounted:
+            existing = {volume.name for volume in engine.list_volumes([LABEL_WORKSPACE])}
+            for name, path in mounted.items():
+                if name not in existing:
+                    shifted.detach(path)
+    except (OSError, SandboxError) as err:
+        log.warning("workspace: overlays left mounted by the engine stay: %s", err)
 
 
 def _shift_label(shift: tuple[int, int, int]) -> str:

@@ -70,3 +70,19 @@ def test_a_missing_folder_leaves_no_mount_point(tmp_path: Path) -> None:
 
 def test_release_without_a_mount_is_nothing() -> None:
     shifted.release(f"never-mounted-{os.getpid()}")
+
+
+def test_overlays_over_shifted_folders_are_found_by_volume(tmp_path: Path) -> None:
+    mountinfo = tmp_path / "mountinfo"
+    volumes = "/var/lib/containers/storage/volumes"
+    mountinfo.write_text(
+        f"66 27 0:47 / {volumes}/agentkernel-ws-a-overlay/_data rw,relatime - overlay overlay "
+        f"rw,lowerdir={shifted.MOUNTS}/a,upperdir={volumes}/agentkernel-ws-a-upper/_data,"
+        f"workdir={volumes}/agentkernel-ws-a-work/_data\n"
+        f"67 27 0:48 / {volumes}/agentkernel-ws-b-overlay/_data rw,relatime - overlay overlay "
+        f"rw,lowerdir=/home/me/project,upperdir=/u,workdir=/w\n"
+        "68 27 0:49 / /merged rw - overlay overlay "
+        f"rw,lowerdir={shifted.MOUNTS}/c,upperdir=/u,workdir=/w\n"
+        "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n")
+    assert shifted.overlays(str(mountinfo)) == {
+        "agentkernel-ws-a-overlay": f"{volumes}/agentkernel-ws-a-overlay/_data"}
