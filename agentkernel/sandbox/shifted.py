@@ -110,9 +110,9 @@ def detach(path: str) -> None:
 
 def overlays(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
     """The volumes whose overlay over a shifted folder is mounted here: name -> mount point.
-    Podman 4.3 loses its mount count of a volume first mounted by a container with a user
-    namespace, and leaves its overlay mounted after the container and the volume are gone
-    (seen after most kernels on Podman): those whose volume is gone are leftovers."""
+    Podman 4.3 often leaves such an overlay mounted after the container and the volume are
+    gone (seen after most kernels whose sandbox had a user namespace, never without one; its
+    volume's mount count seems lost): those whose volume is gone are leftovers."""
     found = {}
     with open(mountinfo, encoding="utf-8") as lines:
         for line in lines:
