@@ -27,6 +27,7 @@ from .imagebuild import build_image, image_exists
 from .sandbox import LABEL, LABEL_OWNER, LABEL_PERSISTENT, Sandbox
 from .sandbox.bundle_volume import bundle_volumes, stale_reason
 from .sandbox.workspace import LABEL_WORKSPACE
+from .sandbox.workspace import detach_leftovers as workspace_detach_leftovers
 from .sandbox.workspace import volume_names as workspace_volume_names
 
 PROG = "agentkernel"
@@ -175,6 +176,9 @@ def _gc_workspaces(engine: Engine, dry_run: bool) -> int:
                  for ws, owner in doomed)
     if not doomed:
         print("no abandoned workspaces")
+    if not dry_run:  # overlays Podman left mounted after their volumes went (shifted ones)
+        for path in workspace_detach_leftovers(engine):
+            print(f"detached {path} (left mounted by the engine)")
     return failed
 
 

@@ -89,7 +89,7 @@ def ensure_volumes(engine: Engine, root: str, workspace_id: str,
     shift = _id_shift(engine, upper, runtime)
     lower, marked = root, ""
     if shift is not None:
-        _detach_leftovers(engine)
+        detach_leftovers(engine)
         try:
             lower, marked = str(shifted.mount(root, workspace_id, shift)), _shift_label(shift)
         except OSError as err:
@@ -137,9 +137,11 @@ def _id_shift(engine: Engine, upper: Mapping[str, str] | None,
     return shift
 
 
-def _detach_leftovers(engine: Engine) -> None:
+def detach_leftovers(engine: Engine) -> list[str]:
     """Detach the overlays of shifted workspaces whose volumes are gone, which Podman left
-    mounted (shifted.overlays); best effort."""
+    mounted (shifted.overlays), and return their mount points; best effort (a shifted start
+    and ``agentkernel gc --workspaces`` call it)."""
+    detached = []
     try:
         mounted = shifted.overlays()
         if mounted:
@@ -147,8 +149,10 @@ def _detach_leftovers(engine: Engine) -> None:
             for name, path in mounted.items():
                 if name not in existing:
                     shifted.detach(path)
+                    detached.append(path)
     except (OSError, SandboxError) as err:
         log.warning("workspace: overlays left mounted by the engine stay: %s", err)
+    return detached
 
 
 def _shift_label(shift: tuple[int, int, int]) -> str:
