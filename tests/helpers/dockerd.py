@@ -1,7 +1,8 @@
 """A dockerd of a test's own: its own data root, exec root, socket and containerd, under one
-short folder in /tmp, with the extra flags a test gives (``--userns-remap=default``), no network
-of its own (``--bridge=none``, no firewall rules), and always stopped and removed afterwards:
-its containers, its daemons (SIGTERM, then SIGKILL), the mounts it left and the folder.
+short folder in /tmp, with the extra flags a test gives (``--userns-remap=default``), in a
+network namespace of its own with no network (``--bridge=none``, no firewall rules), and always
+stopped and removed afterwards: its containers, its daemons (SIGTERM, then SIGKILL), the mounts
+it left and the folder.
 """
 
 from __future__ import annotations
@@ -54,12 +55,14 @@ def own_dockerd(flags: Sequence[str]) -> Iterator[Engine]:
     engine = None
     try:
         with open(root / "dockerd.log", "wb") as log:
+            # In a network namespace of its own: a dockerd with --bridge=none deletes the
+            # default bridge's interface (docker0) where it runs, the host engine's included.
             daemon = subprocess.Popen(
-                ["dockerd", "--config-file", str(root / "daemon.json"),
+                ["unshare", "--net", "dockerd", "--config-file", str(root / "daemon.json"),
                  "--data-root", str(root / "data"), "--exec-root", str(root / "exec"),
                  "--pidfile", str(root / "dockerd.pid"), "-H", f"unix://{socket}",
                  "--bridge=none", "--iptables=false", "--ip6tables=false", *flags],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/", env=_daemon_env(),
                 start_new_session=True)
         engine = _connected(Endpoint(f"unix://{socket}"), daemon, root / "dockerd.log")
         yield engine
@@ -71,6 +74,16 @@ def own_dockerd(flags: Sequence[str]) -> Iterator[Engine]:
             _stop(daemon)
         _kill_leftovers(root)
         remove_build_folder(root)
+
+
+def _daemon_env() -> dict[str, str]:
+    """This process's environment without what points a Docker client elsewhere (dockerd takes
+    its TLS defaults from DOCKER_TLS_VERIFY and DOCKER_CERT_PATH), with the folders of useradd
+    and usermod on PATH (the remap's user is made with them)."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith("DOCKER_") and name != "CONTAINER_HOST"}
+    env["PATH"] = f"{env.get('PATH', '')}:/usr/sbin:/usr/bin:/sbin:/bin".lstrip(":")
+    return env
 
 
 def _connected(endpoint: Endpoint, daemon: subprocess.Popen[bytes], log: Path) -> Engine:
