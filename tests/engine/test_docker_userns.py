@@ -33,9 +33,18 @@ def remapped_docker(engine_name: str) -> Iterator[Engine]:
     and a busybox image imported into it; gone afterwards, with its folders and mounts."""
     if engine_name != "docker":
         pytest.skip("userns-remap is Docker's; Podman maps each sandbox (test_isolation_layers)")
+    bridge = host_bridge()
     with own_dockerd(["--userns-remap=default"]) as engine:
         busybox_image(engine, IMAGE)
         yield engine
+    # a dockerd with --bridge=none deletes docker0 in its network namespace: not the host's
+    assert host_bridge() == bridge, "the host engine's docker0 was deleted or made again"
+
+
+def host_bridge() -> str | None:
+    """The host Docker's default bridge interface (docker0): its index, None when missing."""
+    path = Path("/sys/class/net/docker0/ifindex")
+    return path.read_text().strip() if path.exists() else None
 
 
 @pytest.fixture
@@ -56,12 +65,13 @@ def first_mapping(text: str) -> tuple[int, int, int]:
     return inside, outside, count
 
 
-def subordinate_start(table: str, user: str = "dockremap") -> int:
-    """Where ``user``'s range starts in /etc/subuid or /etc/subgid (``table``)."""
+def first_range(table: str, user: str = "dockremap") -> tuple[int, int]:
+    """``user``'s first range in /etc/subuid or /etc/subgid (``table``): (start, count)."""
     for line in Path(table).read_text().splitlines():
         name, _, rest = line.partition(":")
         if name == user:
-            return int(rest.split(":")[0])
+            start, count = rest.split(":")
+            return int(start), int(count)
     raise AssertionError(f"{user} has no range in {table}")
 
 
@@ -93,11 +103,11 @@ def test_docker_userns_remap_root_is_not_host_root(engine: Engine, test_image: s
     made = os.stat(open_folder / "by-host-docker")
     assert (made.st_uid, made.st_gid) == (0, 0) and appended
 
-    uid_start = subordinate_start("/etc/subuid")
-    gid_start = subordinate_start("/etc/subgid")
+    uid_start, uid_count = first_range("/etc/subuid")
+    gid_start, gid_count = first_range("/etc/subgid")
     uids, gids, appended = write_as_root(remapped_docker, IMAGE, open_folder, "by-remapped")
-    assert uid_start > 0 and uids == (0, uid_start, 65536)
-    assert gid_start > 0 and gids == (0, gid_start, 65536)
+    assert uid_start > 0 and uids == (0, uid_start, uid_count)
+    assert gid_start > 0 and gids == (0, gid_start, gid_count)
     made = os.stat(open_folder / "by-remapped")
     assert (made.st_uid, made.st_gid) == (uid_start, gid_start)
     assert not appended and (open_folder / "root-owned").read_text() == "host\nx\n"
