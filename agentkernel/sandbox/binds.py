@@ -26,10 +26,20 @@ Identity = tuple[int, int]
 def identity(path: str) -> Identity:
     """(device, inode) of host ``path``, reached from ``/`` without following any link;
     SandboxError when a part of it is a link or missing now."""
-    parts = Path(path).parts[1:]
+    fd = open_path(path)
+    try:
+        info = os.fstat(fd)
+        return info.st_dev, info.st_ino
+    finally:
+        os.close(fd)
+
+
+def open_path(path: str) -> int:
+    """An ``O_PATH`` fd of host ``path``, reached from ``/`` without following any link (the
+    caller closes it); SandboxError when a part of it is a link or missing now."""
     fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
     try:
-        for name in parts:
+        for name in Path(path).parts[1:]:
             try:
                 step = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
             except OSError as err:
@@ -40,10 +50,10 @@ def identity(path: str) -> Identity:
             if stat.S_ISLNK(os.fstat(fd).st_mode):
                 raise SandboxError(f"the host folder {path} changed since the policy checked "
                                    f"it ({name} is a link now); not mounted")
-        info = os.fstat(fd)
-        return info.st_dev, info.st_ino
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
 
 
 def verify(pid: int | None, expected: dict[str, Identity],

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from ..engine import Engine
 from ..engine.podman import peer_credentials
+from ..errors import SandboxError
+from . import binds
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +75,25 @@ def possible(engine: Engine) -> bool:
 
 def mount(source: str, workspace_id: str, shift: tuple[int, int, int]) -> Path:
     """Mount ``source`` read-only at ``mount_path(workspace_id)`` with host ids 0..count-1
-    shown as ``shift``'s (uid, gid) onwards; OSError when Linux refuses."""
+    shown as ``shift``'s (uid, gid) onwards; OSError when Linux refuses, SandboxError when a
+    part of ``source`` is a link now (it is reached without following one)."""
     target = mount_path(workspace_id)
     release(workspace_id)
     MOUNTS.mkdir(mode=0o700, parents=True, exist_ok=True)
     target.mkdir(mode=0o700, exist_ok=True)
+    try:  # the folder reached without following a link, as a bind's source (binds.py)
+        folder = binds.open_path(source)
+    except SandboxError:
+        target.rmdir()
+        raise
     try:
-        tree = _syscall(SYS_OPEN_TREE, AT_FDCWD, source.encode(), OPEN_TREE_CLONE | os.O_CLOEXEC)
+        tree = _syscall(SYS_OPEN_TREE, folder, b"", OPEN_TREE_CLONE | os.O_CLOEXEC
+                        | AT_EMPTY_PATH)
     except OSError:
         target.rmdir()
         raise
+    finally:
+        os.close(folder)
     try:
         userns = _userns_fd(*shift)
         try:

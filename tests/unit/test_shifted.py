@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from agentkernel.errors import SandboxError
 from agentkernel.sandbox import shifted
 
 SHIFT = (2_000_000, 3_000_000, 65536)
@@ -63,9 +64,22 @@ def test_ids_are_shifted_read_only_and_released(folder: Path, tmp_path: Path) ->
 
 @needs_root
 def test_a_missing_folder_leaves_no_mount_point(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
+    with pytest.raises(SandboxError, match="changed since the policy checked it"):
         shifted.mount(str(tmp_path / "missing"), f"test-missing-{os.getpid()}", SHIFT)
     assert not shifted.mount_path(f"test-missing-{os.getpid()}").exists()
+
+
+@needs_root
+def test_a_link_on_the_way_is_refused_not_followed(folder: Path, tmp_path: Path) -> None:
+    """A part of the project's path swapped for a link (by a sandbox that can write near it)
+    after the policy checked it: the folder is reached without following links, as a bind's
+    source is, so the link's target is never mounted."""
+    link = tmp_path / "swapped"
+    link.symlink_to(folder)
+    workspace_id = f"test-link-{os.getpid()}"
+    with pytest.raises(SandboxError, match="is a link now"):
+        shifted.mount(str(link), workspace_id, SHIFT)
+    assert not shifted.mount_path(workspace_id).exists()
 
 
 def test_release_without_a_mount_is_nothing() -> None:
