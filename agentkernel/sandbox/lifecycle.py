@@ -83,9 +83,11 @@ class Lifecycle(SandboxCore):
                      ) -> tuple[list[dict[str, Any]], dict[str, binds.Identity]]:
         """The workspace's mount (its volumes made when missing), then ``hiding`` (what hides
         credentials, ``_hiding_mounts``); and each bind mount's target with the identity its
-        host folder has now (``binds.identity``: no link on the way)."""
+        host folder has now (``binds.identity``: no link on the way). The workspace's folder
+        is walked the same way first: the engine mounts its overlay by that path."""
         mounts: list[dict[str, Any]] = []
         if eff.workspace:
+            binds.identity(eff.workspace)  # a part of it swapped for a link is refused
             self.workspace_id = eff.workspace_id or f"{eff.name}-{secrets.token_hex(4)}"
             volume = workspace.ensure_volumes(self.engine, eff.workspace, self.workspace_id,
                                               eff.labels, eff.runtime)

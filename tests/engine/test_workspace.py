@@ -208,6 +208,22 @@ def test_a_folder_swapped_for_a_link_is_never_mounted(engine: Engine, test_image
     assert engine.list_containers([f"agentkernel.sandbox={sandbox.name}"], all=True) == []
 
 
+def test_a_workspace_swapped_for_a_link_is_never_mounted(engine: Engine, test_image: str,
+                                                        tmp_path: Path) -> None:
+    """The same swap on the copy-on-write workspace's folder, which the engine mounts (as its
+    overlay's lower layer) by path: refused, nothing outside is mounted."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    project = tmp_path / "project"
+    project.mkdir()
+    sandbox = Sandbox(SandboxConfig(image=test_image, workspace=str(project)), engine=engine)
+    project.rename(tmp_path / "was-project")
+    project.symlink_to(outside)
+    with pytest.raises(SandboxError, match="changed since the policy checked it"):
+        sandbox.start()
+    assert engine.list_containers([f"agentkernel.sandbox={sandbox.name}"], all=True) == []
+
+
 @pytest.mark.parametrize("write", [True, False])
 def test_never_reachable_paths_are_refused_by_the_python_api(write: bool) -> None:
     mode = "rw" if write else "ro"
