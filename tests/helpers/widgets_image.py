@@ -67,7 +67,10 @@ def build(engine: Engine, tag: str = WIDGETS_IMAGE, base: str = BASE_IMAGE) -> s
         archive = site_tar(download_wheels(Path(folder)))
     request = {"Image": base, "Entrypoint": ["/bin/true"], "Cmd": [],
                "Labels": {"agentkernel.test": "widgets-image"},
-               "HostConfig": {"NetworkMode": "none"}}
+               # the host's ids: a Podman container in a user namespace commits what the
+               # archive API wrote (and the folders above it) with the range's host ids, which
+               # no sandbox's 65536-id namespace can then map
+               "HostConfig": {"NetworkMode": "none", "UsernsMode": "host"}}
     container = engine.create_container(request, f"agentkernel-widgets-{secrets.token_hex(4)}")
     try:
         if not engine.put_archive(container, SITE, archive):
