@@ -32,6 +32,9 @@ from . import shifted
 from .request import LABEL_OWNER, owner_label
 
 log = logging.getLogger(__name__)
+# "1": the copy-on-write workspace of a Podman sandbox with a user namespace gets the project
+# through an idmapped mount (sandbox/shifted.py); otherwise such a sandbox keeps the host's root
+SHIFT_ENV = "AGENTKERNEL_SHIFTED_WORKSPACE"
 
 LABEL_WORKSPACE = "agentkernel.workspace"  # the workspace's id, on each of its volumes
 LABEL_ROLE = "agentkernel.workspace.role"  # upper, work or overlay
@@ -129,7 +132,11 @@ def _id_shift(engine: Engine, upper: Mapping[str, str] | None,
               runtime: str | None) -> tuple[int, int, int] | None:
     """The ids the workspace's files are shifted by: the engine's user namespace, where this
     process can make the mount, unless the workspace's upper layer was written with other
-    ids (a workspace keeps the ids it was made with)."""
+    ids (a workspace keeps the ids it was made with). Only with ``SHIFT_ENV=1``: Podman 4.3
+    leaves most shifted overlays mounted after their volumes are gone, and its volume
+    requests were seen to hang on a host that had started many of them."""
+    if os.environ.get(SHIFT_ENV) != "1":
+        return None
     shift = engine.id_shift(runtime)
     if shift is None or (upper is not None and upper.get(LABEL_ID_SHIFT, "") !=
                          _shift_label(shift)) or not shifted.possible(engine):

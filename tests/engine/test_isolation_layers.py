@@ -17,7 +17,7 @@ from agentkernel.config import SandboxConfig
 from agentkernel.engine import Endpoint, Engine, connect_endpoint
 from agentkernel.errors import ConfigError, SandboxNotFound
 from agentkernel.sandbox import Sandbox, shifted
-from agentkernel.sandbox.workspace import volume_name
+from agentkernel.sandbox.workspace import SHIFT_ENV, volume_name
 
 pytestmark = pytest.mark.engine
 # the Podman service whose default runtime is gVisor's launcher (scripts/setup.sh)
@@ -136,7 +136,8 @@ def test_podman_root_is_not_host_root(engine_name: str, engine: Engine, test_ima
 
 
 def test_podman_workspace_root_is_not_host_root(engine_name: str, engine: Engine,
-                                                test_image: str, tmp_path: Path) -> None:
+                                                test_image: str, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The default copy-on-write workspace keeps the user namespace: its lower layer is the
     project with its ids shifted into the namespace's range (an idmapped mount), so inside,
     files keep their owners, root may change root's files (copied up) and read a 0700 folder,
@@ -144,6 +145,7 @@ def test_podman_workspace_root_is_not_host_root(engine_name: str, engine: Engine
     project on the host is untouched, and the shifted mount is gone once the sandbox runs."""
     if engine_name != "podman":
         return  # Docker: the daemon's userns-remap, an operator step (SECURITY.md)
+    monkeypatch.setenv(SHIFT_ENV, "1")  # opt-in (workspace.SHIFT_ENV)
     project = tmp_path / "project"  # under pytest's 0700 folder: others cannot reach it
     (project / "private").mkdir(parents=True)
     (project / "private" / "p.txt").write_text("p")
