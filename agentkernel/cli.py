@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import sys
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, NoReturn
 
-from . import netguard, runtimes
+from . import netguard, netwatch, runtimes
 from .attach import attach_shell
 from .config import options
 from .config.options import GUARDED_NETWORK
@@ -165,20 +166,24 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 def _gc_workspaces(engine: Engine, dry_run: bool) -> int:
     """Remove the workspaces (what cells wrote in a project copy-on-write) that no container
-    mounts and whose kernel process is gone (killed, never shut down); return the failures."""
+    mounts or names (a sandbox of a shifted workspace mounts its overlay, not its volumes)
+    and whose kernel process is gone (killed, never shut down); return the failures."""
     owners: dict[str, str] = {}
     for volume in engine.list_volumes([LABEL_WORKSPACE]):
         owners.setdefault(volume.labels.get(LABEL_WORKSPACE, ""), volume.labels.get(
             LABEL_OWNER, ""))
-    doomed = [(ws, owner) for ws, owner in sorted(owners.items()) if ws and _owner_gone(owner)]
+    used = {c.labels.get(LABEL_WORKSPACE) for c in engine.list_containers([LABEL_WORKSPACE],
+                                                                          all=True)}
+    doomed = [(ws, owner) for ws, owner in sorted(owners.items())
+              if ws and ws not in used and _owner_gone(owner)]
     failed = sum(_remove_unused(engine, f"workspace {ws}", workspace_volume_names(ws),
                                 f"owner process {owner} is gone", dry_run)
                  for ws, owner in doomed)
     if not doomed:
         print("no abandoned workspaces")
-    if not dry_run:  # overlays Podman left mounted after their volumes went (shifted ones)
+    if not dry_run:  # what shifted workspaces left mounted on this host
         for path in workspace_detach_leftovers(engine):
-            print(f"detached {path} (left mounted by the engine)")
+            print(f"detached {path} (left mounted on the host)")
     return failed
 
 
@@ -277,7 +282,17 @@ def cmd_network_status(args: argparse.Namespace) -> int:
                      "rules are its host's, set up there after every boot)")
         else:
             state = f"guarded: network {GUARDED_NETWORK} on {bridge}, firewall rules in place"
+            state += (", kept by agentkernel network watch" if netguard.kept() else
+                      "; not kept (agentkernel network watch is not running): kernels of "
+                      "users other than root start sandboxes without network")
         print(f"{engine.kind}: {state}")
+    return 0
+
+
+def cmd_network_watch(args: argparse.Namespace) -> int:
+    """Keep the guard's table as setup left it until stopped (root; a daemon set-up starts)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    netwatch.run()
     return 0
 
 
@@ -399,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--engines", nargs="+", choices=["docker", "podman"], metavar="E",
                              help="these engines (default: --engine)")
         command.set_defaults(handler=handler)
+    text = ("keep the guard's firewall table as setup left it, putting it back when a reload "
+            "removes or changes it (root; runs until stopped: set-up starts it after setup)")
+    network.add_parser("watch", help=text, description=text[0].upper() + text[1:]
+                       ).set_defaults(handler=cmd_network_watch)
     runtime = add("runtime", None, "Set up an OCI runtime for sandboxes (gVisor: runsc)."
                   ).add_subparsers(dest="runtime_command", required=True, metavar="COMMAND")
     text = ("register runtime NAME's launcher with each engine (root; once); then set "

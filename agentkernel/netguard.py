@@ -47,6 +47,7 @@ BRIDGES = {"docker": "akguard-docker", "podman": "akguard-podman"}  # at most 15
 LABEL = "agentkernel.network"
 MARKERS = Path("/run/agentkernel")
 TABLE_MARKER = "nftables"  # in MARKERS: the table's digest (nftstate) as setup left it
+WATCH_MARKER = "watch"  # in MARKERS: the table's keeper (netwatch.py): {"pid": .., "started": ..}
 LOOPBACK_NAMES = ("localhost",)
 TABLE = "agentkernel"  # family inet: IPv4 and IPv6 in one table
 # Before the engines' own chains (iptables-nft's, at the filter priority, 0), though a drop in
@@ -125,6 +126,29 @@ def ready(kind: str, markers: Path | None = None) -> bool:
     return all(s.st_uid == 0 and not s.st_mode & unsafe for s in (folder, marker))
 
 
+def kept(markers: Path | None = None) -> bool:
+    """Whether the table's keeper (``agentkernel network watch``, netwatch.py) recorded in
+    ``markers`` runs: its marker is root's and writable by root only, and the process with
+    its pid started when it says."""
+    markers = markers or MARKERS
+    if not ready(WATCH_MARKER, markers):
+        return False
+    try:
+        recorded = json.loads((markers / WATCH_MARKER).read_text(encoding="utf-8"))
+        return start_time(int(recorded["pid"])) == str(recorded["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks after boot, /proc/PID/stat), None when
+    there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
 def bridge_for(engine: Engine) -> str:
     """The guarded network's interface on ``engine``'s host: one per kind for the local
     engines, one per URL for an engine reached over the network (a second daemon here)."""
@@ -148,13 +172,14 @@ def in_force(bridge: str, markers: Path | None = None) -> bool:
     """Whether the guard's table is in the kernel as setup left it (the digest in
     ``markers``), ``bridge`` among the interfaces it guards: asked at every start, as a
     firewall reload may have removed it, or anyone changed it. Reading the ruleset needs
-    CAP_NET_ADMIN: without it (a kernel run by a user) setup's marker (:func:`ready`) is all
-    the evidence there is."""
+    CAP_NET_ADMIN: without it (a kernel run by a user), setup's digest is the evidence while
+    the table's keeper runs (:func:`kept`), which puts back a table changed or removed and
+    removes the digest when it cannot."""
     markers = markers or MARKERS
     try:
         state = nftstate.read_table("inet", TABLE)
     except PermissionError:
-        return True
+        return ready(TABLE_MARKER, markers) and kept(markers)
     except OSError:
         return False
     if state is None or bridge.encode() not in state.keys("bridges"):
@@ -191,7 +216,7 @@ def setup(engine: Engine, markers: Path | None = None) -> str:
     servers = host_nameservers()
     guard(bridge, servers, markers)
     if not engine.remote:
-        _write_marker(markers / kind, json.dumps(
+        write_marker(markers / kind, json.dumps(
             {"network": GUARDED_NETWORK, "bridge": bridge, "nameservers": servers}))
     same_bridge = _bridged_traffic_filtered()
     note = "" if same_bridge or kind == "docker" else (
@@ -206,9 +231,9 @@ def guard(bridge: str, nameservers: Iterable[str], markers: Path) -> None:
     markers.mkdir(mode=0o755, exist_ok=True)
     with open(markers / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        _nft("-f", "-", script=table_script(bridge, nameservers))
+        run_nft("-f", "-", script=table_script(bridge, nameservers))
         state = nftstate.read_table("inet", TABLE)
-        _write_marker(markers / TABLE_MARKER, state.digest if state else "")
+        write_marker(markers / TABLE_MARKER, state.digest if state else "")
 
 
 def _is_loopback(host: str) -> bool:
@@ -218,14 +243,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _nft(*args: str, script: str) -> None:
-    """Run ``nft ARGS`` with ``script`` on its stdin."""
+def run_nft(*args: str, script: str = "") -> str:
+    """Run ``nft ARGS`` with ``script`` on its stdin; its output."""
     done = subprocess.run(["nft", *args], input=script, capture_output=True, text=True)
     if done.returncode != 0:
         raise SandboxError(f"nft {' '.join(args)} failed: {one_line(done.stderr)}")
+    return done.stdout
 
 
-def _write_marker(path: Path, text: str) -> None:
+def write_marker(path: Path, text: str) -> None:
     """Write a marker in place of any before it (root's, 0644)."""
     part = path.with_name(path.name + ".part")
     part.write_text(text, encoding="utf-8")

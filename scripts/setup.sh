@@ -161,6 +161,16 @@ fi
 # --- the guarded network: where sandboxes with the network go (agentkernel/netguard.py) ------
 # Firewall rules are gone after a reboot, so this runs every time (idempotent).
 "$VENV/bin/agentkernel" network setup --engines "${engines[@]}" >&2
+# Its keeper (agentkernel/netwatch.py) puts the table back when a firewall reload removes or
+# changes it; a kernel that cannot read the ruleset (a user's) trusts the rules while it runs.
+guard_kept() {
+  "$VENV/bin/python" -c 'import sys; from agentkernel import netguard; sys.exit(not netguard.kept())'
+}
+if ! guard_kept; then
+  start_daemon /var/log/agentkernel-netwatch.log "$VENV/bin/agentkernel" network watch
+  for _ in $(seq 50); do guard_kept && break; sleep 0.1; done
+  guard_kept || { log "agentkernel network watch did not start (/var/log/agentkernel-netwatch.log)"; exit 1; }
+fi
 
 # --- Podman: a user namespace per sandbox (UsernsMode auto takes ids for "containers") -------
 if [ "$WANT_PODMAN" = 1 ]; then

@@ -24,9 +24,6 @@ from .discovery import Endpoint
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 STDOUT, STDERR = 1, 2
-# On a volume whose files sandboxes see with shifted ids ("uid:gid:count", Engine.id_shift):
-# a container mounting it may get that user namespace
-LABEL_ID_SHIFT = "agentkernel.idshift"
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from typing import Any
 
 from ..cache import cache_dir, write_atomically
 from ..errors import ConfigError, EngineError, SandboxError, SandboxNotFound, one_line
-from .base import LABEL_ID_SHIFT, ContainerGone, CreateAgain
+from .base import ContainerGone, CreateAgain
 from .discovery import Endpoint
 from .docker import CPU_PERIOD, DockerEngine
 from .transport import API_VERSION
@@ -145,21 +145,29 @@ def userns_mode(files: tuple[Path, Path] = SUBID_FILES) -> str | None:
             f"gidmapping=0:{starts[1]}:{USERNS_SIZE}")
 
 
-def others_may_use(path: str, write: bool = False) -> bool:
+def others_may_use(path: str, write: bool = False,
+                   shift: tuple[int, int, int] | None = None) -> bool:
     """Whether a process that is "others" to the host's files (a user namespace's root) can
     reach ``path`` (every folder above it searchable by others) and read it (and write it,
-    with ``write``); a folder must be searchable too."""
+    with ``write``); a folder must be searchable too. With the namespace's ids (``shift``:
+    uid and gid of root inside, count), what is owned by its ids is its root's to use."""
+    def usable(info: os.stat_result, need: int) -> bool:
+        if shift is not None and all(start <= owner < start + shift[2] for start, owner in
+                                     ((shift[0], info.st_uid), (shift[1], info.st_gid))):
+            return True
+        return info.st_mode & need == need
+
     try:
         target = Path(path)
         for folder in reversed(target.parents):
-            if not folder.stat().st_mode & stat.S_IXOTH:
+            if not usable(folder.stat(), stat.S_IXOTH):
                 return False
-        mode = target.stat().st_mode
+        info = target.stat()
     except OSError:
         return False
     need = stat.S_IROTH | (stat.S_IWOTH if write else 0)
-    need |= stat.S_IXOTH if stat.S_ISDIR(mode) else 0
-    return mode & need == need
+    need |= stat.S_IXOTH if stat.S_ISDIR(info.st_mode) else 0
+    return usable(info, need)
 
 
 def peer_credentials(base_url: str) -> tuple[int, int, int] | None:
@@ -337,9 +345,9 @@ class PodmanEngine(DockerEngine):
     def _host_files_allow_userns(self, host: dict[str, Any], name: str) -> bool:
         """Whether the host folders the container mounts still work from a user namespace,
         whose root is "others" to the host's files: every bind's source reachable and
-        readable by others (writable too for a writable bind), and no volume with driver
-        options (a copy-on-write workspace) unless its files are shifted into this range
-        (labelled LABEL_ID_SHIFT by sandbox/workspace.py: an idmapped lower layer). Else the
+        readable by others (writable too for a writable bind) unless it is the namespace's
+        own (the overlay of a workspace shifted into it, sandbox/shifted.py), and no volume
+        with driver options (an overlay of the host's files the engine mounts). Else the
         container keeps the host's root, as without user namespaces (logged)."""
         mounts = [(bind.split(":")[0], not bind.endswith(":ro")) for bind in
                   host.get("Binds") or [] if bind.startswith("/")]
@@ -349,16 +357,15 @@ class PodmanEngine(DockerEngine):
                 mounts.append((mount["Source"], not mount.get("ReadOnly")))
             elif mount.get("Type") == "volume":
                 volumes.append(mount["Source"])
-        blocked = [path for path, write in mounts if not others_may_use(path, write)]
-        shift = ":".join(map(str, self.id_shift(host.get("Runtime")) or ()))
+        ids = self.id_shift(host.get("Runtime"))
+        blocked = [path for path, write in mounts if not others_may_use(path, write, ids)]
         for volume in volumes:
             try:
                 with self._errors(f"inspecting volume {volume}"):
                     found = self.api.inspect_volume(volume)
             except SandboxError:
                 continue
-            labels = found.get("Labels") or {}
-            if found.get("Options") and labels.get(LABEL_ID_SHIFT) != shift:
+            if found.get("Options"):
                 blocked.append(f"volume {volume}")
         if blocked:
             log.info("%s: no user namespace of its own (root inside is the host's root): "

@@ -63,6 +63,9 @@ class Lifecycle(SandboxCore):
             main = main if main and not eff.persistent and not engine.remote else None
             mounts, expected = self._host_mounts(eff, hiding.result())
             request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
+            if self.workspace_id:  # its volumes are in use while the container exists
+                request["Labels"] = {**request["Labels"],
+                                     workspace.LABEL_WORKSPACE: self.workspace_id}
             container_id = self._create(request)
             try:
                 self._start_created(container_id, limits, bool(main))
@@ -72,8 +75,8 @@ class Lifecycle(SandboxCore):
                 self._start_created(container_id, limits, bool(main))
         finally:
             beside.shutdown(wait=False)
-            if self.workspace_id:  # the engine holds the lower layer it mounted
-                workspace.release_lower(self.workspace_id)
+            if self.workspace_id:  # the container holds its own copy of the workspace
+                workspace.release_mounts(self.workspace_id)
         if expected:
             self._verify_binds(expected)
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
@@ -89,9 +92,8 @@ class Lifecycle(SandboxCore):
         if eff.workspace:
             binds.identity(eff.workspace)  # a part of it swapped for a link is refused
             self.workspace_id = eff.workspace_id or f"{eff.name}-{secrets.token_hex(4)}"
-            volume = workspace.ensure_volumes(self.engine, eff.workspace, self.workspace_id,
-                                              eff.labels, eff.runtime)
-            mounts.append(workspace.workspace_mount(volume, eff.workspace))
+            mounts.append(workspace.workspace_mount(self.engine, eff.workspace,
+                                                    self.workspace_id, eff.labels, eff.runtime))
         expected = {bind.target: binds.identity(bind.source)
                     for bind in eff.binds if bind.is_bind}
         return mounts + hiding, expected

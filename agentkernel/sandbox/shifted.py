@@ -7,11 +7,16 @@ files. The lower layer is instead an idmapped bind mount of the folder (Linux 5.
 shows as ``start + n``, so inside the sandbox every file keeps its own owner (root's are
 root's), and what the sandbox writes lands in the upper layer owned by its own range.
 
-The mount is read-only, made by root on the engine's host (the kernel, beside a rootful
-Podman in the same mount namespace) just before the sandbox's create, and detached once the
-sandbox started: overlayfs holds its own private copy of each layer from the moment the
-engine mounts the workspace, and a later start makes it again. (An idmapped overlay itself
-is refused by Linux: EINVAL, so Podman's ``:idmap`` volume option cannot do this.)
+This process (root on the engine's host, in the same mount namespace as a rootful Podman)
+makes the whole workspace just before the sandbox's create: the idmapped mount (read-only, at
+``mount_path``), then the overlay over it (``overlay_path``, in a folder only the sandbox's
+root and the host's may enter), which the sandbox gets as a bind mount. Overlayfs holds its
+own private copy of each layer, and the container its own copy of the overlay, so both are
+detached from the host once the sandbox started (``release``): nothing of the workspace stays
+mounted on the host for the engine to lose (Podman 4.3 left most overlays it mounted over a
+shifted folder mounted after their volumes were gone, and its volume requests then hung). A
+later start makes them again. (An idmapped overlay itself is refused by Linux: EINVAL, so
+Podman's ``:idmap`` volume option cannot do this.)
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from . import binds
 
 log = logging.getLogger(__name__)
 
-MOUNTS = Path("/run/agentkernel/workspaces")
+MOUNTS = Path("/run/agentkernel/workspaces")  # the shifted lower layers (root only)
+OVERLAYS = Path("/run/agentkernel/shifted")  # the overlays handed to sandboxes
 # x86-64 and arm64 share these numbers (the new mount API's are the same on every arch)
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x1000, -100
@@ -57,6 +63,12 @@ class _MountAttr(ctypes.Structure):
 def mount_path(workspace_id: str) -> Path:
     """Where workspace ``workspace_id``'s shifted lower layer is mounted while it starts."""
     return MOUNTS / workspace_id
+
+
+def overlay_path(workspace_id: str) -> Path:
+    """Where workspace ``workspace_id``'s overlay is mounted while it starts: in a folder of
+    its own that only the sandbox's root (its owner) and the host's can enter."""
+    return OVERLAYS / workspace_id / "root"
 
 
 def possible(engine: Engine) -> bool:
@@ -134,16 +146,68 @@ def overlays(mountinfo: str = "/proc/self/mountinfo") -> dict[str, str]:
     return found
 
 
+def mount_overlay(source: str, workspace_id: str, shift: tuple[int, int, int],
+                  upper: str, work: str) -> Path:
+    """The copy-on-write workspace over ``source`` with its ids shifted (``mount``), mounted
+    at ``overlay_path(workspace_id)`` with layers ``upper`` and ``work`` (folders of the
+    sandbox's root); the shifted lower layer is detached again once the overlay holds it.
+    OSError when Linux refuses, SandboxError as ``mount``."""
+    lower = mount(source, workspace_id, shift)
+    try:
+        target = overlay_path(workspace_id)  # mount() removed any before
+        OVERLAYS.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(OVERLAYS, 0o711)  # others may pass through, not list
+        target.parent.mkdir(mode=0o700)
+        os.chown(target.parent, shift[0], shift[1])
+        target.mkdir(mode=0o700)
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, options.encode()) != 0:
+            code = ctypes.get_errno()
+            _remove_overlay(workspace_id)
+            raise OSError(code, f"mounting the overlay: {os.strerror(code)}")
+        return target
+    finally:
+        _release_lower(workspace_id)
+
+
 def release(workspace_id: str) -> None:
-    """Detach workspace ``workspace_id``'s shifted folder and remove its mount point (a start
-    that would mount the workspace without it then fails instead of showing an empty
-    folder); nothing when there is none."""
+    """Detach workspace ``workspace_id``'s shifted folder and overlay and remove their mount
+    points (a start that would mount the workspace without them then fails instead of
+    showing an empty folder); nothing when there are none."""
+    _release_lower(workspace_id)
+    _remove_overlay(workspace_id)
+
+
+def leftovers() -> list[str]:
+    """The ids of workspaces whose shifted folder or overlay is still on this host (a start
+    that never finished: its process died between the mount and the sandbox's start)."""
+    found = set()
+    for folder in (MOUNTS, OVERLAYS):
+        with contextlib.suppress(OSError):
+            found.update(entry.name for entry in folder.iterdir())
+    return sorted(found)
+
+
+def _release_lower(workspace_id: str) -> None:
     target = mount_path(workspace_id)
     if not target.is_dir():
         return
     detach(str(target))
     try:
         target.rmdir()
+    except OSError as err:
+        log.warning("workspace %s: %s left: %s", workspace_id, target, err)
+
+
+def _remove_overlay(workspace_id: str) -> None:
+    target = overlay_path(workspace_id)
+    if not target.parent.is_dir():
+        return
+    detach(str(target))
+    try:
+        if target.is_dir():
+            target.rmdir()
+        target.parent.rmdir()
     except OSError as err:
         log.warning("workspace %s: %s left: %s", workspace_id, target, err)
 

@@ -8,6 +8,9 @@ reaches the host's files: taking results home is an explicit export (``changes``
 The volumes are named by the workspace's id (one per kernel: a restarted kernel finds its
 files) and removed with it (``discard``). Entries holding credentials anywhere in the folder
 are hidden: an empty read-only tmpfs over a folder, an empty read-only file over a file.
+For a sandbox with a user namespace (Podman), this process mounts the overlay itself, over the
+folder with its ids shifted into the namespace (sandbox/shifted.py), and the sandbox gets it as
+a bind mount that stays on the host only until the sandbox started.
 """
 
 from __future__ import annotations
@@ -26,19 +29,21 @@ from typing import Any
 from ..cache import cache_dir
 from ..config.hostpaths import secret_entries
 from ..engine import Engine
-from ..engine.base import LABEL_ID_SHIFT
 from ..errors import ConfigError, SandboxError
 from . import shifted
 from .request import LABEL_OWNER, owner_label
 
 log = logging.getLogger(__name__)
-# "1": the copy-on-write workspace of a Podman sandbox with a user namespace gets the project
-# through an idmapped mount (sandbox/shifted.py); otherwise such a sandbox keeps the host's root
+# "0": the copy-on-write workspace never gets the project through an idmapped mount
+# (sandbox/shifted.py), so a Podman sandbox with it keeps the host's root (an operator's way out)
 SHIFT_ENV = "AGENTKERNEL_SHIFTED_WORKSPACE"
 
 LABEL_WORKSPACE = "agentkernel.workspace"  # the workspace's id, on each of its volumes
 LABEL_ROLE = "agentkernel.workspace.role"  # upper, work or overlay
 LABEL_ROOT = "agentkernel.workspace.root"  # the host folder under the overlay
+# The ids the workspace's files were written with ("uid:gid:count", Engine.id_shift; "" the
+# host's), on its upper and work volumes: a workspace keeps them
+LABEL_ID_SHIFT = "agentkernel.idshift"
 ROLES = ("upper", "work", "overlay")
 MOUNT_OPTION_UNSAFE = (",", ":", "\\")
 """Characters the engines' mount option parsers split on: a folder named with one cannot be
@@ -77,54 +82,65 @@ def check_root(root: str) -> None:
                           "mount options cannot carry")
 
 
-def ensure_volumes(engine: Engine, root: str, workspace_id: str,
-                   labels: Mapping[str, str], runtime: str | None = None) -> str:
-    """The overlay volume of workspace ``workspace_id`` over host folder ``root``, made with
-    its upper and work volumes when missing (kept when they exist: a restarted kernel's
-    files); an overlay volume over another folder is made again. Where the engine gives
-    sandboxes (of OCI ``runtime``) a user namespace, the lower layer is ``root`` with its ids
-    shifted into it (sandbox/shifted.py), mounted until ``release_lower``. Returns its
-    name."""
+def workspace_mount(engine: Engine, root: str, workspace_id: str,
+                    labels: Mapping[str, str], runtime: str | None = None) -> dict[str, Any]:
+    """The create request's mount of workspace ``workspace_id`` over host folder ``root``, at
+    the folder's own path (``hiding_mounts`` hides its credentials); its upper and work
+    volumes are made when missing (kept when they exist: a restarted kernel's files).
+
+    Where the engine gives sandboxes (of OCI ``runtime``) a user namespace and this process
+    can shift the folder's ids into it (sandbox/shifted.py), this process mounts the overlay
+    itself over the shifted folder and the sandbox gets it as a bind mount, detached from
+    the host by ``release_mounts`` once the sandbox started. Otherwise the overlay is a volume
+    of the engine's local driver (made again when it was over another folder)."""
     check_root(root)
     names = {role: volume_name(workspace_id, role) for role in ROLES}
     common = {LABEL_OWNER: owner_label(), **labels, LABEL_WORKSPACE: workspace_id}
-    upper = engine.volume_labels(names["upper"])
-    shift = _id_shift(engine, upper, runtime)
-    lower, marked = root, ""
+    shift = _id_shift(engine, engine.volume_labels(names["upper"]), runtime)
+    marked = _shift_label(shift) if shift is not None else ""
+    places = _layers(engine, names, {**common, LABEL_ID_SHIFT: marked}, shift)
     if shift is not None:
         detach_leftovers(engine)
         try:
-            lower, marked = str(shifted.mount(root, workspace_id, shift)), _shift_label(shift)
+            merged = shifted.mount_overlay(root, workspace_id, shift, places["upper"],
+                                           places["work"])
+            return {"Type": "bind", "Source": str(merged), "Target": root, "ReadOnly": False}
         except OSError as err:
             log.warning("workspace %s: its sandboxes keep the host's root (no user "
                         "namespace): the folder's ids could not be shifted: %s", root, err)
     overlay = engine.volume_labels(names["overlay"])
-    if (overlay is not None and overlay.get(LABEL_ROOT) == root
-            and overlay.get(LABEL_ID_SHIFT, "") == marked):
-        return names["overlay"]
-    if overlay is not None:
-        engine.remove_volume(names["overlay"])
+    if overlay is None or overlay.get(LABEL_ROOT) != root or overlay.get(LABEL_ID_SHIFT):
+        if overlay is not None:
+            engine.remove_volume(names["overlay"])
+        options = {"type": "overlay", "device": "overlay",
+                   "o": f"lowerdir={root},upperdir={places['upper']},workdir={places['work']}"}
+        engine.create_volume(names["overlay"], {**common, LABEL_ROLE: "overlay",
+                                                LABEL_ROOT: root}, options)
+    return {"Type": "volume", "Source": names["overlay"], "Target": root, "ReadOnly": False}
+
+
+def _layers(engine: Engine, names: Mapping[str, str], labels: Mapping[str, str],
+            shift: tuple[int, int, int] | None) -> dict[str, str]:
+    """The host folders of the workspace's upper and work volumes (``names``), made with
+    ``labels`` when missing; a new upper layer's top belongs to the sandbox's root
+    (``shift``'s ids) when it has a user namespace."""
     places = {}
     for role in ("upper", "work"):
         if engine.volume_labels(names[role]) is None:
-            engine.create_volume(names[role], {**common, LABEL_ROLE: role,
-                                               LABEL_ID_SHIFT: marked})
-            if role == "upper" and shift is not None and marked:  # root inside owns the top
+            engine.create_volume(names[role], {**labels, LABEL_ROLE: role})
+            if role == "upper" and shift is not None:  # root inside owns the top
                 _chown(engine.volume_mountpoint(names[role]), shift)
-        places[role] = engine.volume_mountpoint(names[role])
-        if not places[role] or any(ch in places[role] for ch in MOUNT_OPTION_UNSAFE):
+        place = engine.volume_mountpoint(names[role])
+        if not place or any(ch in place for ch in MOUNT_OPTION_UNSAFE):
             raise SandboxError(f"the workspace volume {names[role]} has no usable folder on "
-                               f"the engine's host ({places[role]!r})")
-    options = {"type": "overlay", "device": "overlay",
-               "o": f"lowerdir={lower},upperdir={places['upper']},workdir={places['work']}"}
-    engine.create_volume(names["overlay"], {**common, LABEL_ROLE: "overlay", LABEL_ROOT: root,
-                                            LABEL_ID_SHIFT: marked}, options)
-    return names["overlay"]
+                               f"the engine's host ({place!r})")
+        places[role] = place
+    return places
 
 
-def release_lower(workspace_id: str) -> None:
-    """Once the sandbox started (the engine mounted its workspace, and the overlay holds its
-    own copy of the lower layer), detach the shifted folder ensure_volumes mounted."""
+def release_mounts(workspace_id: str) -> None:
+    """Once the sandbox started (the container holds its own copy of the workspace), detach
+    what ``workspace_mount`` mounted on the host for it (nothing when it mounted nothing)."""
     shifted.release(workspace_id)
 
 
@@ -132,10 +148,8 @@ def _id_shift(engine: Engine, upper: Mapping[str, str] | None,
               runtime: str | None) -> tuple[int, int, int] | None:
     """The ids the workspace's files are shifted by: the engine's user namespace, where this
     process can make the mount, unless the workspace's upper layer was written with other
-    ids (a workspace keeps the ids it was made with). Only with ``SHIFT_ENV=1``: Podman 4.3
-    leaves most shifted overlays mounted after their volumes are gone, and its volume
-    requests were seen to hang on a host that had started many of them."""
-    if os.environ.get(SHIFT_ENV) != "1":
+    ids (a workspace keeps the ids it was made with), or the operator set ``SHIFT_ENV=0``."""
+    if os.environ.get(SHIFT_ENV) == "0":
         return None
     shift = engine.id_shift(runtime)
     if shift is None or (upper is not None and upper.get(LABEL_ID_SHIFT, "") !=
@@ -145,20 +159,27 @@ def _id_shift(engine: Engine, upper: Mapping[str, str] | None,
 
 
 def detach_leftovers(engine: Engine) -> list[str]:
-    """Detach the overlays of shifted workspaces whose volumes are gone, which Podman left
-    mounted (shifted.overlays), and return their mount points; best effort (a shifted start
+    """Detach what a shifted workspace left mounted on this host and return where: the
+    shifted folders and overlays of starts that never finished (their workspace's volumes
+    are gone), and overlays an engine mounted over a shifted folder and lost (Podman 4.3,
+    under earlier agentkernel releases: ``shifted.overlays``). Best effort (a shifted start
     and ``agentkernel gc --workspaces`` call it)."""
     detached = []
     try:
         mounted = shifted.overlays()
-        if mounted:
+        ids = shifted.leftovers()
+        if mounted or ids:
             existing = {volume.name for volume in engine.list_volumes([LABEL_WORKSPACE])}
             for name, path in mounted.items():
                 if name not in existing:
                     shifted.detach(path)
                     detached.append(path)
+            for workspace_id in ids:
+                if volume_name(workspace_id, "upper") not in existing:
+                    shifted.release(workspace_id)
+                    detached.append(str(shifted.overlay_path(workspace_id)))
     except (OSError, SandboxError) as err:
-        log.warning("workspace: overlays left mounted by the engine stay: %s", err)
+        log.warning("workspace: mounts left on the host stay: %s", err)
     return detached
 
 
@@ -171,12 +192,6 @@ def _chown(folder: str | None, shift: tuple[int, int, int]) -> None:
     the overlay's root takes its owner from it."""
     if folder:
         os.chown(folder, shift[0], shift[1])
-
-
-def workspace_mount(volume: str, root: str) -> dict[str, Any]:
-    """The create request's mount of the overlay ``volume`` over host folder ``root``, at the
-    folder's own path (``hiding_mounts`` hides its credentials)."""
-    return {"Type": "volume", "Source": volume, "Target": root, "ReadOnly": False}
 
 
 def hiding_mounts(folder: str, target: str) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from helpers.kernels import wait_until
 
-from agentkernel import netguard
+from agentkernel import netguard, netwatch
 from agentkernel.config.options import GUARDED_NETWORK
 from agentkernel.engine import Engine
 from agentkernel.errors import SandboxError
@@ -277,15 +278,91 @@ def test_the_guard_holds_whatever_the_engines_and_a_reload_insert_after_it(
             assert probe(guarded, host_address(), listener).startswith("refused")
 
 
-def test_without_cap_net_admin_the_marker_is_the_evidence() -> None:
-    """A kernel run by a user cannot read the ruleset (netlink answers EPERM): the start goes
-    by setup's marker alone rather than refusing every network."""
-    script = ("from agentkernel import netguard, nftstate\n"
-              "try:\n"
-              "    nftstate.read_table('inet', netguard.TABLE)\n"
-              "except PermissionError:\n"
-              "    print('refused', netguard.in_force('akguard-docker'))\n")
-    done = subprocess.run(["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
-                           sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.split() == ["refused", "True"]
+def test_the_keeper_puts_back_a_table_removed_or_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keeper's check (agentkernel/netwatch.py) on a table of the test's own: setup's
+    table is kept; removed (a firewall reload) or with a rule slipped in, it is put back as
+    setup left it and in force again; a keeper that never saw setup's table cannot put it
+    back, and removes setup's digest instead, so no start trusts it."""
+    table, bridge = f"agentkernel-test-keep-{os.getpid()}", "akg-test-keep"
+    monkeypatch.setattr(netguard, "TABLE", table)
+    markers = tmp_path / "markers"
+
+    def listing() -> str:
+        return netguard.run_nft("list", "table", "inet", table)
+
+    try:
+        netguard.guard(bridge, ["10.0.0.2"], markers)
+        setup_left = listing()
+        keeper = netwatch.Keeper(markers)
+        assert keeper.check() == "kept" and keeper.check() == "kept"
+        netguard.run_nft("delete", "table", "inet", table)
+        assert not netguard.in_force(bridge, markers)
+        assert keeper.check() == "restored"
+        assert listing() == setup_left and netguard.in_force(bridge, markers)
+        netguard.run_nft("insert", "rule", "inet", table, "forward", "iifname", "@bridges",
+                         "accept")
+        assert keeper.check() == "restored"
+        assert listing() == setup_left and netguard.in_force(bridge, markers)
+        netguard.run_nft("insert", "rule", "inet", table, "forward", "iifname", "@bridges",
+                         "accept")
+        late = netwatch.Keeper(markers)
+        assert late.check() == "unguarded"
+        assert not (markers / netguard.TABLE_MARKER).exists()
+        assert not netguard.in_force(bridge, markers)
+        assert late.check() == "waiting"
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True)
+
+
+def test_the_running_keeper_puts_back_the_guards_table() -> None:
+    """The keeper set-up started (``agentkernel network watch``) notices the guard's own table
+    removed, as a firewall reload does, and puts it back as it was within a second, in force
+    again for every engine's bridge."""
+    if not netguard.kept():
+        missing = "agentkernel network watch is not running (scripts/setup.sh starts it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+    before = netguard.run_nft("list", "table", "inet", netguard.TABLE)
+    bridges = [bridge for bridge in netguard.BRIDGES.values() if f'"{bridge}"' in before]
+    assert bridges and all(netguard.in_force(bridge) for bridge in bridges)
+    netguard.run_nft("delete", "table", "inet", netguard.TABLE)
+    wait_until(lambda: all(netguard.in_force(bridge) for bridge in bridges), 5,
+               "the guard's table put back by its keeper")
+    assert netguard.run_nft("list", "table", "inet", netguard.TABLE) == before
+
+
+def test_without_cap_net_admin_the_keeper_is_the_evidence(tmp_path: Path) -> None:
+    """A kernel run by a user cannot read the ruleset (netlink answers EPERM): its start
+    trusts setup's digest while the table's keeper runs, and refuses the guarded network
+    when no keeper runs (a marker naming a process that is gone, or none)."""
+    if not netguard.kept():
+        missing = "agentkernel network watch is not running (scripts/setup.sh starts it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+    dead = subprocess.Popen(["true"])  # its pid, once reaped: a process that is gone
+    dead.wait()
+    cases = {"running": None, "gone": {"pid": dead.pid, "started": "1"}, "none": {}}
+    answers = {}
+    for case, watch in cases.items():
+        markers = netguard.MARKERS
+        if watch is not None:
+            markers = tmp_path / case
+            markers.mkdir(mode=0o755)
+            for name in ("docker", netguard.TABLE_MARKER):
+                (markers / name).write_text((netguard.MARKERS / name).read_text())
+            if watch:
+                (markers / netguard.WATCH_MARKER).write_text(json.dumps(watch))
+        script = ("import sys\nfrom pathlib import Path\n"
+                  "from agentkernel import netguard, nftstate\n"
+                  "try:\n"
+                  "    nftstate.read_table('inet', netguard.TABLE)\n"
+                  "except PermissionError:\n"
+                  "    print(netguard.in_force('akguard-docker', Path(sys.argv[1])))\n")
+        done = subprocess.run(["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
+                               sys.executable, "-c", script, str(markers)],
+                              capture_output=True, text=True, check=True)
+        answers[case] = done.stdout.strip()
+    assert answers == {"running": "True", "gone": "False", "none": "False"}

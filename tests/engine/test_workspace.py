@@ -30,9 +30,9 @@ from jupyter_client.manager import KernelManager
 from agentkernel.config import SandboxConfig
 from agentkernel.engine import Engine
 from agentkernel.errors import ConfigError, SandboxError
-from agentkernel.sandbox import LABEL_OWNER, Sandbox
+from agentkernel.sandbox import LABEL_OWNER, Sandbox, shifted
 from agentkernel.sandbox.request import owner_label
-from agentkernel.sandbox.workspace import LABEL_WORKSPACE, volume_name
+from agentkernel.sandbox.workspace import LABEL_WORKSPACE
 
 # A 1x1 PNG (the smallest valid one: signature, IHDR, IDAT, IEND).
 PNG = bytes.fromhex(
@@ -124,6 +124,28 @@ def test_ordinary_cells_behave_as_on_the_local_kernel(workspace_kernel: Blocking
                         env=reference_env()) as (_km, local):
         expected = outputs(local, CELLS)
     assert sandboxed == expected
+
+
+def test_on_podman_the_kernels_root_is_not_the_hosts(engine_name: str,
+                                                    workspace_kernel: BlockingKernelClient,
+                                                    project: Path) -> None:
+    """The default kernel of a notebook in a project, on Podman: its sandbox has a user
+    namespace (root inside is not uid 0 on the host) with the copy-on-write workspace, whose
+    files keep their owners inside; nothing of the workspace is mounted on the host."""
+    if engine_name != "podman":
+        return  # Docker: the daemon's userns-remap (tests/engine/test_docker_userns.py)
+    os.chown(project / "data" / "input.csv", 1000, 1000)
+    run = execute(workspace_kernel, "import os\n"
+                  "print(open('/proc/self/uid_map').read().split()[:2])\n"
+                  "print(os.stat('../data/input.csv').st_uid)\n"
+                  "open('../data/input.csv', 'a').write('x')")
+    assert run.status == "ok", run.messages
+    uid_map, owner = run.stream().splitlines()
+    inside, outside = eval(uid_map)  # noqa: S307 (our own cell's repr of two strings)
+    assert inside == "0" and int(outside) > 0
+    assert owner == "1000"
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f"{shifted.OVERLAYS}/" not in mounts and f"{shifted.MOUNTS}/" not in mounts
 
 
 def test_changes_are_listed_and_export_needs_a_writable_folder(
@@ -303,7 +325,8 @@ def test_a_shut_down_kernel_takes_its_workspace_and_gc_takes_a_killed_ones(
         (killed,) = workspaces(km)
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
         km.provisioner.process.wait(10)  # reaped: its pid is free
-        wait_until(lambda: not engine.volume_users(volume_name(killed, "overlay")), 10,
+        wait_until(lambda: not engine.list_containers([f"{LABEL_WORKSPACE}={killed}"],
+                                                      all=True), 10,
                    "the killed kernel's sandbox removed by its reaper")
         assert killed in workspaces(), "a killed kernel may be restarted: its files stay"
         gc = subprocess.run([sys.executable, "-m", "agentkernel.cli", "gc", "--workspaces"],

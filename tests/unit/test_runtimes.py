@@ -5,6 +5,7 @@ prints its arguments."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from pathlib import Path
@@ -122,3 +123,26 @@ def check_folders(tmp_path: Path) -> None:
     inner.chmod(0o750)
     assert not others_may_use(str(inner))
     assert not others_may_use(str(tmp_path / "missing"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0 and os.environ.get("CI") != "true",
+                    reason="giving a folder to other ids needs root")
+def test_what_the_namespaces_ids_own_is_its_roots() -> None:
+    """A folder owned by the user namespace's ids (the overlay of a shifted workspace, in a
+    folder of its own) is its root's whatever its mode; one owned by ids outside its range
+    (or only its group inside) is "others"."""
+    shift = (2_000_000, 3_000_000, 65536)
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:
+        Path(top).chmod(0o711)
+        own = Path(top) / "own"
+        inner = own / "root"
+        inner.mkdir(parents=True, mode=0o700)
+        own.chmod(0o700)
+        os.chown(own, shift[0], shift[1])
+        os.chown(inner, shift[0] + 5, shift[1])
+        assert others_may_use(str(inner), write=True, shift=shift)
+        assert not others_may_use(str(inner), write=True)
+        os.chown(own, shift[0] + shift[2], shift[1])  # just past the range
+        assert not others_may_use(str(inner), shift=shift)
+        os.chown(own, 0, shift[1])
+        assert not others_may_use(str(inner), shift=shift)

@@ -1,12 +1,11 @@
 """The project folder with its ids shifted into the sandboxes' user namespace
 (agentkernel/sandbox/shifted.py): a real idmapped mount on this host (root, Linux 5.19+), and
-an overlay over it as the engine's volume driver makes one."""
+the overlay over it that a sandbox gets."""
 
 from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,25 +42,42 @@ def test_ids_are_shifted_read_only_and_released(folder: Path, tmp_path: Path) ->
         with pytest.raises(OSError) as refused:
             (target / "new.txt").write_text("x")
         assert refused.value.errno == errno.EROFS
-        # an overlay over it, as the engine mounts the workspace: copy-up keeps shifted ids
-        upper, work, merged = (tmp_path / name for name in ("upper", "work", "merged"))
-        for made in (upper, work, merged):
-            made.mkdir()
-        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                        f"lowerdir={target},upperdir={upper},workdir={work}", str(merged)],
-                       check=True)
-        try:
-            shifted.release(workspace_id)  # the overlay keeps its own copy of the layer
-            assert not target.exists()
-            with open(merged / "mine.txt", "a") as appended:
-                appended.write("!")
-            assert (upper / "mine.txt").stat().st_uid == SHIFT[0] + 1000
-            assert (folder / "mine.txt").read_text() == "mine"
-        finally:
-            subprocess.run(["umount", str(merged)], check=True)
     finally:
         shifted.release(workspace_id)
     assert not target.exists()
+
+
+@needs_root
+def test_the_overlay_over_the_shifted_folder_is_the_sandboxs(folder: Path,
+                                                             tmp_path: Path) -> None:
+    """The overlay a sandbox gets: over the shifted folder (detached at once: the overlay
+    holds it), in a folder only the sandbox's root may enter; copy-up keeps the shifted ids
+    and the project is untouched; release leaves nothing mounted."""
+    workspace_id = f"test-overlay-{os.getpid()}"
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    os.chown(upper, SHIFT[0], SHIFT[1])
+    merged = shifted.mount_overlay(str(folder), workspace_id, SHIFT, str(upper), str(work))
+    try:
+        assert merged == shifted.overlay_path(workspace_id)
+        assert not shifted.mount_path(workspace_id).exists()  # the lower layer is detached
+        entry = merged.parent.stat()
+        assert (entry.st_uid, entry.st_gid, entry.st_mode & 0o777) == (*SHIFT[:2], 0o700)
+        assert shifted.OVERLAYS.stat().st_mode & 0o777 == 0o711
+        assert (merged / "mine.txt").stat().st_uid == SHIFT[0] + 1000
+        with open(merged / "mine.txt", "a") as appended:
+            appended.write("!")
+        (merged / "new.txt").write_text("new")
+        assert (upper / "mine.txt").stat().st_uid == SHIFT[0] + 1000
+        assert (upper / "mine.txt").read_text() == "mine!"
+        assert (folder / "mine.txt").read_text() == "mine"
+        assert not (folder / "new.txt").exists()
+        assert workspace_id in shifted.leftovers()
+    finally:
+        shifted.release(workspace_id)
+    assert not merged.parent.exists() and workspace_id not in shifted.leftovers()
+    assert str(merged) not in Path("/proc/self/mountinfo").read_text()
 
 
 @needs_root
