@@ -152,6 +152,9 @@ class Runner:
 
     def install_shell(self) -> None:
         """Import IPython and make the shell, the comms and the introspection thread."""
+        from . import lazy_terminal
+
+        lazy_terminal.import_ipython(self.ipython[1])
         from . import comms, introspection
         from .shell import make_shell
 

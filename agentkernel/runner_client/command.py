@@ -15,7 +15,7 @@ from ..sandbox.bundle_volume import MOUNT as BUNDLE_MOUNT
 from ..sandbox.request import HOLD_SCRIPT
 
 RUNNER_MODULES = ("protocol", "pump", "ipython_path", "kernel_api", "shell", "comms",
-                  "introspection", "runner", "ipython_compat")
+                  "introspection", "runner", "ipython_compat", "lazy_terminal")
 # The ``exited`` frame the container's main process writes once the runner it ran has ended,
 # as a printf format: "%3d" prints an exit status (0-255) in as many characters as it takes.
 EXITED_FORMAT = '{"type":"exited","code":%3d}'

@@ -5,7 +5,6 @@ version that changes one fails at the shell's import with a line naming the vers
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import IPython
 import pytest
+from helpers.ipython8 import installed_or_skip
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magics import CodeMagics
@@ -29,12 +29,7 @@ def test_this_ipython_has_what_we_call() -> None:
 def test_the_pinned_ipython_8_has_what_we_call() -> None:
     """The IPython 8 of images whose matplotlib is older than 3.9 (sandbox/ipython8.py),
     installed by scripts/setup.sh."""
-    folder = ipython8.installed()
-    if folder is None:
-        missing = "agentkernel's IPython 8 is not installed on this host (scripts/setup.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing, pytrace=False)
-        pytest.skip(missing)
+    folder = installed_or_skip()
     code = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(folder)!r})
