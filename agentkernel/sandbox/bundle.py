@@ -36,7 +36,7 @@ from ..cache import cache_dir, write_atomically
 from ..errors import SandboxError
 from . import ipython8
 
-FORMAT = 4  # bump when the bundle's layout or digest changes
+FORMAT = 5  # bump when the bundle's layout, digest or fill changes (5: IPython 8 compiled)
 ROOTS = ("ipython", "matplotlib-inline", "comm")
 TARGET_PYTHONS = ("3.10", "3.11", "3.12", "3.13", "3.14")
 MANIFEST = "agentkernel-bundle.json"  # the name runner/ipython_path.py reads

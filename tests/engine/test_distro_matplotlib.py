@@ -80,3 +80,12 @@ def test_pyplot_and_inline_figures_with_debians_matplotlib(engine: Engine, engin
         assert found[0].startswith(matplotlib_prefix), found  # the image's own matplotlib
         assert found[1] == ipython_major, found
         assert found[2].startswith("/opt/agentkernel/"), found  # agentkernel's, not the image's
+        # its byte code was written when the volume was filled (read-only in the sandbox:
+        # without it, every start compiles each module again)
+        uncompiled = ok(kc, "import os, sys\n"
+                            "sorted(m.__name__ for m in list(sys.modules.values())"
+                            " if (getattr(m, '__file__', None) or '')"
+                            ".startswith('/opt/agentkernel/')"
+                            " and not (m.__spec__ and m.__spec__.cached"
+                            " and os.path.exists(m.__spec__.cached)))[:5]")
+        assert uncompiled.result["text/plain"] == "[]"
