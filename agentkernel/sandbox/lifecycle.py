@@ -65,7 +65,8 @@ class Lifecycle(SandboxCore):
             request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
             if self.workspace_id:  # its volumes are in use while the container exists
                 request["Labels"] = {**request["Labels"],
-                                     workspace.LABEL_WORKSPACE: self.workspace_id}
+                                     workspace.LABEL_WORKSPACE: self.workspace_id,
+                                     workspace.LABEL_ROOT: eff.workspace or ""}
             container_id = self._create(request)
             try:
                 self._start_created(container_id, limits, bool(main))
@@ -331,7 +332,8 @@ class Lifecycle(SandboxCore):
                 f"no sandbox named {name!r} (see `agentkernel list` for the ones that exist)"
             )
         if not sandbox.is_running:
-            with sandbox._errors(f"restarting sandbox {name}"):
+            with sandbox._errors(f"restarting sandbox {name}"), \
+                    workspace.restart_mounts(engine, found[0].labels):
                 engine.start_container(sandbox.container_id)
         return sandbox
 

@@ -138,6 +138,33 @@ def _layers(engine: Engine, names: Mapping[str, str], labels: Mapping[str, str],
     return places
 
 
+@contextlib.contextmanager
+def restart_mounts(engine: Engine, labels: Mapping[str, str]) -> Iterator[None]:
+    """While a stopped sandbox (container ``labels``) starts again: the overlay of its
+    shifted workspace made again, as its bind mount comes from it, and detached once it
+    started; nothing for any other sandbox (the engine mounts an overlay volume itself)."""
+    workspace_id, root = labels.get(LABEL_WORKSPACE), labels.get(LABEL_ROOT)
+    upper = (engine.volume_labels(volume_name(workspace_id, "upper"))
+             if workspace_id and root else None)
+    marked = (upper or {}).get(LABEL_ID_SHIFT, "")
+    if not (workspace_id and root and marked):
+        yield
+        return
+    shift = tuple(int(part) for part in marked.split(":"))
+    places = {role: engine.volume_mountpoint(volume_name(workspace_id, role)) or ""
+              for role in ("upper", "work")}
+    try:
+        shifted.mount_overlay(root, workspace_id, (shift[0], shift[1], shift[2]),
+                              places["upper"], places["work"])
+    except OSError as err:
+        raise SandboxError(f"the workspace over {root} could not be mounted again: {err}"
+                           ) from None
+    try:
+        yield
+    finally:
+        release_mounts(workspace_id)
+
+
 def release_mounts(workspace_id: str) -> None:
     """Once the sandbox started (the container holds its own copy of the workspace), detach
     what ``workspace_mount`` mounted on the host for it (nothing when it mounted nothing)."""

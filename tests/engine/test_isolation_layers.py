@@ -180,6 +180,37 @@ def test_podman_workspace_root_is_not_host_root(engine_name: str, engine: Engine
                "the workspace's volumes removed by the sandbox's reaper")
 
 
+def test_podman_persistent_sandbox_with_the_workspace_restarts(engine_name: str,
+                                                               engine: Engine,
+                                                               test_image: str,
+                                                               tmp_path: Path) -> None:
+    """A persistent sandbox whose shifted workspace's overlay was detached from the host once
+    it started: stopped, then reconnected by name, it starts again with the overlay made
+    again (what cells wrote is there, root inside is still not the host's), and nothing of
+    it stays mounted on the host."""
+    if engine_name != "podman":
+        return
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "data.txt").write_text("data\n")
+    name = f"keep-ws-{os.getpid()}"
+    sandbox = Sandbox(SandboxConfig(image=test_image, name=name, persistent=True,
+                                    workspace=str(project), workdir=str(project)),
+                      engine=engine).start()
+    try:
+        assert sandbox.exec(["sh", "-c", "echo more >> data.txt"]).ok
+        sandbox.stop()
+        again = Sandbox.connect(name, engine=engine)
+        assert again.is_running
+        assert again.exec(["cat", "data.txt"]).stdout == "data\nmore\n"
+        assert first_mapping(again.exec(["cat", "/proc/self/uid_map"]).stdout)[1] > 0
+        mounts = Path("/proc/self/mountinfo").read_text()
+        assert f"{shifted.OVERLAYS}/" not in mounts and f"{shifted.MOUNTS}/" not in mounts
+    finally:
+        sandbox.remove()
+    assert (project / "data.txt").read_text() == "data\n"
+
+
 def owners_and_contents(root: Path) -> dict[str, tuple[int, int, int, bytes]]:
     """Every entry below ``root``: owner, group, mode and a file's contents."""
     found = {}
