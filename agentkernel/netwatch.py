@@ -109,6 +109,8 @@ def run(markers: Path | None = None) -> None:
 
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
+    woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake)  # a signal ends the wait below at once
     me = {"pid": os.getpid(), "started": netguard.start_time(os.getpid())}
     _check(keeper)
     netguard.write_marker(markers / netguard.WATCH_MARKER, json.dumps(me))
@@ -116,8 +118,8 @@ def run(markers: Path | None = None) -> None:
     try:
         while not stop:
             with contextlib.suppress(InterruptedError):
-                ready, _, _ = select.select([notifications], [], [], POLL_S)
-                if ready:
+                ready, _, _ = select.select([notifications, woken], [], [], POLL_S)
+                if notifications in ready:
                     _drain(notifications)
             if not stop:
                 _check(keeper)
@@ -127,6 +129,9 @@ def run(markers: Path | None = None) -> None:
             if json.loads(marker.read_text(encoding="utf-8")) == me:
                 marker.unlink()
         notifications.close()
+        signal.set_wakeup_fd(-1)
+        os.close(woken)
+        os.close(wake)
 
 
 def _check(keeper: Keeper) -> None:
