@@ -63,10 +63,9 @@ class Lifecycle(SandboxCore):
             main = main if main and not eff.persistent and not engine.remote else None
             mounts, expected = self._host_mounts(eff, hiding.result())
             request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
-            if self.workspace_id:  # its volumes are in use while the container exists
-                request["Labels"] = {**request["Labels"],
-                                     workspace.LABEL_WORKSPACE: self.workspace_id,
-                                     workspace.LABEL_ROOT: eff.workspace or ""}
+            if self.workspace_id and eff.workspace:  # mounts[0] is the workspace's
+                request["Labels"] = {**request["Labels"], **workspace.container_labels(
+                    self.workspace_id, eff.workspace, mounts[0])}
             container_id = self._create(request)
             try:
                 self._start_created(container_id, limits, bool(main))

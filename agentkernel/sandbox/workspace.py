@@ -41,6 +41,7 @@ SHIFT_ENV = "AGENTKERNEL_SHIFTED_WORKSPACE"
 LABEL_WORKSPACE = "agentkernel.workspace"  # the workspace's id, on each of its volumes
 LABEL_ROLE = "agentkernel.workspace.role"  # upper, work or overlay
 LABEL_ROOT = "agentkernel.workspace.root"  # the host folder under the overlay
+LABEL_SHIFTED = "agentkernel.workspace.shifted"  # on a container: "true", its overlay is ours
 # The ids the workspace's files were written with ("uid:gid:count", Engine.id_shift; "" the
 # host's), on its upper and work volumes: a workspace keeps them
 LABEL_ID_SHIFT = "agentkernel.idshift"
@@ -138,14 +139,23 @@ def _layers(engine: Engine, names: Mapping[str, str], labels: Mapping[str, str],
     return places
 
 
+def container_labels(workspace_id: str, root: str, mount: Mapping[str, Any]) -> dict[str, str]:
+    """The labels of a container given the workspace's ``mount`` (``workspace_mount``): its
+    id (its volumes are in use while the container exists), its folder, and whether the
+    overlay is the shifted one this process mounts (a restart makes it again)."""
+    return {LABEL_WORKSPACE: workspace_id, LABEL_ROOT: root,
+            LABEL_SHIFTED: "true" if mount.get("Type") == "bind" else "false"}
+
+
 @contextlib.contextmanager
 def restart_mounts(engine: Engine, labels: Mapping[str, str]) -> Iterator[None]:
-    """While a stopped sandbox (container ``labels``) starts again: the overlay of its
-    shifted workspace made again, as its bind mount comes from it, and detached once it
-    started; nothing for any other sandbox (the engine mounts an overlay volume itself)."""
+    """While a stopped sandbox (container ``labels``, ``container_labels``) starts again: the
+    overlay of its shifted workspace made again, as its bind mount comes from it, and
+    detached once it started; nothing for any other sandbox (the engine mounts an overlay
+    volume itself)."""
     workspace_id, root = labels.get(LABEL_WORKSPACE), labels.get(LABEL_ROOT)
     upper = (engine.volume_labels(volume_name(workspace_id, "upper"))
-             if workspace_id and root else None)
+             if workspace_id and root and labels.get(LABEL_SHIFTED) == "true" else None)
     marked = (upper or {}).get(LABEL_ID_SHIFT, "")
     if not (workspace_id and root and marked):
         yield
