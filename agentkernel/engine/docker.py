@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -62,10 +63,12 @@ from .relay import relay
 from .tlsconn import client_context, hijack
 from .transport import API_VERSION
 
+log = logging.getLogger(__name__)
 REQUEST_TIMEOUT = 120
 CPU_PERIOD = 100_000
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"  # a bridge network's host interface
 IMPORT_CHUNK = 1 << 20
+BUSY_RETRIES, BUSY_WAIT_S = 4, 0.5  # a removal refused on a busy mount: tries again, spaced
 
 
 _QUOTA_LOCK = threading.Lock()  # one storage quota question at a time (once per engine)
@@ -410,14 +413,23 @@ class DockerEngine(Engine):
             self.api.stop(container_id, timeout=timeout)
 
     def remove_container(self, container_id: str) -> None:
-        try:
-            with self._errors("removing the sandbox"):
-                self.api.remove_container(container_id, force=True)
-        except ContainerGone:
-            pass
-        except EngineError as err:
-            if "already in progress" not in str(err):  # the engine is removing it already
-                raise
+        """Remove it (force). A removal the engine fails on a mount of the container's still
+        busy (Podman 4.3: "unlinkat .../userdata/shm: device or resource busy", seen once in
+        CI while other sandboxes started) is tried again, up to BUSY_RETRIES times."""
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                with self._errors("removing the sandbox"):
+                    self.api.remove_container(container_id, force=True)
+                return
+            except ContainerGone:
+                return
+            except EngineError as err:
+                if "already in progress" in str(err):  # the engine is removing it already
+                    return
+                if "resource busy" not in str(err) or attempt == BUSY_RETRIES:
+                    raise
+                log.info("removing %s: %s; trying again", container_id[:12], one_line(err))
+                time.sleep(BUSY_WAIT_S)
 
     def inspect_container(self, container_id: str) -> ContainerInfo | None:
         try:

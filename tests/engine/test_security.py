@@ -25,7 +25,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from agentkernel.config import MODERATE_CAPS
 from agentkernel.engine import Engine
 from agentkernel.errors import ConfigError, SandboxError
-from agentkernel.sandbox import Sandbox, tmpfs_mb
+from agentkernel.sandbox import Sandbox, shifted, tmpfs_mb
 from agentkernel.sandbox.bundle_volume import MOUNT as BUNDLE_MOUNT
 
 # linux/capability.h
@@ -258,9 +258,12 @@ def test_profile_isolation_inside(kc: BlockingKernelClient, profile: str) -> Non
     project = str(Path.cwd())  # the kernel's folder, a git repository's root: the project
     if profile == "restrictive":  # no host mount at all, the notebook's folder included
         assert not [line for line in seen["mountinfo"] if line.split()[4] == project]
-    else:  # the project, copy-on-write: an overlay whose lower layer is the host folder
+    else:  # the project, copy-on-write: an overlay whose lower layer is the host folder, or
+        # (a Podman sandbox in a user namespace) its idmapped clone the kernel mounted
         fstype, options = mount_of(seen["mountinfo"], project)
-        assert fstype == "overlay" and f"lowerdir={project}," in options
+        lower = options.split("lowerdir=")[1].split(",")[0]
+        assert fstype == "overlay" and (lower == project or lower.startswith(
+            f"{shifted.MOUNTS}/")), options
         assert "/volumes/agentkernel-ws-" in options.split("upperdir=")[1]
     if profile == "restrictive":
         assert seen["interfaces"] == ["lo"] and not seen["root_writable"]
