@@ -52,6 +52,8 @@ def import_ipython(version):
         IPython.__dict__.pop("terminal", None)
         IPython.__getattr__ = _package_attribute
         sys.meta_path.insert(0, _TerminalOnFirstUse())
+    elif IPython.__dict__.get("embed", "") is None:  # an IPython 8 that imported more of it
+        IPython.embed = importlib.import_module(MODULE).embed  # as its own import would
     return IPython
 
 
