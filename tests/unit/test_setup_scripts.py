@@ -117,7 +117,9 @@ def test_start_daemon_closes_every_inherited_descriptor_but_the_standard_three(
     pid = int(done.stdout.split()[-1])
     try:
         deadline = time.monotonic() + 10
-        while marker not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+        # argv[0] is the marker once `exec -a` ran (before, the marker is only in bash's -c
+        # argument, and bash may still hold a descriptor of its own start)
+        while Path(f"/proc/{pid}/cmdline").read_text(errors="replace").split("\0")[0] != marker:
             assert time.monotonic() < deadline, "the daemon did not start"
             time.sleep(0.05)
         assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd")) == [0, 1, 2]
