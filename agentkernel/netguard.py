@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import nftstate
+from . import nftstate, procs
 from .config.options import GUARDED_NETWORK
 from .engine import Engine
 from .errors import SandboxError, one_line
@@ -135,18 +135,9 @@ def kept(markers: Path | None = None) -> bool:
         return False
     try:
         recorded = json.loads((markers / WATCH_MARKER).read_text(encoding="utf-8"))
-        return start_time(int(recorded["pid"])) == str(recorded["started"])
+        return procs.start_time(int(recorded["pid"])) == str(recorded["started"])
     except (OSError, ValueError, KeyError, TypeError):
         return False
-
-
-def start_time(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks after boot, /proc/PID/stat), None when
-    there is no such process."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
 def bridge_for(engine: Engine) -> str:

@@ -33,7 +33,7 @@ import signal
 import socket
 from pathlib import Path
 
-from . import netguard, nftstate
+from . import netguard, nftstate, procs
 from .errors import SandboxError, one_line
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def run(markers: Path | None = None) -> None:
     signal.signal(signal.SIGINT, finish)
     woken, wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wake)  # a signal ends the wait below at once
-    me = {"pid": os.getpid(), "started": netguard.start_time(os.getpid())}
+    me = {"pid": os.getpid(), "started": procs.start_time(os.getpid())}
     _check(keeper)
     netguard.write_marker(markers / netguard.WATCH_MARKER, json.dumps(me))
     log.info("keeping the guard's table (pid %d)", os.getpid())
@@ -155,9 +155,7 @@ def _drain(sock: socket.socket) -> None:
     while True:
         try:
             sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # ENOBUFS: some were lost; the check reads the table anyway
+        except OSError:  # none left (EAGAIN), or ENOBUFS: the check reads the table anyway
             return
 
 

@@ -35,6 +35,7 @@ from ..errors import (
     SandboxNotFound,
     one_line,
 )
+from . import service
 from .base import (
     ContainerGone,
     ContainerInfo,
@@ -68,6 +69,7 @@ REQUEST_TIMEOUT = 120
 CPU_PERIOD = 100_000
 BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"  # a bridge network's host interface
 IMPORT_CHUNK = 1 << 20
+QUOTA_RECORD = "storage-quota"  # why the storage refuses a size limit, per engine service
 BUSY_RETRIES, BUSY_WAIT_S = 4, 0.5  # a removal refused on a busy mount: tries again, spaced
 
 
@@ -336,16 +338,23 @@ class DockerEngine(Engine):
             return self.api.create_container_from_config(request, name)["Id"]
 
     def storage_quota_refusal(self, image: str) -> str | None:
-        """Asked once: a container of ``image`` created with a size limit, never started,
-        removed at once. (Not the sandbox's own create: Podman can hang on a create made
-        again after one refused for its size limit, when a volume was mounted.)"""
+        """Asked once per engine service (``service.py``): a container of ``image`` created
+        with a size limit, never started, removed at once. (Not the sandbox's own create:
+        Podman can hang on a create made again after one refused for its size limit, when a
+        volume was mounted.)"""
         with _QUOTA_LOCK:
             if not self._quota_asked:
-                self.storage_quota_refused = self._ask_storage_quota(image)
-                self._quota_asked = True
+                known, refused = service.recorded(QUOTA_RECORD, self.base_url, self._service)
+                if not known or not (refused is None or isinstance(refused, str)):
+                    refused, definite = self._ask_storage_quota(image)
+                    if definite:
+                        service.record(QUOTA_RECORD, self.base_url, self._service, refused)
+                self.storage_quota_refused, self._quota_asked = refused, True
             return self.storage_quota_refused
 
-    def _ask_storage_quota(self, image: str) -> str | None:
+    def _ask_storage_quota(self, image: str) -> tuple[str | None, bool]:
+        """(why the engine refused a size limit, or None; whether that answer is the
+        storage's: not when the engine failed for another reason)."""
         request = {"Image": image, "Entrypoint": ["true"], "Cmd": [], "NetworkDisabled": True,
                    "Labels": {"agentkernel.probe": "storage-quota"},
                    "HostConfig": {"NetworkMode": "none", "StorageOpt": {"size": "64M"}}}
@@ -355,13 +364,18 @@ class DockerEngine(Engine):
             text = _explanation(err)
             if any(words in text.lower() for words in ("storage-opt", "storage opt")):
                 # overlay2 and Podman's overlay limit a layer only on xfs mounted with pquota
-                return one_line(text.rpartition(": ")[2], 160)
-            return None  # some other trouble: the sandbox's own create will say it
+                return one_line(text.rpartition(": ")[2], 160), True
+            return None, False  # some other trouble: the sandbox's own create will say it
         except (requests.ConnectionError, ConnectionError, DockerException):
-            return None
+            return None, False
         with contextlib.suppress(SandboxError):
             self.remove_container(probe)
-        return None
+        return None, True
+
+    @cached_property
+    def _service(self) -> str | None:
+        """The engine process serving a local socket, when it can be told (``service.py``)."""
+        return service.service_identity(self.base_url)
 
     def check_runtime(self, container_id: str, runtime: str | None) -> None:
         """Docker refuses an unknown runtime at create: nothing left to check."""

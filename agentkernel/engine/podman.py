@@ -18,9 +18,7 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import stat
-import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -30,9 +28,11 @@ from typing import Any
 
 from ..cache import cache_dir, write_atomically
 from ..errors import ConfigError, EngineError, SandboxError, SandboxNotFound, one_line
+from . import service
 from .base import ContainerGone, CreateAgain
 from .discovery import Endpoint
 from .docker import CPU_PERIOD, DockerEngine
+from .service import peer_credentials, service_uid
 from .transport import API_VERSION
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 NAMESPACE_FLAGS = 0x7E020000
 ENOSYS, EPERM = 38, 1
 LIBPOD_NETWORKS = "4.0.0"  # the libpod API version its network endpoints take
-PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+HOST_RECORD = "podman-host"  # the part of /info a start needs, per service (engine/service.py)
 # Launchers of OCI runtimes written by `agentkernel runtime setup` (agentkernel.runtimes)
 RUNTIME_LAUNCHERS = Path("/usr/local/libexec/agentkernel/runtimes")
 # Where a rootful Podman takes the ids of `UsernsMode: auto` from, for this user name
@@ -170,71 +170,27 @@ def others_may_use(path: str, write: bool = False,
     return usable(info, need)
 
 
-def peer_credentials(base_url: str) -> tuple[int, int, int] | None:
-    """(pid, uid, gid) of the process serving the local socket ``base_url`` (SO_PEERCRED);
-    None when it cannot be told (not a unix socket, nothing listening)."""
-    if not base_url.startswith("unix://"):
-        return None
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(1.0)
-            sock.connect(base_url[len("unix://"):])
-            credentials = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
-    except OSError:
-        return None
-    return PEERCRED.unpack(credentials)
-
-
-def service_uid(base_url: str) -> int | None:
-    """The uid of the process serving the local socket ``base_url``; None when it cannot be
-    told."""
-    peer = peer_credentials(base_url)
-    return None if peer is None else peer[1]
-
-
-def service_identity(base_url: str) -> str | None:
-    """Which process serves the local socket ``base_url``: this boot's id, the pid of the
-    process that listens on it (SO_PEERCRED) and that process's start time. None when it
-    cannot be told (not a unix socket, a peer in another PID namespace, no /proc)."""
-    peer = peer_credentials(base_url)
-    if peer is None:
-        return None
-    pid = peer[0]
-    try:
-        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except (OSError, ValueError, IndexError):
-        return None
-    return f"{boot}/{pid}/{started}" if pid > 0 else None
-
-
-def _host_record(base_url: str) -> Path:
-    digest = hashlib.sha256(base_url.encode()).hexdigest()[:16]
-    return cache_dir() / f"podman-host-{digest}.json"
-
-
 def _read_record(base_url: str) -> tuple[str | None, dict[str, Any]] | None:
     """The record of ``base_url``'s last /info answer: (the service that gave it, the part
     kept), or None when there is none that is well formed."""
+    record = service.read_record(HOST_RECORD, base_url)
     try:
-        record = json.loads(_host_record(base_url).read_text(encoding="utf-8"))
-        host, service = record["host"], record["service"]
+        host = record[1] if record else None
         source = host["security"]["seccompProfilePath"]
         well_formed = (isinstance(host["cpus"], int) and isinstance(host["memTotal"], int)
                        and isinstance(source, str) and source.startswith("/")
-                       and "\n" not in source and "\x00" not in source
-                       and (service is None or isinstance(service, str)))
-    except (OSError, UnicodeError, SandboxError, ValueError, KeyError, TypeError):
+                       and "\n" not in source and "\x00" not in source)
+    except (KeyError, TypeError):
         return None
-    return (service, host) if well_formed else None
+    return (record[0], host) if well_formed else None
 
 
-def recorded_host(base_url: str, service: str | None) -> dict[str, Any] | None:
+def recorded_host(base_url: str, server: str | None) -> dict[str, Any] | None:
     """What /info said about its host (CPUs, memory, default seccomp profile's path) to an
     earlier process, if the same Podman process (``service_identity``) still serves
     ``base_url``: a running service does not read its configuration again."""
     record = _read_record(base_url)
-    if service is None or record is None or record[0] != service:
+    if server is None or record is None or record[0] != server:
         return None
     return record[1]
 
@@ -246,16 +202,15 @@ def recorded_source(base_url: str) -> str | None:
     return record[1]["security"]["seccompProfilePath"] if record else None
 
 
-def record_host(base_url: str, service: str | None, host: dict[str, Any]) -> None:
-    """Record the part of /info's ``host`` a start needs, with the ``service`` that gave it
+def record_host(base_url: str, server: str | None, host: dict[str, Any]) -> None:
+    """Record the part of /info's ``host`` a start needs, with the ``server`` that gave it
     (best effort; only an answer that has all of it)."""
     try:
         kept = {"cpus": host["cpus"], "memTotal": host["memTotal"],
                 "security": {"seccompProfilePath": host["security"]["seccompProfilePath"]}}
     except (KeyError, TypeError):
         return
-    with contextlib.suppress(OSError, SandboxError):
-        write_atomically(_host_record(base_url), json.dumps({"service": service, "host": kept}))
+    service.record(HOST_RECORD, base_url, server, kept)
 
 
 class PodmanEngine(DockerEngine):
@@ -292,10 +247,6 @@ class PodmanEngine(DockerEngine):
         if self._host_answer is None:
             self._host_answer = recorded_host(self.base_url, self._service)
         return self._host_answer
-
-    @cached_property
-    def _service(self) -> str | None:
-        return service_identity(self.base_url)
 
     @property
     def ncpu(self) -> int:

@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 from ..engine import Engine
-from ..engine.podman import peer_credentials
+from ..engine.service import peer_credentials
 from ..errors import SandboxError
 from . import binds
 

@@ -125,12 +125,19 @@ def _layers(engine: Engine, names: Mapping[str, str], labels: Mapping[str, str],
     """The host folders of the workspace's upper and work volumes (``names``), made with
     ``labels`` when missing; a new upper layer's top belongs to the sandbox's root
     (``shift``'s ids) when it has a user namespace."""
-    places = {}
     for role in ("upper", "work"):
         if engine.volume_labels(names[role]) is None:
             engine.create_volume(names[role], {**labels, LABEL_ROLE: role})
             if role == "upper" and shift is not None:  # root inside owns the top
                 _chown(engine.volume_mountpoint(names[role]), shift)
+    return _layer_places(engine, names)
+
+
+def _layer_places(engine: Engine, names: Mapping[str, str]) -> dict[str, str]:
+    """The host folders of the existing upper and work volumes ``names``; SandboxError when
+    one has none this process can give as an overlay's mount option."""
+    places = {}
+    for role in ("upper", "work"):
         place = engine.volume_mountpoint(names[role])
         if not place or any(ch in place for ch in MOUNT_OPTION_UNSAFE):
             raise SandboxError(f"the workspace volume {names[role]} has no usable folder on "
@@ -161,8 +168,8 @@ def restart_mounts(engine: Engine, labels: Mapping[str, str]) -> Iterator[None]:
         yield
         return
     shift = tuple(int(part) for part in marked.split(":"))
-    places = {role: engine.volume_mountpoint(volume_name(workspace_id, role)) or ""
-              for role in ("upper", "work")}
+    places = _layer_places(engine, {role: volume_name(workspace_id, role)
+                                    for role in ("upper", "work")})
     try:
         shifted.mount_overlay(root, workspace_id, (shift[0], shift[1], shift[2]),
                               places["upper"], places["work"])

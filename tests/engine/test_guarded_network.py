@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from helpers.kernels import wait_until
+from helpers.required import unavailable
 
 from agentkernel import netguard, netwatch
 from agentkernel.config.options import GUARDED_NETWORK
@@ -320,10 +321,7 @@ def test_the_running_keeper_puts_back_the_guards_table() -> None:
     removed, as a firewall reload does, and puts it back as it was within a second, in force
     again for every engine's bridge."""
     if not netguard.kept():
-        missing = "agentkernel network watch is not running (scripts/setup.sh starts it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing, pytrace=False)
-        pytest.skip(missing)
+        unavailable("agentkernel network watch is not running (scripts/setup.sh starts it)")
     before = netguard.run_nft("list", "table", "inet", netguard.TABLE)
     bridges = [bridge for bridge in netguard.BRIDGES.values() if f'"{bridge}"' in before]
     assert bridges and all(netguard.in_force(bridge) for bridge in bridges)
@@ -338,10 +336,7 @@ def test_without_cap_net_admin_the_keeper_is_the_evidence(tmp_path: Path) -> Non
     trusts setup's digest while the table's keeper runs, and refuses the guarded network
     when no keeper runs (a marker naming a process that is gone, or none)."""
     if not netguard.kept():
-        missing = "agentkernel network watch is not running (scripts/setup.sh starts it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing, pytrace=False)
-        pytest.skip(missing)
+        unavailable("agentkernel network watch is not running (scripts/setup.sh starts it)")
     dead = subprocess.Popen(["true"])  # its pid, once reaped: a process that is gone
     dead.wait()
     cases = {"running": None, "gone": {"pid": dead.pid, "started": "1"}, "none": {}}

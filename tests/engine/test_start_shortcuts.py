@@ -182,3 +182,26 @@ def test_podman_start_without_info_when_the_same_service_answered_it(
         assert Path(profile).read_text() == _confined_text(actual)
         assert sandbox.exec("echo hi").stdout == "hi\n"
     assert "/info" not in asked and later.ncpu == first.ncpu
+
+
+def test_the_storage_quota_answer_is_asked_once_per_engine_service(
+        engine: Engine, test_image: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first process asks the engine with a probe container whether its storage can limit
+    a sandbox's size; a later process served by the same engine process takes the answer from
+    the record (no probe on its start's path), and one served by another process asks."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first = connect_endpoint(engine.kind, engine.endpoint())
+    answer = first.storage_quota_refusal(engine.image_id(test_image))
+    later = connect_endpoint(engine.kind, engine.endpoint())
+    probes: list[str] = []
+    ask = later._ask_storage_quota
+    monkeypatch.setattr(later, "_ask_storage_quota", lambda image: (probes.append(image),
+                                                                    ask(image))[1])
+    assert later.storage_quota_refusal(engine.image_id(test_image)) == answer
+    assert probes == [], "the same engine process answered already"
+    other = connect_endpoint(engine.kind, engine.endpoint())
+    other.__dict__["_service"] = "another-boot/1/1"  # as if the engine had restarted
+    monkeypatch.setattr(other, "_ask_storage_quota", lambda image: (probes.append(image),
+                                                                    ask(image))[1])
+    assert other.storage_quota_refusal(engine.image_id(test_image)) == answer
+    assert probes == [engine.image_id(test_image)]

@@ -22,6 +22,7 @@ import pytest
 from agentkernel.engine import Endpoint, Engine, connect_endpoint
 from agentkernel.errors import EngineUnavailable
 from agentkernel.imagebuild import remove_build_folder
+from helpers.required import unavailable
 
 UP_S = 20.0
 """Longest wait for the daemon to answer (it takes about 0.4 s here)."""
@@ -31,11 +32,6 @@ ENGINE_PROCESSES = ("dockerd", "containerd")
 """What a daemon of ours runs, by the start of its name (``containerd-shim-runc-v2`` too)."""
 
 
-def unavailable(reason: str) -> None:
-    """No dockerd of our own can run here: a failure in CI (CI=true), else a skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
 
 
 @contextlib.contextmanager

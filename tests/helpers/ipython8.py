@@ -3,20 +3,15 @@ this host, for tests that import it: missing, it fails the test with CI=true, el
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import pytest
-
 from agentkernel.sandbox import ipython8
+from helpers.required import unavailable
 
 
 def installed_or_skip() -> Path:
     """The folder IPython 8 is installed in; a failure (CI) or a skip when it is not."""
     folder = ipython8.installed()
     if folder is None:
-        missing = "agentkernel's IPython 8 is not installed on this host (scripts/setup.sh)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(missing, pytrace=False)
-        pytest.skip(missing)
+        unavailable("agentkernel's IPython 8 is not installed on this host (scripts/setup.sh)")
     return folder

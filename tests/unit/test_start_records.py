@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agentkernel.cache import write_atomically
-from agentkernel.engine import podman
+from agentkernel.engine import podman, service
 from agentkernel.sandbox import image_python
 
 IMAGE = "sha256:" + "ab" * 32
@@ -110,9 +112,39 @@ def test_the_process_serving_a_socket_is_told_by_pid_and_start_time(tmp_path: Pa
         server.listen()
         started = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19]
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        assert podman.service_identity(f"unix://{path}") == f"{boot}/{os.getpid()}/{started}"
-    assert podman.service_identity(f"unix://{path}") is None, "nobody listens any more"
-    assert podman.service_identity("tcp://127.0.0.1:2375") is None
+        assert service.service_identity(f"unix://{path}") == f"{boot}/{os.getpid()}/{started}"
+    assert service.service_identity(f"unix://{path}") is None, "nobody listens any more"
+    assert service.service_identity("tcp://127.0.0.1:2375") is None
+
+
+def test_a_socket_manager_is_no_service_identity(tmp_path: Path) -> None:
+    """Behind systemd's socket activation the listener is systemd, which stays while the
+    engine restarts: such a socket has no identity, and nothing recorded is taken for it."""
+    path = tmp_path / "engine.sock"
+    code = ("import socket, sys, time\n"
+            "open('/proc/self/comm', 'w').write('systemd')\n"
+            "s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen()\n"
+            "print('ready', flush=True); time.sleep(30)\n")
+    with subprocess.Popen([sys.executable, "-c", code, str(path)],
+                          stdout=subprocess.PIPE, text=True) as listener:
+        try:
+            assert listener.stdout.readline() == "ready\n"
+            assert service.peer_credentials(f"unix://{path}")[0] == listener.pid
+            assert service.service_identity(f"unix://{path}") is None
+        finally:
+            listener.kill()
+
+
+def test_a_record_serves_only_the_service_that_answered(cache: Path) -> None:
+    url = "unix:///var/run/docker.sock"
+    assert service.recorded("storage-quota", url, "boot/1/2") == (False, None)
+    service.record("storage-quota", url, "boot/1/2", None)
+    assert service.recorded("storage-quota", url, "boot/1/2") == (True, None)
+    assert service.recorded("storage-quota", url, "boot/1/3") == (False, None)
+    assert service.recorded("storage-quota", url, None) == (False, None)
+    service.record("storage-quota", url, "boot/1/3", "xfs with pquota needed")
+    assert service.recorded("storage-quota", url, "boot/1/3") == (True, "xfs with pquota needed")
+    assert service.recorded("podman-host", url, "boot/1/3") == (False, None), "another topic"
 
 
 def test_a_host_record_serves_only_the_same_service_process(cache: Path) -> None:
@@ -128,9 +160,13 @@ def test_a_host_record_serves_only_the_same_service_process(cache: Path) -> None
 
 @pytest.mark.parametrize("text", [
     "{", "[]", '{"service": "boot/100/5000"}',
-    '{"service": "boot/100/5000", "host": {"cpus": "2", "memTotal": 1, '
+    '{"service": "boot/100/5000", "value": {"cpus": "2", "memTotal": 1, '
     '"security": {"seccompProfilePath": "/x"}}}',
-    '{"service": "boot/100/5000", "host": {"cpus": 2, "memTotal": 1, "security": {}}}',
+    '{"service": "boot/100/5000", "value": {"cpus": 2, "memTotal": 1, "security": {}}}',
+    '{"service": 5000, "value": {"cpus": 2, "memTotal": 1, '
+    '"security": {"seccompProfilePath": "/x"}}}',
+    '{"service": "boot/100/5000", "value": {"cpus": 2, "memTotal": 1, '
+    '"security": {"seccompProfilePath": "x"}}}',
 ])
 def test_a_host_record_that_is_not_well_formed_is_ignored(cache: Path, text: str) -> None:
     url = "unix:///run/podman/podman.sock"
