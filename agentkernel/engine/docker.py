@@ -71,6 +71,8 @@ BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"  # a bridge network's host
 IMPORT_CHUNK = 1 << 20
 QUOTA_RECORD = "storage-quota"  # why the storage refuses a size limit, per engine service
 BUSY_RETRIES, BUSY_WAIT_S = 4, 0.5  # a removal refused on a busy mount: tries again, spaced
+# "0": a container joins its network during its start (DockerEngine._joins_after_start)
+JOIN_AFTER_START = os.environ.get("AGENTKERNEL_JOIN_AFTER_START", "1") != "0"
 
 
 _QUOTA_LOCK = threading.Lock()  # one storage quota question at a time (once per engine)
@@ -167,6 +169,7 @@ class DockerEngine(Engine):
         self.api: docker.APIClient = client.api
         self._tls_context = (client_context(self._endpoint.tls)
                              if self._endpoint.tls is not None else None)
+        self._joining: dict[str, str] = {}  # container -> the network it joins once started
 
     @classmethod
     def connect(cls, endpoint: Endpoint | str, timeout: float = 5.0) -> DockerEngine:
@@ -334,8 +337,36 @@ class DockerEngine(Engine):
 
     # -- containers ------------------------------------------------------------------------
     def create_container(self, request: dict[str, Any], name: str) -> str:
+        """Create; a container bound for a network of the operator's that it may join after
+        its start (``_joins_after_start``) leaves it until ``start_container``."""
         with self._errors(f"creating sandbox container {name}"):
-            return self.api.create_container_from_config(request, name)["Id"]
+            container_id = self.api.create_container_from_config(request, name)["Id"]
+        network = self._joins_after_start(request.get("HostConfig", {}))
+        if network is not None:
+            try:
+                with self._errors(f"creating sandbox container {name}"):
+                    self.api.disconnect_container_from_network(container_id, network)
+            except SandboxError:
+                with contextlib.suppress(SandboxError):
+                    self.remove_container(container_id)
+                raise
+            self._joining[container_id] = network
+        return container_id
+
+    def _joins_after_start(self, host: Mapping[str, Any]) -> str | None:
+        """The network a container of ``host`` (its HostConfig) joins once started, not
+        during its start: a network of its own name (not none, host, bridge or another
+        container's), when it publishes no port (Docker maps ports at the join) and runs
+        under runc (gVisor reads its interfaces once, at its start). Docker's start of a
+        container on such a network takes 0.1 s more (its endpoint and the embedded DNS
+        server's rules, 0.29 s against 0.18 s here); the join after it (0.09 s) overlaps the
+        sandbox's own start (its runner importing IPython, 0.2 s). None: joined at the start."""
+        network = host.get("NetworkMode") or ""
+        if (not JOIN_AFTER_START or network in ("", "none", "host", "bridge", "default")
+                or ":" in network or host.get("PortBindings")):
+            return None
+        runtime = host.get("Runtime") or self._info.get("DefaultRuntime") or "runc"
+        return network if runtime == "runc" else None
 
     def storage_quota_refusal(self, image: str) -> str | None:
         """Asked once per engine service (``service.py``): a container of ``image`` created
@@ -419,8 +450,14 @@ class DockerEngine(Engine):
         return hijacked_socket(hijacked)
 
     def start_container(self, container_id: str) -> None:
+        """Start; a container left off its network at create joins it now, before anything
+        of the caller's runs in it (a failure to join is a failed start)."""
+        network = self._joining.pop(container_id, None)
         with self._errors("starting the sandbox"):
             self.api.start(container_id)
+        if network is not None:
+            with self._errors(f"joining the sandbox to the network {network}"):
+                self.api.connect_container_to_network(container_id, network)
 
     def stop_container(self, container_id: str, timeout: int = 2) -> None:
         with contextlib.suppress(ContainerGone), self._errors("stopping the sandbox"):

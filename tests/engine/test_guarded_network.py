@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,6 +154,47 @@ def test_a_sandbox_with_the_network_joins_the_guarded_network(engine: Engine,
         networks = engine.api.inspect_container(sb.container_id)["NetworkSettings"]["Networks"]
         assert list(networks) == [GUARDED_NETWORK] and sb.notes == []
     assert engine.network_bridge(GUARDED_NETWORK) == netguard.bridge_for(engine)
+
+
+def _joined(engine: Engine, container_id: str, since: float) -> tuple[float, float | None]:
+    """When the engine's events say ``container_id`` started, and joined the guarded network
+    (None: no event of its own; Podman's is part of the start)."""
+    started = joined = None
+    for event in engine.api.events(since=int(since), until=int(time.time()) + 1, decode=True):
+        at = int(event.get("timeNano") or 0) / 1e9
+        actor = event.get("Actor", {})
+        if event.get("Type") == "container" and actor.get("ID") == container_id:
+            started = at if event.get("Action") == "start" else started
+        elif (event.get("Type") == "network" and event.get("Action") == "connect"
+              and actor.get("Attributes", {}).get("container") == container_id
+              and actor.get("Attributes", {}).get("name") == GUARDED_NETWORK):
+            joined = at
+    assert started is not None, "the start is in the engine's events"
+    return started, joined
+
+
+INTERFACES = ("import socket, sys\n"
+              "print(sorted(name for _, name in socket.if_nameindex()))\n"
+              "print(socket.gethostbyname(socket.gethostname()) != '127.0.0.1')\n")
+
+
+@pytest.mark.parametrize("ports", [False, True], ids=["no-port", "published-port"])
+def test_a_docker_sandbox_joins_the_network_before_anything_of_ours_runs(
+        engine: Engine, test_image: str, ports: bool) -> None:
+    """On Docker a sandbox joins the guarded network once started, not during its start
+    (0.1 s off it): before the start returns, so the first thing run in it already has its
+    interface and its name in the network; one that publishes a port joins at the start,
+    where Docker maps it. Podman joins at the start."""
+    since = time.time() - 1
+    published = ["8000"] if ports else []
+    with Sandbox(image=test_image, network=True, engine=engine, ports=published) as sb:
+        result = sb.exec(["python3", "-c", INTERFACES])
+        assert result.stdout.splitlines() == ["['eth0', 'lo']", "True"], result
+        started, joined = _joined(engine, sb.container_id, since)
+    if engine.kind == "docker":
+        assert joined is not None and (joined > started) == (not ports), (started, joined)
+    else:
+        assert joined is None or joined <= started, (started, joined)
 
 
 def forward_chains() -> list[tuple[int, str, str, str]]:
