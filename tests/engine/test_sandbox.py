@@ -320,12 +320,15 @@ def test_persistent_reconnect(engine: Engine, test_image: str) -> None:
     sb = Sandbox(image=test_image, name=name, persistent=True, engine=engine).start()
     try:
         sb.write_file("/root/state.txt", b"still here")
+        joined = ["eth0", "lo"] if sb.effective.network else ["lo"]
+        assert sorted(sb.exec("ls /sys/class/net").stdout.split()) == joined
         sb.stop()
         assert labelled(engine, name), "a persistent sandbox survives stop()"
         again = Sandbox.connect(name, engine=engine)
         assert again.is_running and again.effective.persistent
         assert again.read_file("/root/state.txt") == b"still here"
         assert again.cgroup_limits() == (1.0, 512)
+        assert sorted(again.exec("ls /sys/class/net").stdout.split()) == joined, "its network"
     finally:
         sb.remove()
     assert labelled(engine, name) == []
