@@ -21,6 +21,7 @@ from traitlets.config import Config
 
 from . import handoff, start
 from .config import SandboxConfig
+from .config.hostpaths import one_check
 from .config.policy import SandboxPolicy, load_policy_config, policy_files
 from .engine import connect, load_backend
 from .errors import (
@@ -203,8 +204,9 @@ class SandboxManager:
     def _start_concrete(self, config: SandboxConfig, **start_options: Any) -> StartedSandbox:
         """``start.start_with_runner`` on what the policy makes of ``config`` (what it changed
         is in the sandbox's notes, first)."""
-        concrete, notes = self.policy.apply(config, self.operator)
-        started = start.start_with_runner(concrete, **start_options)
+        with one_check():  # the host's protected paths, worked out once for all the checks
+            concrete, notes = self.policy.apply(config, self.operator)
+            started = start.start_with_runner(concrete, **start_options)
         started.sandbox.notes[:0] = notes
         return started
 

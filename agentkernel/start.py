@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from . import handoff
 from .config import SandboxConfig
+from .config.hostpaths import one_check
 from .engine import Endpoint, Engine, ExecStream
 from .engine.deferred import DeferredEngine
 from .errors import SandboxError
@@ -87,7 +88,8 @@ def start_with_runner(config: SandboxConfig, owner: int | None = None, *,
     """
     if owner is not None:
         config = config.copy(labels={**config.labels, LABEL_OWNER: owner_label(owner)})
-    sandbox = Sandbox(config, engine=engine)
+    with one_check():  # the host's protected paths, worked out once for the checks
+        sandbox = Sandbox(config, engine=engine)
     sandbox.check_network()  # a network that cannot be guarded is refused before clear_way
     if clear_way is not None:
         clear_way()

@@ -12,8 +12,11 @@ would expose ``~/.ssh``.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..engine.discovery import CONTAINERD_SOCKET_URL, docker_socket_urls, podman_socket_urls
@@ -79,8 +82,38 @@ def _jupyter() -> tuple[list[str], list[str]]:
     return never, [*jupyter_config_path(), *jupyter_path()]
 
 
+_ONE_CHECK: contextvars.ContextVar[dict[bool, list[tuple[Path, str]]] | None] = (
+    contextvars.ContextVar("agentkernel_protected_paths", default=None))
+
+
+@contextlib.contextmanager
+def one_check() -> Iterator[None]:
+    """Within the block (one start's checks: the policy, then the configuration), the
+    protected paths are worked out once per mode, not at each path checked (each time reads
+    every listening unix socket of the host and resolves some 150 paths: 5 ms). A block
+    within one belongs to the outer one."""
+    if _ONE_CHECK.get() is not None:
+        yield
+        return
+    token = _ONE_CHECK.set({})
+    try:
+        yield
+    finally:
+        _ONE_CHECK.reset(token)
+
+
 def protected_paths(write: bool) -> list[tuple[Path, str]]:
-    """Every protected path (resolved) with what it is, for reading or for writing."""
+    """Every protected path (resolved) with what it is, for reading or for writing; worked
+    out now, or once for the whole of the ``one_check`` block this runs in."""
+    memo = _ONE_CHECK.get()
+    if memo is None:
+        return _protected_paths(write)
+    if write not in memo:
+        memo[write] = _protected_paths(write)
+    return memo[write]
+
+
+def _protected_paths(write: bool) -> list[tuple[Path, str]]:
     home = Path.home()
     never, not_writable = _jupyter()
     protected = [(p, "a system folder") for p in SYSTEM_FOLDERS]

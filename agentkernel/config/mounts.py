@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..engine.discovery import CONTAINERD_SOCKET_URL, docker_socket_urls, podman_socket_urls
 from ..errors import ConfigError
-from .hostpaths import forbidden_reason, protected_paths
+from .hostpaths import forbidden_reason, one_check, protected_paths
 from .profiles import Profile
 from .specs import VolumeSpec
 
@@ -45,22 +45,22 @@ def check_binds(mounts: list[VolumeSpec], profile: Profile,
     mount the profile, the socket rule or the never-reachable host paths forbid (the last
     lifted only by ``unsafe_host_paths``, the operator's explicit opt-out)."""
     checked = []
-    protected: dict[bool, list] = {}
-    for mount in mounts:
-        if not mount.is_bind:
-            checked.append(mount)
-            continue
-        source = check_host_folder(mount.source, profile, write=not mount.read_only,
-                                   unsafe_host_paths=unsafe_host_paths, protected=protected)
-        home = Path.home().resolve()
-        read_only = mount.read_only or mount.target == "/home/user" or source in (
-            home, *home.parents)
-        checked.append(VolumeSpec(str(source), mount.target, read_only))
+    with one_check():
+        for mount in mounts:
+            if not mount.is_bind:
+                checked.append(mount)
+                continue
+            source = check_host_folder(mount.source, profile, write=not mount.read_only,
+                                       unsafe_host_paths=unsafe_host_paths)
+            home = Path.home().resolve()
+            read_only = mount.read_only or mount.target == "/home/user" or source in (
+                home, *home.parents)
+            checked.append(VolumeSpec(str(source), mount.target, read_only))
     return tuple(checked)
 
 
-def check_host_folder(text: str, profile: Profile, write: bool, unsafe_host_paths: bool = False,
-                      protected: dict[bool, list] | None = None) -> Path:
+def check_host_folder(text: str, profile: Profile, write: bool,
+                      unsafe_host_paths: bool = False) -> Path:
     """Host folder ``text`` resolved, when a sandbox of ``profile`` may mount it (``write``:
     writable); ConfigError naming the rule otherwise. The one check every way of creating a
     sandbox goes through (magics, extension, CLI, Python API, pool): SandboxConfig.resolve."""
@@ -79,10 +79,7 @@ def check_host_folder(text: str, profile: Profile, write: bool, unsafe_host_path
     if not source.exists():
         raise ConfigError(f"invalid mount {text!r}: no such host folder or file")
     if not unsafe_host_paths:
-        cache = protected if protected is not None else {}
-        if write not in cache:
-            cache[write] = protected_paths(write)
-        reason = forbidden_reason(source, cache[write])
+        reason = forbidden_reason(source, protected_paths(write))
         if reason is not None:
             mode = "writable" if write else "in a sandbox"
             raise ConfigError(
