@@ -467,6 +467,7 @@ class DockerEngine(Engine):
         """Remove it (force). A removal the engine fails on a mount of the container's still
         busy (Podman 4.3: "unlinkat .../userdata/shm: device or resource busy", seen once in
         CI while other sandboxes started) is tried again, up to BUSY_RETRIES times."""
+        self._joining.pop(container_id, None)  # created, never started
         for attempt in range(BUSY_RETRIES + 1):
             try:
                 with self._errors("removing the sandbox"):
