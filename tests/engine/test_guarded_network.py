@@ -190,6 +190,8 @@ def test_a_docker_sandbox_joins_the_network_before_anything_of_ours_runs(
     with Sandbox(image=test_image, network=True, engine=engine, ports=published) as sb:
         result = sb.exec(["python3", "-c", INTERFACES])
         assert result.stdout.splitlines() == ["['eth0', 'lo']", "True"], result
+        if engine.kind == "docker":  # its name, from the network's own DNS server
+            assert sb.exec(["getent", "hosts", sb.container_name]).ok
         started, joined = _joined(engine, sb.container_id, since)
     if engine.kind == "docker":
         assert joined is not None and (joined > started) == (not ports), (started, joined)
