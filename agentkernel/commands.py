@@ -28,6 +28,7 @@ from typing import Any, Literal, NamedTuple, NoReturn, TypeAlias
 
 from .config import options, specs
 from .errors import CommandError
+from .magic_names import OUR_MAGICS
 
 __all__ = [
     "OUR_MAGICS",
@@ -58,9 +59,6 @@ __all__ = [
     "split_magic",
     "usage_text",
 ]
-
-OUR_MAGICS = frozenset({"sandbox", "sandbox_file", "sandbox_exec"})
-"""Magic names this module owns; any other ``%name`` is left to whoever runs the cell."""
 
 DEFAULT_FILE_MODE = 0o644
 """Permission bits of a file written by ``%%sandbox_file`` without ``--mode``."""

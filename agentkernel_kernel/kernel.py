@@ -2,7 +2,8 @@
 
 Cells go to IPython inside the sandbox through ``SandboxManager``; runner events become iopub
 messages here, and the frontend's comm messages go down to the runner's comm manager.
-``%sandbox`` commands are parsed by ``agentkernel.commands`` and carried out by the manager.
+``%sandbox`` commands are parsed by ``agentkernel.commands`` (loaded at the first cell that may
+call one: ``magic_names.may_call_ours``) and carried out by the manager.
 Nothing here talks to the engine directly. Every mime bundle from the sandbox goes through
 ``agentkernel.frontend.outgoing_bundle`` before a frontend sees it.
 """
@@ -18,13 +19,13 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ipykernel import kernel_protocol_version
 from IPython.core.error import StdinNotImplementedError
 from traitlets import Instance
 
-from agentkernel import __version__, command_handlers, commands
+from agentkernel import __version__, magic_names
 from agentkernel.errors import SandboxError
 from agentkernel.frontend import (
     ErrorReport,
@@ -37,6 +38,9 @@ from agentkernel.manager import SandboxManager
 from agentkernel_kernel import history as history_requests
 from agentkernel_kernel.history import History
 from agentkernel_kernel.ipykernel_compat import HookedKernel
+
+if TYPE_CHECKING:
+    from agentkernel.commands import Command
 
 COMM_TYPES = ("comm_open", "comm_msg", "comm_close")
 # Seconds the kernel waits for a completion, inspection or is_complete answer before it replies
@@ -51,8 +55,6 @@ LANGUAGE_INFO_WAIT = 30.0
 # a kernel that took a warm sandbox), and a client then kills the kernel after 2.5 s. Nothing
 # is left to do by then (the reply is sent, the sandbox is in its reaper's hands).
 EXIT_GRACE_S = 0.05
-# ``%sandbox`` commands that replace the runner, and with it IPython's execution count.
-NEW_RUNNER = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)
 T = TypeVar("T")
 
 
@@ -232,7 +234,11 @@ class AgentKernel(HookedKernel):
         if store_history and not silent:
             self.history.add(self._next_count, code)
         try:
-            parsed = commands.parse_code(code)
+            parsed = None
+            if magic_names.may_call_ours(code):
+                from agentkernel import commands
+
+                parsed = commands.parse_code(code)
             if parsed is not None:
                 return self._run_commands(parsed)
             return self._run_cell(code, silent, store_history, user_expressions, allow_stdin)
@@ -242,13 +248,17 @@ class AgentKernel(HookedKernel):
             self.log.exception("execute request failed")
             return self._error_reply(ErrorReport.of_internal(err))
 
-    def _run_commands(self, parsed: list[commands.Command]) -> dict[str, Any]:
+    def _run_commands(self, parsed: list[Command]) -> dict[str, Any]:
+        from agentkernel import command_handlers, commands
+
+        # the commands that replace the runner, and with it IPython's execution count
+        new_runner = (commands.StartCommand, commands.RestartCommand, commands.ConnectCommand)
         for command in parsed:
             if isinstance(command, commands.CellCommand):
                 body = f"%%sh\n{command.body}" if command.shell else command.body
                 return self._run_cell(body, False, True, None, self.allow_stdin)
             command_handlers.handle(self.manager, command, self._out)
-            if isinstance(command, NEW_RUNNER):
+            if isinstance(command, new_runner):
                 self._next_count = 1
         return self._ok()
 

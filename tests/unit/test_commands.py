@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentkernel import commands
+from agentkernel import commands, magic_names
 from agentkernel.commands import (
     CellCommand,
     CommandError,
@@ -655,3 +655,26 @@ def test_magic_error_belongs_to_the_sandbox_error_family():
 def test_a_huge_memory_size_is_a_magic_error():
     with pytest.raises(CommandError, match="MEMORY_MB"):
         sandbox("resize 1 " + "9" * 400)
+
+
+MAGIC_LIKE = st.lists(st.sampled_from(
+    ["%sandbox", "%%sandbox_file", "%sandbox_exec", "%%sandbox", "% sandbox", "%sand", "box",
+     "%time", "%%sh", " ", "\n", "#", "x = 1", "'", "%", "%%", "sandbox", "SANDBOX", "ſandbox"])
+    | WORDS | st.text(max_size=4))
+
+
+@given(MAGIC_LIKE)
+def test_a_cell_that_cannot_call_our_magics_is_told_without_the_parser(parts):
+    """The kernel loads this module only for a cell that may call one of our magics
+    (``magic_names.may_call_ours``): any cell it lets by must be one the parser lets by."""
+    code = "".join(parts)
+    if magic_names.may_call_ours(code):
+        return
+    try:
+        assert parse_code(code) is None
+    except CommandError as err:
+        pytest.fail(f"{code!r} would have been refused: {err}")
+
+
+def test_every_magic_name_holds_the_stem():
+    assert all(magic_names.STEM in name for name in commands.OUR_MAGICS)
