@@ -32,8 +32,6 @@ ENGINE_PROCESSES = ("dockerd", "containerd")
 """What a daemon of ours runs, by the start of its name (``containerd-shim-runc-v2`` too)."""
 
 
-
-
 @contextlib.contextmanager
 def own_dockerd(flags: Sequence[str]) -> Iterator[Engine]:
     """A dockerd started with ``flags`` (beyond where its files go), connected; every trace of
