@@ -170,36 +170,31 @@ def others_may_use(path: str, write: bool = False,
     return usable(info, need)
 
 
-def _read_record(base_url: str) -> tuple[str | None, dict[str, Any]] | None:
-    """The record of ``base_url``'s last /info answer: (the service that gave it, the part
-    kept), or None when there is none that is well formed."""
-    record = service.read_record(HOST_RECORD, base_url)
+def _well_formed(host: Any) -> bool:
+    """Whether a recorded /info host part has all a start needs, in the shapes it needs."""
     try:
-        host = record[1] if record else None
         source = host["security"]["seccompProfilePath"]
-        well_formed = (isinstance(host["cpus"], int) and isinstance(host["memTotal"], int)
-                       and isinstance(source, str) and source.startswith("/")
-                       and "\n" not in source and "\x00" not in source)
+        return (isinstance(host["cpus"], int) and isinstance(host["memTotal"], int)
+                and isinstance(source, str) and source.startswith("/")
+                and "\n" not in source and "\x00" not in source)
     except (KeyError, TypeError):
-        return None
-    return (record[0], host) if well_formed else None
+        return False
 
 
 def recorded_host(base_url: str, server: str | None) -> dict[str, Any] | None:
     """What /info said about its host (CPUs, memory, default seccomp profile's path) to an
-    earlier process, if the same Podman process (``service_identity``) still serves
+    earlier process, if the same Podman process (``service.service_identity``) still serves
     ``base_url``: a running service does not read its configuration again."""
-    record = _read_record(base_url)
-    if server is None or record is None or record[0] != server:
-        return None
-    return record[1]
+    known, host = service.recorded(HOST_RECORD, base_url, server)
+    return host if known and _well_formed(host) else None
 
 
 def recorded_source(base_url: str) -> str | None:
     """The path of Podman's default seccomp profile that /info gave for ``base_url`` last,
     whichever Podman process gave it (a start checks it against /info)."""
-    record = _read_record(base_url)
-    return record[1]["security"]["seccompProfilePath"] if record else None
+    record = service.read_record(HOST_RECORD, base_url)
+    host = record[1] if record else None
+    return host["security"]["seccompProfilePath"] if _well_formed(host) else None
 
 
 def record_host(base_url: str, server: str | None, host: dict[str, Any]) -> None:
