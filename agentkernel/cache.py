@@ -17,19 +17,26 @@ from pathlib import Path
 from .errors import SandboxError
 
 
+def cache_folders() -> tuple[Path, Path]:
+    """Where the cache folder may be, in the order tried: ``$XDG_CACHE_HOME/agentkernel``
+    (else ``~/.cache/agentkernel``), then a folder of this user's in the temporary directory.
+    No sandbox may reach either (``config.hostpaths``): what a start trusts is kept there."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "agentkernel", Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"
+
+
 def cache_dir() -> Path:
     """The user-private cache folder (created 0700); SandboxError when there is none."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    for folder in (Path(base) / "agentkernel",
-                   Path(tempfile.gettempdir()) / f"agentkernel-{os.getuid()}"):
+    for folder in cache_folders():
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             if folder.stat().st_uid == os.getuid() and os.access(folder, os.W_OK):
                 return folder
         except OSError:
             continue
-    raise SandboxError(f"no private folder for agentkernel's cache: {base}/agentkernel and "
-                       f"{tempfile.gettempdir()} are not writable")
+    first, second = cache_folders()
+    raise SandboxError(f"no private folder for agentkernel's cache: {first} and {second} "
+                       "are not usable")
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -3,11 +3,12 @@
 Never, not even read-only: the root and system folders, the engines' data and sockets, any
 folder holding a listening unix socket at any depth (a socket in a mounted folder is a door to a
 host service), Jupyter's runtime folder (every kernel's connection file and key), the user's
-Jupyter config folder, IPython's folder, and credentials under the home folder. Never writable:
-every Jupyter config and data folder (config files and a kernelspec's argv run on the host) and
-the Python that runs the kernel (a ``.pth`` file in site-packages runs at every start). A host
-path is refused when it is one of these, lies inside one, or holds one: mounting ``$HOME``
-would expose ``~/.ssh``.
+Jupyter config folder, IPython's folder, credentials under the home folder, and agentkernel's
+own cache (what later starts trust: Podman's confined seccomp profiles, the engines' answers).
+Never writable: every Jupyter config and data folder (config files and a kernelspec's argv run
+on the host) and the Python that runs the kernel (a ``.pth`` file in site-packages runs at
+every start). A host path is refused when it is one of these, lies inside one, or holds one:
+mounting ``$HOME`` would expose ``~/.ssh``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..cache import cache_folders
 from ..engine.discovery import CONTAINERD_SOCKET_URL, docker_socket_urls, podman_socket_urls
 
 SYSTEM_FOLDERS = (
@@ -121,6 +123,7 @@ def _protected_paths(write: bool) -> list[tuple[Path, str]]:
     protected += [(p, "a unix socket of a host service") for p in listening_sockets()]
     protected += [(p, "Jupyter's or IPython's own folder") for p in never]
     protected += [(str(home / s), "credentials") for s in HOME_SECRETS]
+    protected += [(str(p), "agentkernel's own cache") for p in cache_folders()]
     if write:
         protected += [(p, "a Jupyter config or data folder") for p in not_writable]
         protected += [(p, "the Python that runs this kernel")

@@ -48,3 +48,21 @@ def test_one_check_works_the_paths_out_once_and_only_within_it(tmp_path: Path) -
     assert protected_paths(write=False) is not protected_paths(write=False), "fresh outside"
     with _listen(project / "again.sock"), pytest.raises(ConfigError, match="host service"):
         check_host_folder(str(project), MODERATE, write=False)
+
+
+def test_agentkernel_s_own_cache_is_never_given_to_a_sandbox(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What later starts trust lives there (Podman's confined seccomp profile, the engines'
+    recorded answers): a cell that could write it would loosen the next sandbox."""
+    from agentkernel.cache import cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    cache = cache_dir()
+    (cache / "podman-seccomp-0123456789abcdef.json").write_text("{}")
+    for folder, write in ((cache, True), (cache, False), (tmp_path / "xdg", True),
+                          (cache / "podman-seccomp-0123456789abcdef.json", False)):
+        with pytest.raises(ConfigError, match="agentkernel's own cache"):
+            check_host_folder(str(folder), MODERATE, write=write)
+    sibling = tmp_path / "xdg" / "pip"
+    sibling.mkdir()
+    assert check_host_folder(str(sibling), MODERATE, write=True) == sibling.resolve()
