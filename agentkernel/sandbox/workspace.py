@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..cache import cache_dir
-from ..config.hostpaths import secret_entries
+from ..config.secretscan import secret_entries
 from ..engine import Engine
 from ..errors import ConfigError, SandboxError
 from . import shifted

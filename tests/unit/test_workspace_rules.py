@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from agentkernel.config.hostpaths import secret_entries
 from agentkernel.config.policy import SandboxPolicy
+from agentkernel.config.secretscan import secret_entries
 from agentkernel.config.workspace import project_root, server_root, workspace_id
 from agentkernel.errors import ConfigError
 from agentkernel.sandbox.workspace import Change, _read_changes, check_root
