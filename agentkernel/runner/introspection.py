@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 
-from IPython.core.completer import provisionalcompleter, rectify_completions
 from IPython.utils.tokenutil import token_at_cursor
 
 EXPERIMENTAL_KEY = "_jupyter_types_experimental"  # ipykernel's metadata key for typed matches
@@ -24,6 +23,9 @@ EXPERIMENTAL_KEY = "_jupyter_types_experimental"  # ipykernel's metadata key for
 
 def complete(shell, request: dict) -> dict:
     """ipykernel's ``_experimental_do_complete``."""
+    # imported at the first completion, as the shell's completer is made (shell.py)
+    from IPython.core.completer import provisionalcompleter, rectify_completions
+
     code = request["code"]
     cursor_pos = request.get("cursor_pos")
     if cursor_pos is None:

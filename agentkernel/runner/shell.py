@@ -20,6 +20,7 @@ import getpass
 import os
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -232,6 +233,51 @@ class ZMQInteractiveShell(HookedShell):
             self.config.IPKernelApp.tqdm = "dummy value for https://github.com/tqdm/tqdm/pull/1628"
         self._last_traceback = None
         self._last_traceback_during_displayhook = False
+        self._shell_started = True
+
+    # -- the completer, made on first use ---------------------------------------------------
+    # IPython makes its completer as the shell starts; that module imports jedi: 35-45 ms of a
+    # runner's start (0.2 s), which a kernel's first result waits for. Here it is made at its
+    # first use: a completion or inspection, ``%config`` (which lists and configures the
+    # shell's ``configurables``), or code that reads ``get_ipython().Completer``. What
+    # ``%config`` set before then is in the shell's config, which the completer reads.
+
+    def init_completer(self):
+        self._completer_lock = threading.RLock()
+        self._completer_made = False
+
+    @property
+    def Completer(self):
+        self._make_completer()
+        return self.__dict__["Completer"]
+
+    @Completer.setter
+    def Completer(self, completer):
+        self.__dict__["Completer"] = completer
+
+    @property
+    def configurables(self):
+        if self.__dict__.get("_shell_started"):  # not while IPython's own start adds to the list
+            self._make_completer()
+        return self.__dict__["configurables"]
+
+    @configurables.setter
+    def configurables(self, configurables):
+        self.__dict__["configurables"] = configurables
+
+    def _make_completer(self):
+        """IPython's ``init_completer``, once (it reads ``self.Completer`` it has just set)."""
+        if self._completer_made:
+            return
+        with self._completer_lock:
+            if self._completer_made:
+                return
+            self._completer_made = True
+            try:
+                super().init_completer()
+            except BaseException:
+                self._completer_made = False
+                raise
 
     def enable_gui(self, gui=None):
         """No GUI event loop can run in a sandbox; ``inline`` needs none."""

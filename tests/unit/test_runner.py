@@ -597,6 +597,30 @@ def test_complete_names_attributes_and_keywords(session):
     assert "print" in session.complete("pri", 3, timeout=TIMEOUT)["matches"]
 
 
+def test_the_completer_is_made_at_first_use_and_keeps_config_set_before(fresh):
+    """The shell starts without IPython's completer (its module imports jedi); ``%config``
+    before any completion configures it as in a local python3 kernel, where
+    ``%config Completer.use_jedi = False`` (common in public notebooks) is said first."""
+    first = Cell(fresh, "import sys\nprint('IPython.core.completer' in sys.modules)")
+    assert first.text() == "False\n"
+    Cell(fresh, "%config Completer.use_jedi = False")
+    Cell(fresh, "%config IPCompleter.greedy = True")
+    shown = Cell(fresh, "c = get_ipython().Completer\nprint(c.use_jedi, c.greedy)")
+    assert shown.text() == "False True\n"
+    listed = Cell(fresh, "%config")
+    assert "IPCompleter" in listed.text() and "ZMQInteractiveShell" in listed.text()
+    Cell(fresh, "completion_target = 1")
+    assert fresh.complete("completion_ta", 13, timeout=TIMEOUT)["matches"] == [
+        "completion_target"]
+
+
+def test_a_completion_first_makes_the_completer(fresh):
+    Cell(fresh, "completion_target = 1")
+    assert fresh.complete("completion_ta", 13, timeout=TIMEOUT)["matches"] == [
+        "completion_target"]
+    assert Cell(fresh, "print(get_ipython().Completer.use_jedi)").text() == "True\n"
+
+
 def test_inspect_shows_signature_doc_and_source(session):
     Cell(session, "def documented(a, b=2):\n    'Adds things.'\n    return a + b")
     reply = session.inspect("documented(1, ", 14, timeout=TIMEOUT)
