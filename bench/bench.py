@@ -248,14 +248,26 @@ def cli(engine: str, *args: str) -> str:
     return subprocess.run([engine, *args], check=True, capture_output=True, text=True).stdout
 
 
-def exec_baselines(engine: str, image: str, n: int) -> tuple[float, float, float]:
-    """(median per-cell exec s, run -d + one exec s, `cp` of 100 MB s) with the engine's CLI."""
+def run_plus_exec(engine: str, image: str) -> tuple[float, str]:
+    """Seconds of ``run -d`` and one exec with the engine's CLI, and the container (running)."""
     start = time.perf_counter()
     container = cli(engine, "run", "-d", "--rm", "--network", "none", "--entrypoint", "sleep",
                     image, "600").strip()
     try:
         cli(engine, "exec", container, "python3", "-c", "pass")
-        run_plus_exec = time.perf_counter() - start
+    except BaseException:
+        subprocess.run([engine, "rm", "-f", container], capture_output=True)
+        raise
+    return time.perf_counter() - start, container
+
+
+def exec_baselines(engine: str, image: str, n: int) -> tuple[float, float, float]:
+    """(median per-cell exec s, median run -d + one exec s, `cp` of 100 MB s) with the
+    engine's CLI; run + exec is timed as often as a start row's starts (timing.py)."""
+    first_result, container = timing.median_start(
+        lambda: run_plus_exec(engine, image),
+        lambda started: subprocess.run([engine, "rm", "-f", started], capture_output=True))
+    try:
         times = []
         for _ in range(n):
             t0 = time.perf_counter()
@@ -269,7 +281,7 @@ def exec_baselines(engine: str, image: str, n: int) -> tuple[float, float, float
             cp_seconds = time.perf_counter() - t0
     finally:
         subprocess.run([engine, "rm", "-f", container], capture_output=True)
-    return statistics.median(times), run_plus_exec, cp_seconds
+    return statistics.median(times), first_result, cp_seconds
 
 
 def write_file_seconds(image: str) -> float:
@@ -373,7 +385,7 @@ def measure(engine: str, image: str, n: int, kernels: int,
     warmer.stop()
     local_shutdown = shutdown_seconds("python3", SHUTDOWN_RUNS)
     sandbox_shutdown = shutdown_seconds("agentkernel", SHUTDOWN_RUNS, engine_api)
-    exec_rt, run_plus_exec, cp_seconds = exec_baselines(engine, image, max(20, n // 10))
+    exec_rt, run_exec_s, cp_seconds = exec_baselines(engine, image, max(20, n // 10))
     write_seconds = write_file_seconds(image)
     results["rows"] = [
         row("pass cell round trip", sandbox_rt * 1e3, "ms", "local ipykernel", local_rt * 1e3,
@@ -381,8 +393,8 @@ def measure(engine: str, image: str, n: int, kernels: int,
         row("pass cell round trip", sandbox_rt * 1e3, "ms", "per-cell exec python3 -c",
             exec_rt * 1e3, ">= 12x faster", exec_rt / sandbox_rt, exec_rt / sandbox_rt >= 12),
         row("start to first result, cold", cold_start, "s", "ipykernel start + run + exec",
-            local_start + run_plus_exec, "<= 0.8x", cold_start / (local_start + run_plus_exec),
-            cold_start / (local_start + run_plus_exec) <= 0.8),
+            local_start + run_exec_s, "<= 0.8x", cold_start / (local_start + run_exec_s),
+            cold_start / (local_start + run_exec_s) <= 0.8),
         row("start to first result, warm pool", warm_start, "s", "local ipykernel start",
             local_start, "<= 1.0x", warm_start / local_start, warm_start / local_start <= 1.0),
         shutdown_row(sandbox_shutdown, local_shutdown),

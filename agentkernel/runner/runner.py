@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import faulthandler
+import gc
 import io
 import keyword
 import logging
@@ -468,4 +469,8 @@ def main() -> None:
     except BaseException as exc:
         write_all(runner._diag, traceback.format_exc().encode("utf-8", "replace"))
         runner.fatal(f"IPython could not start in the sandbox: {type(exc).__name__}: {exc}")
+    # boot.py held the collector off while IPython loaded; what the start made stays for the
+    # runner's life, so it is frozen out of later passes, which then scan the cells' objects
+    gc.freeze()
+    gc.enable()
     runner.serve()

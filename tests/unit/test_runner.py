@@ -614,6 +614,12 @@ def test_the_completer_is_made_at_first_use_and_keeps_config_set_before(fresh):
         "completion_target"]
 
 
+def test_the_collector_runs_in_cells_as_in_a_local_kernel(session):
+    """The runner holds the cyclic collector off while IPython loads, then enables it."""
+    shown = Cell(session, "import gc\nprint(gc.isenabled(), gc.get_threshold()[0] > 0)")
+    assert shown.text() == "True True\n"
+
+
 def test_a_completion_first_makes_the_completer(fresh):
     Cell(fresh, "completion_target = 1")
     assert fresh.complete("completion_ta", 13, timeout=TIMEOUT)["matches"] == [
