@@ -109,10 +109,12 @@ class ContainerInfo:
 
 @dataclass(frozen=True)
 class VolumeSummary:
-    """A named volume as the engine lists it."""
+    """A named volume as the engine lists it (``mountpoint``: where its files are on the
+    engine's host, when the engine said)."""
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
+    mountpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -235,13 +237,20 @@ class Engine(ABC):
         first mounts it."""
 
     @abstractmethod
+    def volume(self, name: str) -> VolumeSummary | None:
+        """Volume ``name``: its labels and where its files are on the engine's host (one
+        request); None when there is no such volume."""
+
     def volume_mountpoint(self, name: str) -> str | None:
         """Where volume ``name``'s files are on the engine's host; None when there is no such
         volume."""
+        volume = self.volume(name)
+        return None if volume is None else volume.mountpoint
 
-    @abstractmethod
     def volume_labels(self, name: str) -> dict[str, str] | None:
         """The labels of volume ``name``; None when there is no such volume."""
+        volume = self.volume(name)
+        return None if volume is None else dict(volume.labels)
 
     @abstractmethod
     def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:

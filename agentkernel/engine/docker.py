@@ -294,25 +294,18 @@ class DockerEngine(Engine):
             self.api.create_volume(name, driver="local", labels=dict(labels),
                                    driver_opts=dict(options) if options else None)
 
-    def volume_mountpoint(self, name: str) -> str | None:
-        volume = self._inspect_volume(name)
-        return None if volume is None else volume.get("Mountpoint") or None
-
-    def volume_labels(self, name: str) -> dict[str, str] | None:
-        volume = self._inspect_volume(name)
-        return None if volume is None else dict(volume.get("Labels") or {})
-
-    def _inspect_volume(self, name: str) -> dict[str, Any] | None:
-        """The engine's description of volume ``name``; None when there is no such volume."""
+    def volume(self, name: str) -> VolumeSummary | None:
         try:
             with self._errors(f"inspecting volume {name}"):
-                return self.api.inspect_volume(name)
+                found = self.api.inspect_volume(name)
         except ContainerGone:  # 404
             return None
         except EngineError as err:  # Podman answers 500 for a missing volume
             if "no such volume" in str(err).lower():
                 return None
             raise
+        return VolumeSummary(found.get("Name") or name, dict(found.get("Labels") or {}),
+                             found.get("Mountpoint") or None)
 
     def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:
         with self._errors("listing volumes"):

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..cache import cache_dir
 from ..config.secretscan import secret_entries
-from ..engine import Engine
+from ..engine import Engine, VolumeSummary
 from ..errors import ConfigError, SandboxError
 from . import shifted
 from .request import LABEL_OWNER, owner_label
@@ -97,9 +97,10 @@ def workspace_mount(engine: Engine, root: str, workspace_id: str,
     check_root(root)
     names = {role: volume_name(workspace_id, role) for role in ROLES}
     common = {LABEL_OWNER: owner_label(), **labels, LABEL_WORKSPACE: workspace_id}
-    shift = _id_shift(engine, engine.volume_labels(names["upper"]), runtime)
+    upper = engine.volume(names["upper"])
+    shift = _id_shift(engine, dict(upper.labels) if upper else None, runtime)
     marked = _shift_label(shift) if shift is not None else ""
-    places = _layers(engine, names, {**common, LABEL_ID_SHIFT: marked}, shift)
+    places = _layers(engine, names, {**common, LABEL_ID_SHIFT: marked}, shift, upper)
     if shift is not None:
         detach_leftovers(engine)
         try:
@@ -121,24 +122,31 @@ def workspace_mount(engine: Engine, root: str, workspace_id: str,
 
 
 def _layers(engine: Engine, names: Mapping[str, str], labels: Mapping[str, str],
-            shift: tuple[int, int, int] | None) -> dict[str, str]:
-    """The host folders of the workspace's upper and work volumes (``names``), made with
-    ``labels`` when missing; a new upper layer's top belongs to the sandbox's root
-    (``shift``'s ids) when it has a user namespace."""
+            shift: tuple[int, int, int] | None, upper: VolumeSummary | None,
+            ) -> dict[str, str]:
+    """The host folders of the workspace's upper and work volumes (``names``; ``upper``: the
+    upper one as the engine described it just now), made with ``labels`` when missing; a new
+    upper layer's top belongs to the sandbox's root (``shift``'s ids) when it has a user
+    namespace."""
+    found = {"upper": upper, "work": engine.volume(names["work"])}
     for role in ("upper", "work"):
-        if engine.volume_labels(names[role]) is None:
+        if found[role] is None:
             engine.create_volume(names[role], {**labels, LABEL_ROLE: role})
+            found[role] = made = engine.volume(names[role])
             if role == "upper" and shift is not None:  # root inside owns the top
-                _chown(engine.volume_mountpoint(names[role]), shift)
-    return _layer_places(engine, names)
+                _chown(made.mountpoint if made else None, shift)
+    return _layer_places(names, found)
 
 
-def _layer_places(engine: Engine, names: Mapping[str, str]) -> dict[str, str]:
-    """The host folders of the existing upper and work volumes ``names``; SandboxError when
-    one has none this process can give as an overlay's mount option."""
+def _layer_places(names: Mapping[str, str], found: Mapping[str, VolumeSummary | None],
+                  ) -> dict[str, str]:
+    """The host folders of the upper and work volumes ``names`` (``found``: as the engine
+    described them); SandboxError when one has none this process can give as an overlay's
+    mount option."""
     places = {}
     for role in ("upper", "work"):
-        place = engine.volume_mountpoint(names[role])
+        volume = found[role]
+        place = volume.mountpoint if volume else None
         if not place or any(ch in place for ch in MOUNT_OPTION_UNSAFE):
             raise SandboxError(f"the workspace volume {names[role]} has no usable folder on "
                                f"the engine's host ({place!r})")
@@ -161,15 +169,16 @@ def restart_mounts(engine: Engine, labels: Mapping[str, str]) -> Iterator[None]:
     detached once it started; nothing for any other sandbox (the engine mounts an overlay
     volume itself)."""
     workspace_id, root = labels.get(LABEL_WORKSPACE), labels.get(LABEL_ROOT)
-    upper = (engine.volume_labels(volume_name(workspace_id, "upper"))
-             if workspace_id and root and labels.get(LABEL_SHIFTED) == "true" else None)
-    marked = (upper or {}).get(LABEL_ID_SHIFT, "")
+    names = {role: volume_name(workspace_id, role) for role in ("upper", "work")
+             } if workspace_id else {}
+    upper = (engine.volume(names["upper"])
+             if names and root and labels.get(LABEL_SHIFTED) == "true" else None)
+    marked = upper.labels.get(LABEL_ID_SHIFT, "") if upper else ""
     if not (workspace_id and root and marked):
         yield
         return
     shift = tuple(int(part) for part in marked.split(":"))
-    places = _layer_places(engine, {role: volume_name(workspace_id, role)
-                                    for role in ("upper", "work")})
+    places = _layer_places(names, {"upper": upper, "work": engine.volume(names["work"])})
     try:
         shifted.mount_overlay(root, workspace_id, (shift[0], shift[1], shift[2]),
                               places["upper"], places["work"])
