@@ -61,7 +61,8 @@ class Lifecycle(SandboxCore):
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
             main = main if main and not eff.persistent and not engine.remote else None
-            mounts, expected = self._host_mounts(eff, hiding.result())
+            mounts, expected = self._host_mounts(eff)  # while the walk goes on
+            mounts += hiding.result()
             request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
             if self.workspace_id and eff.workspace:  # mounts[0] is the workspace's
                 request["Labels"] = {**request["Labels"], **workspace.container_labels(
@@ -82,12 +83,12 @@ class Lifecycle(SandboxCore):
         log.info("sandbox %s started (%s)", self.name, container_id[:12])
         return self
 
-    def _host_mounts(self, eff: EffectiveConfig, hiding: list[dict[str, Any]],
+    def _host_mounts(self, eff: EffectiveConfig,
                      ) -> tuple[list[dict[str, Any]], dict[str, binds.Identity]]:
-        """The workspace's mount (its volumes made when missing), then ``hiding`` (what hides
-        credentials, ``_hiding_mounts``); and each bind mount's target with the identity its
-        host folder has now (``binds.identity``: no link on the way). The workspace's folder
-        is walked the same way first: the engine mounts its overlay by that path."""
+        """The workspace's mount (its volumes made when missing; what hides credentials
+        comes after it, ``_hiding_mounts``); and each bind mount's target with the identity
+        its host folder has now (``binds.identity``: no link on the way). The workspace's
+        folder is walked the same way first: the engine mounts its overlay by that path."""
         mounts: list[dict[str, Any]] = []
         if eff.workspace:
             binds.identity(eff.workspace)  # a part of it swapped for a link is refused
@@ -96,7 +97,7 @@ class Lifecycle(SandboxCore):
                                                     self.workspace_id, eff.labels, eff.runtime))
         expected = {bind.target: binds.identity(bind.source)
                     for bind in eff.binds if bind.is_bind}
-        return mounts + hiding, expected
+        return mounts, expected
 
     @staticmethod
     def _hiding_mounts(eff: EffectiveConfig) -> list[dict[str, Any]]:
