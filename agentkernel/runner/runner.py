@@ -469,8 +469,10 @@ def main() -> None:
     except BaseException as exc:
         write_all(runner._diag, traceback.format_exc().encode("utf-8", "replace"))
         runner.fatal(f"IPython could not start in the sandbox: {type(exc).__name__}: {exc}")
-    # boot.py held the collector off while IPython loaded; what the start made stays for the
-    # runner's life, so it is frozen out of later passes, which then scan the cells' objects
+    # boot.py held the collector off while IPython loaded: what the start made moves to the
+    # oldest generation unscanned (frozen, then thawed there: both O(1)), so the first cell's
+    # collection does not walk it; gc.get_objects() still sees it, as in a local kernel
     gc.freeze()
+    gc.unfreeze()
     gc.enable()
     runner.serve()

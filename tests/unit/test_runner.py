@@ -615,9 +615,13 @@ def test_the_completer_is_made_at_first_use_and_keeps_config_set_before(fresh):
 
 
 def test_the_collector_runs_in_cells_as_in_a_local_kernel(session):
-    """The runner holds the cyclic collector off while IPython loads, then enables it."""
-    shown = Cell(session, "import gc\nprint(gc.isenabled(), gc.get_threshold()[0] > 0)")
-    assert shown.text() == "True True\n"
+    """The runner holds the cyclic collector off while IPython loads, then enables it; the
+    objects its start made are the collector's as any others (gc.get_objects() finds the
+    shell, as in a local kernel; the attack tests find the runner so)."""
+    shown = Cell(session, "import gc\nprint(gc.isenabled(), gc.get_threshold()[0] > 0, "
+                          "any(o is get_ipython() for o in gc.get_objects()), "
+                          "gc.get_freeze_count())")
+    assert shown.text() == "True True True 0\n"
 
 
 def test_a_completion_first_makes_the_completer(fresh):
