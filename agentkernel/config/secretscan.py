@@ -83,9 +83,13 @@ def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
 def _is_secret(parts: tuple[str, ...]) -> bool:
     """True for an entry (its path's names) that holds credentials or is a connection file."""
     name = parts[-1]
-    return name in SECRET_NAMES or (
-        name.endswith(".json") and name.startswith(CONNECTION_FILE_PREFIXES)) or any(
+    return name in SECRET_NAMES or _connection_file(name) or any(
         parts[-len(suffix):] == suffix for suffix in SECRET_SUFFIXES)
+
+
+def _connection_file(name: str) -> bool:
+    """True for the name of a Jupyter runtime file (a kernel's key, a server's token)."""
+    return name.endswith(".json") and name.startswith(CONNECTION_FILE_PREFIXES)
 
 
 def _list(folder: str) -> Listing | None:
@@ -98,8 +102,7 @@ def _list(folder: str) -> Listing | None:
             for entry in entries:
                 count += 1
                 name = entry.name
-                if name in _WATCHED or (name.endswith(".json")
-                                        and name.startswith(CONNECTION_FILE_PREFIXES)):
+                if name in _WATCHED or _connection_file(name):
                     watched.append(name)
                 if entry.is_dir(follow_symlinks=False):
                     folders.append(name)
