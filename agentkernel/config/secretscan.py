@@ -45,6 +45,7 @@ def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
     began = time.time_ns()
     remembered = _load(root)
     kept: dict[str, list[Any]] = {}
+    changed = False  # a listing is kept that was not remembered
     found: list[Path] = []
     seen = 0
     top = str(root)
@@ -58,24 +59,27 @@ def secret_entries(root: Path, limit: int = SCAN_LIMIT) -> list[Path]:
             continue
         if not stat.S_ISDIR(info.st_mode):
             continue
-        stamp = [info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns]
-        listing = _listing(remembered.get(relative), stamp) or _list(folder)
-        if listing is None:
-            continue
+        known = remembered.get(relative)
+        fresh = not _still_valid(known, info)
+        if fresh:
+            listing = _list(folder)
+            if listing is None:
+                continue
+            known = [info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns, *listing]
         if began - info.st_ctime_ns > SETTLED_NS:
-            kept[relative] = [*stamp, *listing]
-        count, watched, folders = listing
+            kept[relative] = known
+            changed = changed or fresh
+        count, watched, folders = known[4:]
         seen += count
         if seen > limit:
             raise ValueError(f"{root} holds more than {limit} files and folders")
-        prefix = f"{relative}/" if relative else ""
         if watched:
             parts = tuple(relative.split("/")) if relative else ()
             secret = {name for name in watched if _is_secret((*parts, name))}
             found += [Path(folder, name) for name in secret]
             folders = [name for name in folders if name not in secret]
-        pending += [prefix + name for name in folders]
-    if kept != remembered:
+        pending += [f"{relative}/{name}" for name in folders] if relative else folders
+    if changed or len(kept) != len(remembered):  # else what is kept is what was
         _save(root, kept)
     return sorted(found)
 
@@ -111,15 +115,14 @@ def _list(folder: str) -> Listing | None:
     return count, watched, folders
 
 
-def _listing(known: Any, stamp: list[int]) -> Listing | None:
-    """A remembered listing, when it is of the right shape and was made of the folder as it
-    is now (the file is agentkernel's own, in a folder no sandbox reaches)."""
-    if not isinstance(known, list) or len(known) != 7 or known[:4] != stamp:
-        return None
-    count, watched, folders = known[4:]
-    if isinstance(count, int) and isinstance(watched, list) and isinstance(folders, list):
-        return count, watched, folders
-    return None
+def _still_valid(known: Any, info: os.stat_result) -> bool:
+    """Whether a remembered listing is of the right shape and was made of the folder as it
+    is now (its device, inode, modification and change times; the file is agentkernel's
+    own, in a folder no sandbox reaches)."""
+    return (isinstance(known, list) and len(known) == 7 and known[3] == info.st_ctime_ns
+            and known[1] == info.st_ino and known[0] == info.st_dev
+            and known[2] == info.st_mtime_ns and isinstance(known[4], int)
+            and isinstance(known[5], list) and isinstance(known[6], list))
 
 
 def _path(root: Path) -> Path:

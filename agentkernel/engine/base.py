@@ -231,10 +231,12 @@ class Engine(ABC):
     # -- volumes ---------------------------------------------------------------------------
     @abstractmethod
     def create_volume(self, name: str, labels: Mapping[str, str],
-                      options: Mapping[str, str] | None = None) -> None:
-        """Create the named volume ``name`` (local driver) with ``labels``; ``options`` are
-        the local driver's mount options (``type``, ``device``, ``o``), used when a container
-        first mounts it."""
+                      options: Mapping[str, str] | None = None) -> VolumeSummary:
+        """The named volume ``name`` (local driver), made with ``labels`` and ``options`` (the
+        local driver's mount options: ``type``, ``device``, ``o``, used when a container first
+        mounts it) when there is none; one already there is kept as it is, with its own labels
+        and options (Docker's and Podman's create answer with it: one request, where asking
+        first would take two)."""
 
     @abstractmethod
     def volume(self, name: str) -> VolumeSummary | None:

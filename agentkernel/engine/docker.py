@@ -149,6 +149,13 @@ def probe(endpoint: Endpoint, timeout: float) -> tuple[docker.DockerClient | Non
     return client, kind, ""
 
 
+def _volume_summary(answer: Any, name: str) -> VolumeSummary:
+    """A volume as the engine's inspect or create answered it."""
+    found = answer if isinstance(answer, dict) else {}
+    return VolumeSummary(found.get("Name") or name, dict(found.get("Labels") or {}),
+                         found.get("Mountpoint") or None)
+
+
 def _short_reason(err: BaseException) -> str:
     text = str(err)
     for marker in ("Connection refused", "Permission denied", "timed out", "No such file"):
@@ -289,10 +296,11 @@ class DockerEngine(Engine):
 
     # -- volumes ---------------------------------------------------------------------------
     def create_volume(self, name: str, labels: Mapping[str, str],
-                      options: Mapping[str, str] | None = None) -> None:
+                      options: Mapping[str, str] | None = None) -> VolumeSummary:
         with self._errors(f"creating volume {name}"):
-            self.api.create_volume(name, driver="local", labels=dict(labels),
-                                   driver_opts=dict(options) if options else None)
+            made = self.api.create_volume(name, driver="local", labels=dict(labels),
+                                          driver_opts=dict(options) if options else None)
+        return _volume_summary(made, name)
 
     def volume(self, name: str) -> VolumeSummary | None:
         try:
@@ -304,8 +312,7 @@ class DockerEngine(Engine):
             if "no such volume" in str(err).lower():
                 return None
             raise
-        return VolumeSummary(found.get("Name") or name, dict(found.get("Labels") or {}),
-                             found.get("Mountpoint") or None)
+        return _volume_summary(found, name)
 
     def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:
         with self._errors("listing volumes"):

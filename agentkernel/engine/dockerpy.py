@@ -31,6 +31,7 @@ from ..errors import EngineUnavailable, one_line
 
 
 def _version() -> str:
+    """docker-py's version, for the errors that name it (asked only then: 5 ms)."""
     try:
         return metadata.version("docker")
     except metadata.PackageNotFoundError:
@@ -58,7 +59,6 @@ DockerException = docker.errors.DockerException
 ImageNotFound = docker.errors.ImageNotFound
 NotFound = docker.errors.NotFound
 TLSConfig = docker.tls.TLSConfig
-VERSION = _version()
 
 
 def problems() -> list[str]:
@@ -81,7 +81,7 @@ def check() -> None:
     """ImportError naming docker-py's version and what changed, if anything did."""
     found = problems()
     if found:
-        raise ImportError(f"agentkernel does not support docker-py {VERSION}: "
+        raise ImportError(f"agentkernel does not support docker-py {_version()}: "
                           + "; ".join(found))
 
 
@@ -109,5 +109,5 @@ def ssh_transport() -> None:
     client_module.SSHHTTPAdapter = adapter
 
 
-__all__ = ["APIError", "DockerException", "ImageNotFound", "NotFound", "TLSConfig", "VERSION",
+__all__ = ["APIError", "DockerException", "ImageNotFound", "NotFound", "TLSConfig",
            "docker", "hijacked_socket", "ssh_transport"]

@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from .. import netguard, reaper
@@ -49,8 +49,10 @@ class Lifecycle(SandboxCore):
         # The engine's host size is asked beside the create and start (Podman's /info takes
         # 0.35 s); a refused limit removes the container just started.
         # So is the look for credentials in the host folders it is given (CPU on this host,
-        # while the engine answers the image and volume requests below).
-        beside = ThreadPoolExecutor(max_workers=2, thread_name_prefix="agentkernel-beside")
+        # while the engine answers the image's requests below); and, once the image is
+        # there, the workspace's volumes are made while the bundle's volume is looked up.
+        beside = ThreadPoolExecutor(max_workers=3, thread_name_prefix="agentkernel-beside")
+        host_mounts = None
         try:
             limits = beside.submit(self._check_limits, eff.cpus, eff.memory_mb)
             hiding = beside.submit(self._hiding_mounts, eff)
@@ -58,10 +60,11 @@ class Lifecycle(SandboxCore):
             image_id = self.image_id = ensure_image(engine, eff.image, progress)
             if on_image is not None:
                 on_image(image_id)
+            host_mounts = beside.submit(self._host_mounts, eff)
             volumes = [(ensure_volume(engine, eff.image, eff.labels, image_id), MOUNT)
                        ] if ipython else []
             main = main if main and not eff.persistent and not engine.remote else None
-            mounts, expected = self._host_mounts(eff)  # while the walk goes on
+            mounts, expected = host_mounts.result()
             mounts += hiding.result()
             request = self._disk_limit(create_request(eff, volumes, main, mounts), image_id)
             if self.workspace_id and eff.workspace:  # mounts[0] is the workspace's
@@ -75,6 +78,8 @@ class Lifecycle(SandboxCore):
                 container_id = self._create(request)
                 self._start_created(container_id, limits, bool(main))
         finally:
+            if host_mounts is not None:  # what it mounted on this host is released below
+                wait([host_mounts])
             beside.shutdown(wait=False)
             if self.workspace_id:  # the container holds its own copy of the workspace
                 workspace.release_mounts(self.workspace_id)

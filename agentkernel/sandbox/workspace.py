@@ -110,14 +110,13 @@ def workspace_mount(engine: Engine, root: str, workspace_id: str,
         except OSError as err:
             log.warning("workspace %s: its sandboxes keep the host's root (no user "
                         "namespace): the folder's ids could not be shifted: %s", root, err)
-    overlay = engine.volume_labels(names["overlay"])
-    if overlay is None or overlay.get(LABEL_ROOT) != root or overlay.get(LABEL_ID_SHIFT):
-        if overlay is not None:
-            engine.remove_volume(names["overlay"])
-        options = {"type": "overlay", "device": "overlay",
-                   "o": f"lowerdir={root},upperdir={places['upper']},workdir={places['work']}"}
-        engine.create_volume(names["overlay"], {**common, LABEL_ROLE: "overlay",
-                                                LABEL_ROOT: root}, options)
+    options = {"type": "overlay", "device": "overlay",
+               "o": f"lowerdir={root},upperdir={places['upper']},workdir={places['work']}"}
+    wanted = {**common, LABEL_ROLE: "overlay", LABEL_ROOT: root}
+    overlay = engine.create_volume(names["overlay"], wanted, options)  # or the one there
+    if overlay.labels.get(LABEL_ROOT) != root or overlay.labels.get(LABEL_ID_SHIFT):
+        engine.remove_volume(names["overlay"])  # over another folder, or a shifted one's
+        engine.create_volume(names["overlay"], wanted, options)
     return {"Type": "volume", "Source": names["overlay"], "Target": root, "ReadOnly": False}
 
 
@@ -127,15 +126,14 @@ def _layers(engine: Engine, names: Mapping[str, str], labels: Mapping[str, str],
     """The host folders of the workspace's upper and work volumes (``names``; ``upper``: the
     upper one as the engine described it just now), made with ``labels`` when missing; a new
     upper layer's top belongs to the sandbox's root (``shift``'s ids) when it has a user
-    namespace."""
-    found = {"upper": upper, "work": engine.volume(names["work"])}
-    for role in ("upper", "work"):
-        if found[role] is None:
-            engine.create_volume(names[role], {**labels, LABEL_ROLE: role})
-            found[role] = made = engine.volume(names[role])
-            if role == "upper" and shift is not None:  # root inside owns the top
-                _chown(made.mountpoint if made else None, shift)
-    return _layer_places(names, found)
+    namespace. (The work volume holds nothing of the user's: it is taken as the engine's
+    create answers, the one there or a new one.)"""
+    if upper is None:
+        upper = engine.create_volume(names["upper"], {**labels, LABEL_ROLE: "upper"})
+        if shift is not None:  # root inside owns the top
+            _chown(upper.mountpoint, shift)
+    work = engine.create_volume(names["work"], {**labels, LABEL_ROLE: "work"})
+    return _layer_places(names, {"upper": upper, "work": work})
 
 
 def _layer_places(names: Mapping[str, str], found: Mapping[str, VolumeSummary | None],

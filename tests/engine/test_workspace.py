@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -30,9 +31,9 @@ from jupyter_client.manager import KernelManager
 from agentkernel.config import SandboxConfig
 from agentkernel.engine import Engine
 from agentkernel.errors import ConfigError, SandboxError
-from agentkernel.sandbox import LABEL_OWNER, Sandbox, shifted
+from agentkernel.sandbox import LABEL_OWNER, Sandbox, shifted, workspace
 from agentkernel.sandbox.request import owner_label
-from agentkernel.sandbox.workspace import LABEL_WORKSPACE
+from agentkernel.sandbox.workspace import LABEL_ROOT, LABEL_WORKSPACE
 
 # A 1x1 PNG (the smallest valid one: signature, IHDR, IDAT, IEND).
 PNG = bytes.fromhex(
@@ -334,3 +335,47 @@ def test_a_shut_down_kernel_takes_its_workspace_and_gc_takes_a_killed_ones(
                                 **os.environ, "AGENTKERNEL_ENGINE": engine.kind})
         assert f"removed workspace {killed}" in gc.stdout, gc
     assert killed not in workspaces()
+
+
+def test_creating_a_volume_that_exists_gives_it_as_it_is(engine: Engine) -> None:
+    """The workspace's start asks for its volumes by creating them (one request each): the
+    engine answers with the volume already there, its labels and options untouched (the
+    docker CLI's documented `volume create` on a name in use; Podman's compatible API)."""
+    name = f"agentkernel-test-{secrets.token_hex(4)}"
+    labels = {LABEL_OWNER: owner_label(), "agentkernel.test": "first"}
+    try:
+        made = engine.create_volume(name, labels)
+        again = engine.create_volume(name, {**labels, "agentkernel.test": "second"},
+                                     {"type": "tmpfs", "device": "tmpfs"})
+        assert made.labels == again.labels == labels
+        assert made.mountpoint and again.mountpoint == made.mountpoint
+        assert engine.volume(name) == made
+    finally:
+        engine.remove_volume(name)
+
+
+def test_a_workspace_over_another_folder_gets_an_overlay_of_that_folder(
+        engine: Engine, tmp_path: Path) -> None:
+    """A workspace id given again with another folder (a kernel's connection file reused
+    from another folder): its overlay is made again over the new folder, its layers kept
+    (the engine's overlay volume; or, with ids shifted for a user namespace, the overlay
+    this process mounts, detached once the sandbox would have started)."""
+    workspace_id = f"test-{secrets.token_hex(4)}"
+    labels = {LABEL_OWNER: owner_label()}
+    try:
+        for name in ("first", "second", "second"):
+            root = tmp_path / name
+            root.mkdir(exist_ok=True)
+            (root / f"{name}.txt").write_text(name)
+            mount = workspace.workspace_mount(engine, str(root), workspace_id, labels)
+            assert mount["Target"] == str(root)
+            if mount["Type"] == "bind":  # shifted: the merged folder is the overlay
+                try:
+                    assert sorted(os.listdir(mount["Source"])) == [f"{name}.txt"]
+                finally:
+                    workspace.release_mounts(workspace_id)
+            else:
+                overlay = engine.volume(mount["Source"])
+                assert overlay is not None and overlay.labels[LABEL_ROOT] == str(root)
+    finally:
+        workspace.discard(engine, workspace_id)
