@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -118,3 +121,28 @@ def test_overlays_over_shifted_folders_are_found_by_volume(tmp_path: Path) -> No
         "27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n")
     assert shifted.overlays(str(mountinfo)) == {
         "agentkernel-ws-a-overlay": f"{volumes}/agentkernel-ws-a-overlay/_data"}
+
+
+@needs_root
+def test_the_id_map_namespace_comes_from_a_process_with_threads_and_leaves_none() -> None:
+    """The user namespace whose fd carries the id map is made by a forked child, also from
+    a process with threads running (a start's walk and requests go on beside it): a new
+    namespace, the child gone once the fd is open, and an answer in time (in a process of
+    its own, so that a child left waiting fails the test instead of hanging it)."""
+    script = textwrap.dedent(f"""
+        import os, threading, time
+        from agentkernel.sandbox import shifted
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+        fd = shifted._userns_fd(*{SHIFT!r})
+        made, ours = os.readlink(f"/proc/self/fd/{{fd}}"), os.readlink("/proc/self/ns/user")
+        try:
+            os.waitpid(-1, os.WNOHANG)
+            children = "left"
+        except ChildProcessError:
+            children = "none"
+        print(made.startswith("user:["), made != ours, children)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=30)
+    assert result.stdout.split() == ["True", "True", "none"], result.stderr
