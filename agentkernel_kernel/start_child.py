@@ -114,15 +114,18 @@ def _start_and_send(make_manager: Callable[[], SandboxManager], sock: socket.soc
     # its whole process group); a child that died of one would only cost the kernel a retry.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from agentkernel import handoff
+    from agentkernel.config.hostpaths import one_check
     from agentkernel.errors import SandboxError, one_line
 
-    manager = make_manager()
-    try:
-        started = manager.start_for_handoff(
-            os.getppid(), on_image=lambda image_id: handoff.send(sock, {"image_id": image_id}))
-    except SandboxError as err:
-        handoff.send(sock, {"failed": one_line(err)})
-        return 1
+    with one_check():  # the host's protected paths, worked out once for the policy and start
+        manager = make_manager()
+        try:
+            started = manager.start_for_handoff(
+                os.getppid(),
+                on_image=lambda image_id: handoff.send(sock, {"image_id": image_id}))
+        except SandboxError as err:
+            handoff.send(sock, {"failed": one_line(err)})
+            return 1
     if started is None:  # a remote engine: the kernel starts its sandbox itself
         return 2
     description, fds = started.handoff()

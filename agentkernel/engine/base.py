@@ -110,11 +110,13 @@ class ContainerInfo:
 @dataclass(frozen=True)
 class VolumeSummary:
     """A named volume as the engine lists it (``mountpoint``: where its files are on the
-    engine's host, when the engine said)."""
+    engine's host, when the engine said; ``options``: the local driver's mount options it was
+    made with, when the engine said)."""
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
     mountpoint: str | None = None
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

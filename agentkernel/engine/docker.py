@@ -153,7 +153,7 @@ def _volume_summary(answer: Any, name: str) -> VolumeSummary:
     """A volume as the engine's inspect or create answered it."""
     found = answer if isinstance(answer, dict) else {}
     return VolumeSummary(found.get("Name") or name, dict(found.get("Labels") or {}),
-                         found.get("Mountpoint") or None)
+                         found.get("Mountpoint") or None, dict(found.get("Options") or {}))
 
 
 def _short_reason(err: BaseException) -> str:
@@ -177,6 +177,8 @@ class DockerEngine(Engine):
         self._tls_context = (client_context(self._endpoint.tls)
                              if self._endpoint.tls is not None else None)
         self._joining: dict[str, str] = {}  # container -> the network it joins once started
+        # each volume as the engine last described it to this process (create and inspect)
+        self._volumes_seen: dict[str, VolumeSummary] = {}
 
     @classmethod
     def connect(cls, endpoint: Endpoint | str, timeout: float = 5.0) -> DockerEngine:
@@ -300,19 +302,23 @@ class DockerEngine(Engine):
         with self._errors(f"creating volume {name}"):
             made = self.api.create_volume(name, driver="local", labels=dict(labels),
                                           driver_opts=dict(options) if options else None)
-        return _volume_summary(made, name)
+        summary = self._volumes_seen[name] = _volume_summary(made, name)
+        return summary
 
     def volume(self, name: str) -> VolumeSummary | None:
         try:
             with self._errors(f"inspecting volume {name}"):
                 found = self.api.inspect_volume(name)
         except ContainerGone:  # 404
+            self._volumes_seen.pop(name, None)
             return None
         except EngineError as err:  # Podman answers 500 for a missing volume
             if "no such volume" in str(err).lower():
+                self._volumes_seen.pop(name, None)
                 return None
             raise
-        return _volume_summary(found, name)
+        summary = self._volumes_seen[name] = _volume_summary(found, name)
+        return summary
 
     def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:
         with self._errors("listing volumes"):
@@ -326,6 +332,7 @@ class DockerEngine(Engine):
         return [str((c.get("Names") or [c["Id"][:12]])[0]).lstrip("/") for c in found]
 
     def remove_volume(self, name: str) -> None:
+        self._volumes_seen.pop(name, None)
         try:
             with self._errors(f"removing volume {name}"):
                 self.api.remove_volume(name)

@@ -310,13 +310,12 @@ class PodmanEngine(DockerEngine):
                 volumes.append(mount["Source"])
         ids = self.id_shift(host.get("Runtime"))
         blocked = [path for path, write in mounts if not others_may_use(path, write, ids)]
-        for volume in volumes:
-            try:
-                with self._errors(f"inspecting volume {volume}"):
-                    found = self.api.inspect_volume(volume)
-            except SandboxError:
-                continue
-            if found.get("Options"):
+        for volume in volumes:  # one this process was just told of is not asked again
+            seen = self._volumes_seen.get(volume)
+            if seen is None:
+                with contextlib.suppress(SandboxError):
+                    seen = self.volume(volume)
+            if seen is not None and seen.options:
                 blocked.append(f"volume {volume}")
         if blocked:
             log.info("%s: no user namespace of its own (root inside is the host's root): "

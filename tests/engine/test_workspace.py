@@ -379,3 +379,29 @@ def test_a_workspace_over_another_folder_gets_an_overlay_of_that_folder(
                 assert overlay is not None and overlay.labels[LABEL_ROOT] == str(root)
     finally:
         workspace.discard(engine, workspace_id)
+
+
+def test_on_podman_an_overlay_the_engine_mounts_keeps_root_the_hosts(
+        engine: Engine, test_image: str, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Podman gives a sandbox a user namespace only where its root can use what is mounted:
+    with the shifted workspace turned off by the operator (``SHIFT_ENV=0``), the workspace is
+    an overlay volume the engine mounts over the host folder (a volume with driver options),
+    and the sandbox keeps the host's root (as SECURITY.md says); with agentkernel's bundle
+    volume only (no driver options; the start has just looked it up), it has one."""
+    if engine.kind != "podman":
+        return  # Docker: the daemon's userns-remap (tests/engine/test_docker_userns.py)
+
+    def uid_map(config: SandboxConfig) -> list[str]:
+        sandbox = Sandbox(config, engine=engine)
+        try:
+            sandbox.start(ipython=True)
+            return sandbox.exec(["cat", "/proc/self/uid_map"]).stdout.split()
+        finally:
+            sandbox.stop()
+
+    monkeypatch.setenv(workspace.SHIFT_ENV, "0")
+    assert uid_map(SandboxConfig(image=test_image, workspace=str(project))) == [
+        "0", "0", "4294967295"]
+    monkeypatch.delenv(workspace.SHIFT_ENV)
+    inside, outside, _ = uid_map(SandboxConfig(image=test_image))
+    assert inside == "0" and int(outside) > 0
