@@ -323,8 +323,7 @@ class DockerEngine(Engine):
     def list_volumes(self, labels: Sequence[str]) -> list[VolumeSummary]:
         with self._errors("listing volumes"):
             found = self.api.volumes(filters={"label": list(labels)}) or {}
-        return [VolumeSummary(v["Name"], dict(v.get("Labels") or {}))
-                for v in found.get("Volumes") or []]
+        return [_volume_summary(v, v["Name"]) for v in found.get("Volumes") or []]
 
     def volume_users(self, name: str) -> list[str]:
         with self._errors(f"listing the users of volume {name}"):
